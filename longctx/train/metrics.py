@@ -1,0 +1,81 @@
+"""Training metrics: `metrics.jsonl`, TensorBoard event files, and progress on the terminal.
+
+Only the primary process writes. After a resume from step s, rows logged past s (by the
+run that died) are dropped first, so no step is logged twice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def truncate_jsonl(path: Path, last_step: int) -> None:
+    """Keep only the rows of `path` with step <= last_step (the restored step)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a row cut by a kill mid-write
+        if row.get("step", 0) <= last_step:
+            kept.append(line)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(k + "\n" for k in kept))
+    tmp.replace(path)
+
+
+class MetricsWriter:
+    """Writes one row per logged step to metrics.jsonl and TensorBoard; prints progress."""
+
+    def __init__(self, workdir: Path, start_step: int, total_steps: int, enabled: bool = True):
+        self.enabled = enabled
+        self.total = total_steps
+        self.path = workdir / "metrics.jsonl"
+        self._bar = None
+        self._tb = None
+        if not enabled:
+            return
+        truncate_jsonl(self.path, start_step)
+        from tensorboardX import SummaryWriter
+
+        # purge_step hides events a killed run wrote past the restored step.
+        self._tb = SummaryWriter(str(workdir / "tb"), purge_step=start_step or None)
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True)
+        self._file = self.path.open("a")
+        self._last_print = time.time()
+
+    def write(self, row: dict[str, Any], print_line: bool) -> None:
+        if not self.enabled:
+            return
+        self._file.write(json.dumps(row, sort_keys=True) + "\n")
+        self._file.flush()
+        step = row["step"]
+        for key, value in row.items():
+            if key != "step" and isinstance(value, int | float) and math.isfinite(value):
+                self._tb.add_scalar(f"train/{key}", value, step)
+        if self._bar is not None:
+            self._bar.n = step
+            self._bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_sec']:.0f}")
+            self._bar.refresh()
+        elif print_line:
+            print(f"step {step}/{self.total}  loss {row['loss']:.4f}  ppl {row['perplexity']:.2f}  "
+                  f"lr {row['lr']:.2e}  gnorm {row['grad_norm']:.3f}  "
+                  f"{row['tokens_per_sec']:.0f} tok/s", flush=True)
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        self._file.close()
+        self._tb.close()
+        if self._bar is not None:
+            self._bar.close()

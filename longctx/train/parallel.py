@@ -1,0 +1,227 @@
+"""Devices and hosts: multi-host start-up, lane ownership, and moving state between the
+per-device layout `pmap` wants and the global layout checkpoints hold.
+
+Design: the step runs under `jax.pmap` over the local devices (the pmap axis spans every
+device of every process). `pmap` state is per process, and orbax only saves global
+`jax.Array`s, so at a checkpoint we convert: parameters and optimiser state become
+replicated global arrays, the memory a global array sharded over lanes. Restoring does
+the reverse. This keeps the hot loop in plain `pmap` (as asked) and confines the
+global-array view to the save/restore path.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from longctx.train.step import memory_batch_axes
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Where this process sits: its devices and the global lanes it feeds."""
+
+    process_index: int
+    process_count: int
+    local_devices: tuple
+    global_batch: int
+
+    @property
+    def num_local(self) -> int:
+        return len(self.local_devices)
+
+    @property
+    def num_global_devices(self) -> int:
+        return self.num_local * self.process_count
+
+    @property
+    def process_lanes(self) -> np.ndarray:
+        """Global lane indices this process reads (a contiguous block)."""
+        per = self.global_batch // self.process_count
+        return np.arange(self.process_index * per, (self.process_index + 1) * per, dtype=np.int32)
+
+    @property
+    def is_primary(self) -> bool:
+        return self.process_index == 0
+
+
+def init_distributed(coordinator: str | None, num_processes: int | None, process_id: int | None,
+                     timeout_s: int = 30) -> None:
+    """Join a multi-host run (flags or LONGCTX_COORDINATOR / _NUM_PROCESSES / _PROCESS_ID).
+
+    Heartbeat and shutdown timeouts are short so that a dead peer makes the others fail
+    within a minute instead of hanging.
+    """
+    coordinator = coordinator or os.environ.get("LONGCTX_COORDINATOR")
+    if not coordinator:
+        return
+    num_processes = num_processes or int(os.environ.get("LONGCTX_NUM_PROCESSES", "1"))
+    if process_id is None:
+        process_id = int(os.environ.get("LONGCTX_PROCESS_ID", "0"))
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=coordinator,
+        num_processes=num_processes,
+        process_id=process_id,
+        initialization_timeout=timeout_s * 2,
+        heartbeat_timeout_seconds=timeout_s,
+        shutdown_timeout_seconds=timeout_s,
+    )
+
+
+def topology(global_batch: int) -> Topology:
+    return Topology(jax.process_index(), jax.process_count(), tuple(jax.local_devices()),
+                    global_batch)
+
+
+def global_mesh() -> Mesh:
+    return Mesh(np.array(jax.devices()), ("data",))
+
+
+# ----------------------------------------------------------------------------- per-device layout
+
+
+def replicate(tree: Any, topo: Topology) -> Any:
+    """Host pytree -> one copy per local device (leading axis = local device)."""
+    def put(x):
+        x = np.asarray(x)
+        return np.broadcast_to(x, (topo.num_local,) + x.shape)
+
+    return jax.tree.map(put, tree)
+
+
+def unreplicate(tree: Any) -> Any:
+    """Per-device copies -> one host copy (numpy)."""
+    return jax.tree.map(lambda x: np.asarray(x[0]), tree)
+
+
+def shard_rows(tree: Any, axes: Any, num_local: int) -> Any:
+    """Split each leaf's lane axis into [num_local, ...] per-device pieces (numpy in, numpy out)."""
+
+    def split(x, a):
+        x = np.asarray(x)
+        parts = np.split(x, num_local, axis=a)
+        return np.stack(parts, axis=0)
+
+    return jax.tree.map(split, tree, axes)
+
+
+def unshard_rows(tree: Any, axes: Any) -> Any:
+    """Inverse of `shard_rows`: per-device pieces back to this process's lanes (numpy)."""
+
+    def join(x, a):
+        x = np.asarray(x)
+        return np.concatenate(list(x), axis=a)
+
+    return jax.tree.map(join, tree, axes)
+
+
+def shard_batch(batch: dict, num_local: int) -> dict:
+    """A process's batch (lanes first) -> [num_local, lanes/num_local, ...]."""
+    return {k: np.asarray(v).reshape((num_local, -1) + np.shape(v)[1:]) for k, v in batch.items()}
+
+
+def memory_to_devices(memory: Any, topo: Topology) -> Any:
+    if memory is None:
+        return None
+    return shard_rows(memory, memory_batch_axes(memory), topo.num_local)
+
+
+def memory_from_devices(memory: Any) -> Any:
+    if memory is None:
+        return None
+    host = jax.tree.map(lambda x: np.asarray(x[0]), memory)  # one device's piece: its axes
+    axes = memory_batch_axes(host)
+    return unshard_rows(memory, axes)
+
+
+# ----------------------------------------------------------------------------- global layout
+
+
+def to_global_replicated(tree: Any) -> Any:
+    """Host copies (identical on every process) -> replicated global arrays."""
+    sharding = NamedSharding(global_mesh(), P())
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
+                        tree)
+
+
+def to_global_lanes(tree: Any, topo: Topology) -> Any:
+    """This process's lanes -> global arrays sharded over the lane axis."""
+    if tree is None:
+        return None
+    axes = memory_batch_axes(tree)
+
+    def make(x, a):
+        spec = [None] * np.ndim(x)
+        spec[a] = "data"
+        shape = list(np.shape(x))
+        shape[a] = shape[a] * topo.process_count
+        return jax.make_array_from_process_local_data(
+            NamedSharding(global_mesh(), P(*spec)), np.asarray(x), tuple(shape))
+
+    return jax.tree.map(make, tree, axes)
+
+
+def abstract_global_lanes(tree: Any) -> Any:
+    """Restore targets for a lane-sharded global pytree (shapes from a global host template)."""
+    if tree is None:
+        return None
+    axes = memory_batch_axes(tree)
+
+    def spec(x, a):
+        parts = [None] * np.ndim(x)
+        parts[a] = "data"
+        return jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype,
+                                    sharding=NamedSharding(global_mesh(), P(*parts)))
+
+    return jax.tree.map(spec, tree, axes)
+
+
+def abstract_global_replicated(tree: Any) -> Any:
+    sharding = NamedSharding(global_mesh(), P())
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype,
+                                                       sharding=sharding), tree)
+
+
+def local_from_global(tree: Any) -> Any:
+    """Global arrays -> this process's data as numpy (replicated: the full copy;
+    lane-sharded: this process's lanes, in order)."""
+
+    def local(x):
+        if not isinstance(x, jax.Array):
+            return np.asarray(x)
+        if x.is_fully_replicated:
+            return np.asarray(x.addressable_data(0))
+        shards = sorted(x.addressable_shards, key=lambda s: tuple(i.start or 0 for i in s.index))
+        axis = next(i for i, sl in enumerate(shards[0].index) if sl != slice(None))
+        return np.concatenate([np.asarray(s.data) for s in shards], axis=axis)
+
+    return jax.tree.map(local, tree)
+
+
+def block_until_ready(tree: Any) -> Any:
+    return jax.tree.map(lambda x: x.block_until_ready() if isinstance(x, jax.Array) else x, tree)
+
+
+def allgather_json(obj: Any) -> list:
+    """Gather one JSON-able object from every process (for the data iterators' states)."""
+    import json
+
+    if jax.process_count() == 1:
+        return [obj]
+    from jax.experimental import multihost_utils
+
+    raw = np.frombuffer(json.dumps(obj).encode(), dtype=np.uint8)
+    size = multihost_utils.process_allgather(np.array([raw.size], np.int32))
+    padded = np.zeros(int(np.max(size)), np.uint8)
+    padded[: raw.size] = raw
+    allraw = multihost_utils.process_allgather(padded)
+    return [json.loads(bytes(allraw[i][: int(size[i][0])]).decode()) for i in range(len(allraw))]
+
+
