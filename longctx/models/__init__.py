@@ -1,1 +1,93 @@
-"""longctx.models."""
+"""longctx.models: Transformer-XL, sliding-window and vanilla decoders (Flax Linen).
+
+All three share one module (`Decoder`) and one parameter tree, so parameter counts match at
+a matched config. Public API::
+
+    model = build_model(cfg)                      # cfg: ModelConfig, arch in {xl, window, vanilla}
+    memory = init_memory(cfg, batch_size)         # Memory(hidden [n_layer+1, B, rows, d], valid [B])
+                                                  # rows = mem_len for XL, 0 for window/vanilla
+    variables = model.init({"params": key}, tokens, memory, reset)   # tokens [B,T] int32, reset [B] bool
+    logits, new_memory = model.apply({"params": params}, tokens, memory, reset,
+                                     deterministic=True, rngs={"dropout": key})
+    count_params(params) -> int
+
+`logits` is [B, T, n_token] float32 (bfloat16 compute included). XL: `new_memory` keeps the
+last mem_len rows of concat(old valid rows, new hidden states), gradient-stopped, with
+`valid = min(mem_len, valid + T)`; reset[b] empties row b's memory before the segment.
+Window: the full banded forward (blocked local attention, O(T*W)); the memory passes
+through unchanged. Vanilla: causal attention inside independent segments of ctx_len.
+
+Streaming and evaluation (all pure, static shapes; jit them with the model static, e.g.
+`jax.jit(xl_decode_step, static_argnums=0)` -- the model hashes by its config):
+
+    state = xl_decode_init(cfg, batch, memory=None)
+    logits[B,V], state = xl_decode_step(model, params, token[B], state)     # == segment mode
+    logits[B,N,V], state = xl_decode_feed(model, params, tokens[B,N], state)
+
+    cache = window_decode_init(cfg, batch)                     # ring buffer, W entries per layer
+    logits[B,V], cache = window_decode_step(model, params, token[B], cache)
+    logits[B,C,V], cache = window_feed(model, params, tokens[B,C], cache)   # a chunk at once
+    logits[B,T,V], cache = window_stream_logits(model, params, tokens[B,T], chunk, cache=None)
+    nll[B,T-1] = window_stream_nll(model, params, tokens[B,T], chunk)
+
+    nll = vanilla_strided_nll(model, params, tokens[T] or [B,T], ctx_len, stride=1)
+          # [T-1] / [B,T-1]; NLL of tokens[1:]; stride 1 = context exactly t-ctx_len .. t-1
+
+    logits = model.apply({"params": params}, tokens, mask, method=Decoder.masked_forward)
+          # dense forward under any visibility mask [B|1, T, T] (tests, analysis)
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from longctx.config import ModelConfig
+from longctx.models.decoder import Decoder, check_config
+from longctx.models.kv_cache import (
+    WindowCache,
+    window_decode_init,
+    window_decode_step,
+    window_feed,
+    window_stream_logits,
+    window_stream_nll,
+)
+from longctx.models.memory import Memory, init_memory
+from longctx.models.transformer_xl import (
+    XLDecodeState,
+    xl_decode_feed,
+    xl_decode_init,
+    xl_decode_step,
+)
+from longctx.models.vanilla import vanilla_strided_nll
+
+
+def build_model(cfg: ModelConfig) -> Decoder:
+    """The decoder for cfg.arch; raises ConfigError for n_token <= 0 or same_length without memory."""
+    check_config(cfg)
+    return Decoder(cfg)
+
+
+def count_params(params) -> int:
+    """Total number of parameter scalars in a pytree."""
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+
+
+__all__ = [
+    "Decoder",
+    "Memory",
+    "WindowCache",
+    "XLDecodeState",
+    "build_model",
+    "count_params",
+    "init_memory",
+    "vanilla_strided_nll",
+    "window_decode_init",
+    "window_decode_step",
+    "window_feed",
+    "window_stream_logits",
+    "window_stream_nll",
+    "xl_decode_feed",
+    "xl_decode_init",
+    "xl_decode_step",
+]

@@ -1,0 +1,113 @@
+"""The decoder Module shared by the three architectures (one parameter tree for all).
+
+`Decoder(cfg)(tokens, memory, reset, deterministic)` -> (logits, new_memory) dispatches on
+cfg.arch to the XL segment forward, the blocked sliding-window forward or the vanilla
+fixed-context forward. The embedding is tied to the output layer (plus an output bias).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from longctx.config import ARCHS, ConfigError, ModelConfig
+from longctx.models import sliding_window, transformer_xl, vanilla
+from longctx.models.blocks import compute_dtype, descending_pos_emb, init
+from longctx.models.layer import DecoderLayer
+from longctx.models.memory import Memory, init_memory
+
+
+def check_config(cfg: ModelConfig) -> None:
+    """Refuse what the model cannot build (ConfigError naming the key)."""
+    if cfg.arch not in ARCHS:
+        raise ConfigError(f"config key 'model.arch': must be one of {ARCHS}, got {cfg.arch!r}")
+    if cfg.n_token <= 0:
+        raise ConfigError("config key 'model.n_token': must be > 0 to build a model "
+                          f"(got {cfg.n_token}; 0 means 'take it from the tokenizer')")
+    if cfg.same_length and cfg.arch == "xl" and cfg.mem_len == 0:
+        raise ConfigError("config key 'model.same_length': needs mem_len > 0 "
+                          "(with mem_len = 0 every key would be masked)")
+
+
+class Decoder(nn.Module):
+    """Tokens -> logits with an explicit memory pytree (see longctx.models docs)."""
+
+    cfg: ModelConfig
+
+    def __hash__(self) -> int:
+        """Hash by config so the model can be a static argument of jax.jit."""
+        return hash((type(self).__name__, dataclasses.astuple(self.cfg), self.name))
+
+    def setup(self) -> None:
+        c = self.cfg
+        check_config(c)
+        self.word_emb = nn.Embed(c.n_token, c.d_model, embedding_init=init(c),
+                                 param_dtype=jnp.float32)
+        self.out_bias = self.param("out_bias", nn.initializers.zeros, (c.n_token,))
+        if not c.untie_r:
+            self.r_w_bias = self.param("r_w_bias", init(c), (c.n_head, c.d_head))
+            self.r_r_bias = self.param("r_r_bias", init(c), (c.n_head, c.d_head))
+        layer_cls = nn.remat(DecoderLayer, static_argnums=(7, 8)) if c.remat else DecoderLayer
+        self.layers = [layer_cls(c) for _ in range(c.n_layer)]
+        self.drop = nn.Dropout(c.dropout)
+
+    # ------------------------------------------------------------------ shared pieces
+
+    def shared_biases(self) -> tuple[jax.Array | None, jax.Array | None]:
+        """The shared (r_w_bias, r_r_bias), or (None, None) when each layer has its own."""
+        if self.cfg.untie_r:
+            return None, None
+        return self.r_w_bias, self.r_r_bias
+
+    def embed(self, tokens: jax.Array, deterministic: bool) -> jax.Array:
+        """Token embedding * sqrt(d_model), dropout, in the compute dtype."""
+        c = self.cfg
+        h = self.word_emb(tokens) * np.sqrt(c.d_model)
+        return self.drop(h.astype(compute_dtype(c)), deterministic=deterministic)
+
+    def dropout(self, x: jax.Array, deterministic: bool) -> jax.Array:
+        """The model-level dropout (on positional embeddings, as the original)."""
+        return self.drop(x, deterministic=deterministic)
+
+    def output(self, h: jax.Array, deterministic: bool) -> jax.Array:
+        """Dropout then tied output layer: float32 logits h @ W_emb^T + out_bias."""
+        h = self.drop(h, deterministic=deterministic).astype(jnp.float32)
+        return h @ self.word_emb.embedding.T + self.out_bias
+
+    def masked_forward(
+        self, tokens: jax.Array, mask: jax.Array, deterministic: bool = True
+    ) -> jax.Array:
+        """Dense forward of [B, T] tokens under an explicit visibility mask [B|1, T, T]
+        (query i sees key j where True; distances are i - j). Used by vanilla and tests."""
+        t = tokens.shape[1]
+        h = self.embed(tokens, deterministic)
+        pos_emb = self.dropout(descending_pos_emb(self.cfg, t), deterministic)
+        rw, rr = self.shared_biases()
+        empty = jnp.zeros((h.shape[0], 0, h.shape[2]), h.dtype)
+        for layer in self.layers:
+            h = layer(h, empty, pos_emb, mask, rw, rr, deterministic, 0)
+        return self.output(h, deterministic)
+
+    # ------------------------------------------------------------------ entry point
+
+    def __call__(
+        self,
+        tokens: jax.Array,
+        memory: Memory | None = None,
+        reset: jax.Array | None = None,
+        deterministic: bool = True,
+    ) -> tuple[jax.Array, Memory]:
+        """tokens [B, T] int32, memory (init_memory), reset [B] bool ->
+        (logits [B, T, n_token] float32, new memory of the same shape)."""
+        c = self.cfg
+        if memory is None:
+            memory = init_memory(c, tokens.shape[0])
+        if c.arch == "xl":
+            return transformer_xl.xl_forward(self, tokens, memory, reset, deterministic)
+        if c.arch == "window":
+            return sliding_window.window_forward(self, tokens, deterministic), memory
+        return vanilla.vanilla_forward(self, tokens, deterministic), memory

@@ -1,0 +1,134 @@
+"""Sliding-window streaming: a ring-buffer KV cache of `window` entries per layer.
+
+Position t lives in slot t mod W. `window_decode_step` feeds one token (writes its k/v into
+its slot, attends over the W slots); `window_feed` feeds a chunk of C tokens at once (for
+fast scoring); both reproduce the full banded forward exactly and can be mixed freely.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from longctx.config import ModelConfig
+from longctx.models import attention as A
+from longctx.models.blocks import clamp_distance, compute_dtype, descending_pos_emb, sinusoid
+
+if TYPE_CHECKING:
+    from longctx.models.decoder import Decoder
+
+
+@flax.struct.dataclass
+class WindowCache:
+    """k, v: [n_layer, B, W, n_head, d_head] (compute dtype), slot t mod W holds position t;
+    pos: int32 scalar, tokens fed so far."""
+
+    k: jax.Array
+    v: jax.Array
+    pos: jax.Array
+
+
+def window_decode_init(cfg: ModelConfig, batch_size: int) -> WindowCache:
+    """An empty cache (nothing fed yet)."""
+    shape = (cfg.n_layer, batch_size, cfg.window, cfg.n_head, cfg.d_head)
+    zeros = jnp.zeros(shape, compute_dtype(cfg))
+    return WindowCache(k=zeros, v=zeros, pos=jnp.zeros((), jnp.int32))
+
+
+def _step(mod: Decoder, token: jax.Array, cache: WindowCache) -> tuple[jax.Array, WindowCache]:
+    """Inside apply: one token per row against the ring buffer."""
+    cfg = mod.cfg
+    width, t = cfg.window, cache.pos
+    slot = t % width
+    dist = (t - jnp.arange(width)) % width  # distance of the position held in each slot
+    seen = (dist <= t)[None, None, None, :]
+    pos_emb = sinusoid(clamp_distance(dist, cfg.clamp_len), cfg.d_model)
+    rw, rr = mod.shared_biases()
+    h = mod.embed(token[:, None], True)
+    ks, vs = [], []
+    for i, layer in enumerate(mod.layers):
+        q, k, v = layer.project(h)
+        kc = jax.lax.dynamic_update_slice(cache.k[i], k.astype(cache.k.dtype), (0, slot, 0, 0))
+        vc = jax.lax.dynamic_update_slice(cache.v[i], v.astype(cache.v.dtype), (0, slot, 0, 0))
+        lrw, lrr = layer.biases(rw, rr)
+        scores = A.rel_scores_direct(q, kc, layer.rel_proj(pos_emb), lrw, lrr)
+        h = layer.finish(h, layer.attend(scores, seen, vc, True), True)
+        ks.append(kc)
+        vs.append(vc)
+    logits = mod.output(h, True)[:, 0]
+    return logits, WindowCache(k=jnp.stack(ks), v=jnp.stack(vs), pos=t + 1)
+
+
+def _feed(mod: Decoder, tokens: jax.Array, cache: WindowCache) -> tuple[jax.Array, WindowCache]:
+    """Inside apply: a chunk [B, C] against the cache (keys: the W cached + the C new)."""
+    cfg = mod.cfg
+    width, t = cfg.window, cache.pos
+    chunk = tokens.shape[1]
+    i = jnp.arange(chunk)[:, None]
+    j = jnp.arange(width + chunk)[None, :]
+    dist = width + i - j
+    seen = (dist >= 0) & (dist < width) & (t - width + j >= 0)
+    pos_emb = descending_pos_emb(cfg, width + chunk)
+    rw, rr = mod.shared_biases()
+    h = mod.embed(tokens, True)
+    ks, vs = [], []
+    for n, layer in enumerate(mod.layers):
+        q, k, v = layer.project(h)
+        kk = jnp.concatenate([jnp.roll(cache.k[n], -(t % width), axis=1), k.astype(cache.k.dtype)], 1)
+        vv = jnp.concatenate([jnp.roll(cache.v[n], -(t % width), axis=1), v.astype(cache.v.dtype)], 1)
+        lrw, lrr = layer.biases(rw, rr)
+        scores = A.rel_scores(q, kk, layer.rel_proj(pos_emb), lrw, lrr)
+        h = layer.finish(h, layer.attend(scores, seen[None, None], vv, True), True)
+        ks.append(jnp.roll(kk[:, chunk:], (t + chunk) % width, axis=1))
+        vs.append(jnp.roll(vv[:, chunk:], (t + chunk) % width, axis=1))
+    logits = mod.output(h, True)
+    return logits, WindowCache(k=jnp.stack(ks), v=jnp.stack(vs), pos=t + chunk)
+
+
+def window_decode_step(
+    model: Decoder, params, token: jax.Array, cache: WindowCache
+) -> tuple[jax.Array, WindowCache]:
+    """Feed one token [B] -> (logits [B, V] float32, cache). Jit with static_argnums=0."""
+    return model.apply({"params": params}, token, cache, method=_step)
+
+
+def window_feed(
+    model: Decoder, params, tokens: jax.Array, cache: WindowCache
+) -> tuple[jax.Array, WindowCache]:
+    """Feed a chunk [B, C] -> (logits [B, C, V] float32, cache). Jit with static_argnums=0."""
+    return model.apply({"params": params}, tokens, cache, method=_feed)
+
+
+def window_stream_logits(
+    model: Decoder, params, tokens: jax.Array, chunk: int, cache: WindowCache | None = None
+) -> tuple[jax.Array, WindowCache]:
+    """Run [B, T] tokens chunk by chunk (a lax.scan of window_feed, then the remainder) ->
+    (logits [B, T, V], cache): equal to the full banded forward, with O(chunk * W) memory."""
+    batch, seq_len = tokens.shape
+    if cache is None:
+        cache = window_decode_init(model.cfg, batch)
+    whole = seq_len // chunk * chunk
+    outs = []
+    if whole:
+        parts = tokens[:, :whole].reshape(batch, whole // chunk, chunk).swapaxes(0, 1)
+
+        def body(c, part):
+            logits, c = window_feed(model, params, part, c)
+            return c, logits
+
+        cache, logits = jax.lax.scan(body, cache, parts)
+        outs.append(logits.swapaxes(0, 1).reshape(batch, whole, -1))
+    if whole < seq_len:
+        logits, cache = window_feed(model, params, tokens[:, whole:], cache)
+        outs.append(logits)
+    return jnp.concatenate(outs, axis=1), cache
+
+
+def window_stream_nll(model: Decoder, params, tokens: jax.Array, chunk: int) -> jax.Array:
+    """Per-token NLL [B, T-1] of tokens[:, 1:] under the window model, streamed by chunks."""
+    logits, _ = window_stream_logits(model, params, tokens[:, :-1], chunk)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    return -jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]

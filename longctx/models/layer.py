@@ -1,0 +1,123 @@
+"""One decoder layer: relative multi-head attention (fused qkv_net, r_net, o_net) + ReLU
+feed-forward, post-LN (the original) or pre-LN. Shared by all three architectures.
+
+`__call__` is the training/segment path (dense under a mask, or blocked band attention);
+the decoders reuse the pieces (`project`, `rel_proj`, `attend`, `finish`) step by step.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from longctx.config import ModelConfig
+from longctx.models import attention as A
+from longctx.models.blocks import compute_dtype, init
+
+
+class DecoderLayer(nn.Module):
+    """Parameters: qkv_net, r_net, o_net (no bias), attn_norm, ff_in, ff_out, ff_norm,
+    and r_w_bias/r_r_bias [n_head, d_head] when cfg.untie_r."""
+
+    cfg: ModelConfig
+
+    def setup(self) -> None:
+        c = self.cfg
+        dt = compute_dtype(c)
+        hd = c.n_head * c.d_head
+        dense = dict(dtype=dt, param_dtype=jnp.float32, kernel_init=init(c))
+        self.qkv_net = nn.Dense(3 * hd, use_bias=False, **dense)
+        self.r_net = nn.Dense(hd, use_bias=False, **dense)
+        self.o_net = nn.Dense(c.d_model, use_bias=False, **dense)
+        self.attn_norm = nn.LayerNorm(epsilon=1e-5, dtype=dt)
+        self.ff_in = nn.Dense(c.d_inner, **dense)
+        self.ff_out = nn.Dense(c.d_model, **dense)
+        self.ff_norm = nn.LayerNorm(epsilon=1e-5, dtype=dt)
+        self.drop = nn.Dropout(c.dropout)
+        self.drop_att = nn.Dropout(c.dropatt)
+        if c.untie_r:
+            self.r_w_bias = self.param("r_w_bias", init(c), (c.n_head, c.d_head))
+            self.r_r_bias = self.param("r_r_bias", init(c), (c.n_head, c.d_head))
+
+    # ------------------------------------------------------------------ pieces
+
+    def biases(self, r_w_bias: jax.Array | None, r_r_bias: jax.Array | None):
+        """This layer's (r_w_bias, r_r_bias): its own when untied, else the shared ones."""
+        if self.cfg.untie_r:
+            return self.r_w_bias, self.r_r_bias
+        return r_w_bias, r_r_bias
+
+    def project(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Keys' source rows [..., T, d] -> q, k, v [..., T, H, D] (one fused matmul)."""
+        c = self.cfg
+        if c.pre_lnorm:
+            x = self.attn_norm(x)
+        qkv = self.qkv_net(x)
+        q, k, v = jnp.split(qkv, 3, axis=-1)
+        shape = x.shape[:-1] + (c.n_head, c.d_head)
+        return q.reshape(shape), k.reshape(shape), v.reshape(shape)
+
+    def rel_proj(self, pos_emb: jax.Array) -> jax.Array:
+        """Sinusoids [K, d_model] -> r [K, H, D]."""
+        c = self.cfg
+        r = self.r_net(pos_emb.astype(compute_dtype(c)))
+        return r.reshape(pos_emb.shape[:-1] + (c.n_head, c.d_head))
+
+    def attend(self, scores, mask, v, deterministic: bool) -> jax.Array:
+        """Masked softmax (+ attention dropout) and weighted sum of v."""
+        drop = None
+        if self.cfg.dropatt > 0 and not deterministic:
+            drop = lambda p: self.drop_att(p, deterministic=False)
+        return A.attend(scores, mask, v, drop)
+
+    def finish(self, h: jax.Array, vec: jax.Array, deterministic: bool) -> jax.Array:
+        """o_net, residual + LayerNorm, then the feed-forward sub-layer."""
+        c = self.cfg
+        out = self.o_net(vec.reshape(vec.shape[:-2] + (c.n_head * c.d_head,)))
+        out = self.drop(out, deterministic=deterministic)
+        h = h + out if c.pre_lnorm else self.attn_norm(h + out)
+        x = self.ff_norm(h) if c.pre_lnorm else h
+        x = nn.relu(self.ff_in(x))
+        x = self.drop(x, deterministic=deterministic)
+        x = self.drop(self.ff_out(x), deterministic=deterministic)
+        return h + x if c.pre_lnorm else self.ff_norm(h + x)
+
+    # ------------------------------------------------------------------ whole layer
+
+    def __call__(
+        self,
+        h: jax.Array,
+        mem: jax.Array,
+        pos_emb: jax.Array,
+        mask: jax.Array,
+        r_w_bias: jax.Array | None,
+        r_r_bias: jax.Array | None,
+        deterministic: bool = True,
+        block: int = 0,
+    ) -> jax.Array:
+        """h [B, T, d], mem [B, M, d] (cached rows before h).
+
+        block == 0: dense attention over concat(mem, h) under mask [B|1, T, M+T].
+        block > 0: blocked band attention (mem must be empty, T a multiple of block):
+        mask [nb, C, (m+1)C] from `attention.band_mask`, pos_emb of length (m+1)C.
+        """
+        rw, rr = self.biases(r_w_bias, r_r_bias)
+        r = self.rel_proj(pos_emb)
+        if block == 0:
+            src = jnp.concatenate([mem.astype(h.dtype), h], axis=1)
+            q, k, v = self.project(src)
+            q = q[:, mem.shape[1] :]
+            scores = A.rel_scores(q, k, r, rw, rr)
+            vec = self.attend(scores, mask[:, None], v, deterministic)
+        else:
+            b, t = h.shape[:2]
+            history = pos_emb.shape[0] // block - 1
+            q, k, v = self.project(h)
+            qb = q.reshape(b, t // block, block, *q.shape[2:])
+            kb = A.with_history(k, block, history)
+            vb = A.with_history(v, block, history)
+            scores = A.rel_scores(qb, kb, r, rw, rr)  # [B, nb, H, C, (m+1)C]
+            vec = self.attend(scores, mask[None, :, None], vb, deterministic)
+            vec = vec.reshape(b, t, *vec.shape[3:])
+        return self.finish(h, vec, deterministic)

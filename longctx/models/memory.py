@@ -1,0 +1,61 @@
+"""The XL memory pytree: cached hidden states per layer, right-aligned, with a valid count.
+
+`hidden[0]` caches the embeddings and `hidden[i]` the output of layer `i-1` (as the original
+Transformer-XL's `mems`). Row b's valid entries are the last `valid[b]` rows; the rest are
+masked as keys. A fixed size keeps every shape static under `jit`.
+"""
+
+from __future__ import annotations
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from longctx.config import ModelConfig
+
+
+@flax.struct.dataclass
+class Memory:
+    """hidden: [n_layer+1, B, mem_len, d_model] float32; valid: [B] int32 rows in use."""
+
+    hidden: jax.Array
+    valid: jax.Array
+
+
+def memory_rows(cfg: ModelConfig) -> int:
+    """Rows per layer kept between calls: mem_len for XL, none for window/vanilla."""
+    return cfg.mem_len if cfg.arch == "xl" else 0
+
+
+def init_memory(cfg: ModelConfig, batch_size: int) -> Memory:
+    """An empty memory (valid = 0). Window/vanilla get a zero-row Memory they accept and return."""
+    rows = memory_rows(cfg)
+    hidden = jnp.zeros((cfg.n_layer + 1, batch_size, rows, cfg.d_model), jnp.float32)
+    return Memory(hidden=hidden, valid=jnp.zeros((batch_size,), jnp.int32))
+
+
+def apply_reset(memory: Memory, reset: jax.Array | None) -> Memory:
+    """Empty the rows where `reset` is True (a new conversation starts there); stop gradients."""
+    hidden = jax.lax.stop_gradient(memory.hidden)
+    valid = memory.valid
+    if reset is not None:
+        reset = jnp.asarray(reset, bool)
+        valid = jnp.where(reset, 0, valid)
+        hidden = jnp.where(reset[None, :, None, None], 0.0, hidden)
+    return Memory(hidden=hidden, valid=valid.astype(jnp.int32))
+
+
+def key_valid(memory: Memory) -> jax.Array:
+    """[B, mem_len] bool: which memory rows hold real keys (the last `valid[b]`)."""
+    rows = memory.hidden.shape[2]
+    return jnp.arange(rows)[None, :] >= (rows - memory.valid)[:, None]
+
+
+def update_memory(memory: Memory, new_hidden: jax.Array) -> Memory:
+    """Last mem_len rows of concat(old rows, new_hidden [n_layer+1, B, T, d]); no gradient."""
+    rows = memory.hidden.shape[2]
+    steps = new_hidden.shape[2]
+    cat = jnp.concatenate([memory.hidden, new_hidden.astype(memory.hidden.dtype)], axis=2)
+    hidden = jax.lax.stop_gradient(cat[:, :, cat.shape[2] - rows :])
+    valid = jnp.minimum(rows, memory.valid + steps).astype(jnp.int32)
+    return Memory(hidden=hidden, valid=valid)
