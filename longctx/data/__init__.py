@@ -1,1 +1,50 @@
-"""longctx.data."""
+"""longctx.data: dialogue datasets (synthetic memory benchmark, MSC, QMSum), their
+tokenizer, and lane-stable batches.
+
+The contract the rest of longctx codes against::
+
+    from longctx.data import prepare_dataset, make_lanes
+
+    ds = prepare_dataset(data_cfg)   # builds once under data_cfg.data_dir, then opens it
+    ds.tokenizer                     # transformers.PreTrainedTokenizerFast (offline)
+    ds.tokenizer_dir                 # its save_pretrained folder (copy it into run dirs)
+    ds.vocab_size                    # int, specials included
+    ds.special_ids                   # {'pad','bos','eos','eot','session','spk0'..'spk7'} -> id
+    ds.source(split)                 # random-access records ('train' / 'validation')
+    ds.conversations(split)          # list[TokenizedConversation], the dataset's order
+    ds.texts(split)                  # list[Conversation] (text, session headers, probes)
+    ds.slot_values(slot)             # all values of a synthetic slot; () for real corpora
+    ds.encode_value(value)           # a value's tokens exactly as inside a stream
+
+    lanes = make_lanes(ds, split, batch_size, seg_len, mode='segments' | 'sequences',
+                       lane_ids=None, seed=0, loop=True)
+    batch = next(lanes)   # inputs/targets [b, seg_len] int32, mask [b, seg_len] float32,
+                          # reset [b] bool (the row starts a new conversation)
+    state = lanes.get_state(); lanes.set_state(state)   # exact resume, any process
+
+Stream layout, span semantics and distances: `render.py`; batching rules: `lanes.py`;
+the synthetic benchmark: `dialogues.py`.
+"""
+
+from longctx.data.conversation import Conversation, Probe, Turn
+from longctx.data.dataset import DialogueDataset, dataset_dir, prepare_dataset
+from longctx.data.dialogues import BUCKET_NAMES, distance_bucket
+from longctx.data.lanes import Lanes, lanes_for_process, make_lanes
+from longctx.data.render import ProbeSpan, TokenizedConversation, TurnSpan
+
+__all__ = [
+    "BUCKET_NAMES",
+    "Conversation",
+    "DialogueDataset",
+    "Lanes",
+    "Probe",
+    "ProbeSpan",
+    "TokenizedConversation",
+    "Turn",
+    "TurnSpan",
+    "dataset_dir",
+    "distance_bucket",
+    "lanes_for_process",
+    "make_lanes",
+    "prepare_dataset",
+]

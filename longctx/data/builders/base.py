@@ -1,0 +1,158 @@
+"""The TFDS builder shared by every dialogue dataset, and the checked JSON-lines reader
+of the real corpora.
+
+A dataset is built in two steps (see `longctx.data.dataset`): the source is read into
+text `Conversation`s and checked (every error before anything is written), then the
+tokenizer is trained and the rendered records are written by `download_and_prepare`.
+The builder itself only writes records it is handed, in order (no shuffling), as
+array_record files that `as_data_source()` reads without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from longctx.config import DataConfig
+from longctx.data.conversation import Conversation
+from longctx.errors import UserError
+
+SPLITS = ("train", "validation")
+REPO = Path(__file__).resolve().parents[3]
+SHARED_DATA = REPO.parent / "shared" / "data"  # where the team's copies of the corpora live
+
+
+def features() -> tfds.features.FeaturesDict:
+    """One record = one conversation (layout in `longctx.data.render`)."""
+    return tfds.features.FeaturesDict({
+        "conv_id": tfds.features.Text(),
+        "ids": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+        "turns": tfds.features.Tensor(shape=(None, 5), dtype=np.int32),
+        "sessions": tfds.features.Tensor(shape=(None, 2), dtype=np.int32),
+        "probes": tfds.features.Tensor(shape=(None, 7), dtype=np.int32),
+        "text": tfds.features.Text(),
+    })
+
+
+class DialogueBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Writes pre-rendered conversation records; subclasses say how to read their source."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "First release."}
+    DESCRIPTION: ClassVar[str] = ""
+    CITATION: ClassVar[str] = ""
+
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> None:
+        """No checksums file (nothing is downloaded); TFDS's lookup of the module's path
+        would import `importlib_resources`, which is not installed."""
+        return None
+
+    def __init__(self, *, records: dict[str, list[dict[str, Any]]] | None = None, **kwargs):
+        self._records = records
+        super().__init__(**kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(builder=self, description=self.DESCRIPTION,
+                                     features=features(), citation=self.CITATION,
+                                     disable_shuffling=True)
+
+    def _split_generators(self, dl_manager):
+        if self._records is None:
+            raise UserError(f"dataset '{self.name}' is not built; run `longctx data build`")
+        return {split: self._generate_examples(split) for split in SPLITS}
+
+    def _generate_examples(self, split: str):
+        for index, record in enumerate(self._records[split]):
+            yield f"{index:07d}", record
+
+    # -- what subclasses define --------------------------------------------------------
+
+    @classmethod
+    def dir_name(cls, cfg: DataConfig) -> str:
+        """Folder name under data_dir; differs whenever the built data would differ."""
+        raise NotImplementedError
+
+    @classmethod
+    def read(cls, cfg: DataConfig) -> dict[str, list[Conversation]]:
+        """The checked text conversations of each split (raises UserError)."""
+        raise NotImplementedError
+
+    @classmethod
+    def slot_values(cls, slot: str) -> tuple[str, ...]:
+        """Values of a probe slot (forced-choice distractors); none for real corpora."""
+        return ()
+
+
+# ----------------------------------------------------------------------------- real corpora
+
+
+def source_path(cfg: DataConfig, default: Path) -> Path:
+    """The corpus file to read: `data.source`, else the team's shared copy."""
+    path = Path(cfg.source) if cfg.source else default
+    if not path.is_file():
+        raise UserError(f"source file '{path}': not found; set data.source=PATH")
+    return path
+
+
+def file_digest(path: Path) -> str:
+    """Short sha256 of a source file (names the built dataset, so edits rebuild it)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of each non-blank line; UserError with file:line otherwise."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise UserError(f"{path}:{lineno}: not valid UTF-8 "
+                                f"(byte {exc.start}: {exc.reason})") from None
+            if not text.strip():
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}:{lineno}: malformed JSON line "
+                                f"({exc.msg} at column {exc.colno})") from None
+            if not isinstance(obj, dict):
+                raise UserError(f"{path}:{lineno}: expected a JSON object, got "
+                                f"{type(obj).__name__}")
+            yield lineno, obj
+
+
+def field(obj: dict, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    """obj[key] checked to be of `kind`; UserError naming `where` otherwise."""
+    if key not in obj:
+        raise UserError(f"{where}: missing '{key}'")
+    value = obj[key]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise UserError(f"{where}: '{key}' should be {getattr(kind, '__name__', kind)}, "
+                        f"got {type(value).__name__}")
+    return value
+
+
+def split_by_hash(convs: list[Conversation], path: Path,
+                  fraction: float = 0.1) -> dict[str, list[Conversation]]:
+    """Deterministic split: the `fraction` of conversations with the smallest hash of their
+    id go to validation (stable under reordering the file); file order is kept."""
+    if len(convs) < 2:
+        raise UserError(f"{path}: {len(convs)} conversation(s); need at least 2 to split "
+                        "into train and validation")
+    ids = [c.conv_id for c in convs]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise UserError(f"{path}: conversation id '{dup}' appears more than once")
+    n_val = max(1, round(fraction * len(convs)))
+    ranked = sorted(ids, key=lambda i: hashlib.sha256(i.encode()).hexdigest())
+    val = set(ranked[:n_val])
+    return {"train": [c for c in convs if c.conv_id not in val],
+            "validation": [c for c in convs if c.conv_id in val]}

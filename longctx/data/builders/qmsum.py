@@ -1,0 +1,65 @@
+"""TFDS builder of QMSum meeting transcripts (Zhong et al., NAACL 2021), training meetings.
+
+Each JSON line is one meeting; its `meeting_transcripts` turns become one long single-
+session conversation. Speakers are numbered by first appearance (the speaker token caps
+at <|spk7|>: meetings have up to ~100 speakers); markers such as {disfmarker} are kept.
+Queries and topics are not used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from longctx.config import DataConfig
+from longctx.data.builders.base import (
+    SHARED_DATA,
+    DialogueBuilder,
+    field,
+    file_digest,
+    read_jsonl,
+    source_path,
+    split_by_hash,
+)
+from longctx.data.conversation import Conversation, Turn
+from longctx.errors import UserError
+
+DEFAULT_SOURCE = SHARED_DATA / "qmsum" / "train.jsonl"
+
+
+def _meeting(obj: dict, where: str) -> Conversation:
+    transcript = field(obj, "meeting_transcripts", list, where)
+    conv_id = "qmsum-" + hashlib.sha256(
+        json.dumps(transcript, sort_keys=True).encode()).hexdigest()[:12]
+    if not transcript:
+        raise UserError(f"{where}: conversation '{conv_id}' has no turns")
+    speakers: dict[str, int] = {}
+    turns = []
+    for i, turn in enumerate(transcript):
+        if not isinstance(turn, dict):
+            raise UserError(f"{where}: meeting_transcripts[{i}] is not an object")
+        name = field(turn, "speaker", str, f"{where}: meeting_transcripts[{i}]")
+        text = field(turn, "content", str, f"{where}: meeting_transcripts[{i}]")
+        speaker = speakers.setdefault(name, len(speakers))
+        turns.append(Turn(speaker, 0, text.strip()))
+    return Conversation(conv_id, turns, [""])
+
+
+class QmsumMeetings(DialogueBuilder, skip_registration=True):
+    """QMSum training meetings; 10% of meetings (by id hash) validate."""
+
+    name = "longctx_qmsum"
+    DESCRIPTION = "QMSum training meeting transcripts, one long conversation a meeting."
+    CITATION = ("Zhong et al. QMSum: A New Benchmark for Query-based Multi-domain Meeting "
+                "Summarization. NAACL 2021.")
+
+    @classmethod
+    def dir_name(cls, cfg: DataConfig) -> str:
+        path = source_path(cfg, DEFAULT_SOURCE)
+        return f"qmsum-{cls.VERSION}-v{cfg.vocab_size}-{file_digest(path)}"
+
+    @classmethod
+    def read(cls, cfg: DataConfig) -> dict[str, list[Conversation]]:
+        path = source_path(cfg, DEFAULT_SOURCE)
+        convs = [_meeting(obj, f"{path}:{lineno}") for lineno, obj in read_jsonl(path)]
+        return split_by_hash(convs, path)

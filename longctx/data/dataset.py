@@ -1,0 +1,143 @@
+"""`prepare_dataset`: build a dataset and its tokenizer once (atomically), then read it.
+
+On disk, under `data_cfg.data_dir`::
+
+    <dir_name>/                 e.g. synthetic-1.0.0-n200-40-w64-v2048-s0
+        dataset.json            what was built (config, counts); written last
+        tokenizer/              PreTrainedTokenizerFast.save_pretrained
+        tfds/<builder>/1.0.0/   array_record shards + TFDS metadata
+
+Everything is written into a temporary sibling folder and renamed into place, so a
+folder with that name is always complete. Every source error is raised before anything
+is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import shutil
+import tempfile
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from longctx.config import DataConfig
+from longctx.data.builders import builder_class
+from longctx.data.builders.base import SPLITS, DialogueBuilder
+from longctx.data.conversation import Conversation
+from longctx.data.render import TokenizedConversation, from_record, record_text, render, to_record, value_ids
+from longctx.data.tokenizer import load_tokenizer, special_ids, train_tokenizer
+from longctx.errors import UserError
+
+MANIFEST = "dataset.json"
+
+
+class DialogueDataset:
+    """A built dataset: its tokenizer, random-access records and decoded conversations."""
+
+    def __init__(self, root: Path, cfg: DataConfig, builder_cls: type[DialogueBuilder]):
+        self.root = root
+        self.config = cfg
+        self.tokenizer_dir = root / "tokenizer"
+        self.tokenizer = load_tokenizer(self.tokenizer_dir)
+        self.vocab_size: int = len(self.tokenizer)
+        self.special_ids: dict[str, int] = special_ids(self.tokenizer)
+        self.manifest = json.loads((root / MANIFEST).read_text())
+        self._builder_cls = builder_cls
+        self._conversations: dict[str, list[TokenizedConversation]] = {}
+
+    @cached_property
+    def _sources(self):
+        builder = self._builder_cls(data_dir=str(self.root / "tfds"), file_format="array_record")
+        return builder.as_data_source()
+
+    def source(self, split: str):
+        """Random-access records of `split` (dicts of numpy; layout in `render.to_record`)."""
+        if split not in SPLITS:
+            raise UserError(f"unknown split '{split}' (known: {', '.join(SPLITS)})")
+        return self._sources[split]
+
+    def conversations(self, split: str) -> list[TokenizedConversation]:
+        """Every conversation of `split` as a token stream, in the dataset's order."""
+        if split not in self._conversations:
+            src = self.source(split)
+            self._conversations[split] = [from_record(src[i]) for i in range(len(src))]
+        return self._conversations[split]
+
+    def texts(self, split: str) -> list[Conversation]:
+        """Every conversation of `split` as text (turns, session headers, probe offsets)."""
+        src = self.source(split)
+        return [record_text(src[i]) for i in range(len(src))]
+
+    def slot_values(self, slot: str) -> tuple[str, ...]:
+        """All values of a synthetic slot (distractors); () for real corpora."""
+        return self._builder_cls.slot_values(slot)
+
+    def encode_value(self, value: str) -> np.ndarray:
+        """Tokens of a slot value exactly as it appears in a stream (after a space)."""
+        return value_ids(self.tokenizer, value)
+
+    def __repr__(self) -> str:
+        return f"DialogueDataset({str(self.root)!r}, vocab_size={self.vocab_size})"
+
+
+def _quiet_prepare(builder: DialogueBuilder, download_dir: Path) -> None:
+    """download_and_prepare without TFDS's progress bars and banner."""
+    import tensorflow_datasets as tfds
+
+    tfds.display_progress_bar(False)
+    with contextlib.redirect_stdout(io.StringIO()):
+        builder.download_and_prepare(
+            download_dir=str(download_dir),
+            download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+
+
+def dataset_dir(cfg: DataConfig) -> Path:
+    """Where the dataset described by `cfg` lives (built or not)."""
+    return Path(cfg.data_dir) / builder_class(cfg.name).dir_name(cfg)
+
+
+def prepare_dataset(cfg: DataConfig) -> DialogueDataset:
+    """Build the dataset and its tokenizer if missing (idempotent), then open it."""
+    builder_cls = builder_class(cfg.name)
+    root = Path(cfg.data_dir) / builder_cls.dir_name(cfg)
+    if not (root / MANIFEST).is_file():
+        _build(cfg, builder_cls, root)
+    return DialogueDataset(root, cfg, builder_cls)
+
+
+def _build(cfg: DataConfig, builder_cls: type[DialogueBuilder], root: Path) -> None:
+    splits = builder_cls.read(cfg)  # every source error surfaces here, before any write
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
+    try:
+        texts = (text for conv in splits["train"]
+                 for text in (*conv.session_headers, *(t.text for t in conv.turns)) if text)
+        tokenizer = train_tokenizer(texts, cfg.vocab_size, tmp / "tokenizer")
+        records = {split: [to_record(c, render(c, tokenizer)) for c in convs]
+                   for split, convs in splits.items()}
+        builder = builder_cls(records=records, data_dir=str(tmp / "tfds"),
+                              file_format="array_record")
+        _quiet_prepare(builder, tmp / "downloads")
+        shutil.rmtree(tmp / "downloads", ignore_errors=True)
+        manifest = {
+            "name": cfg.name,
+            "config": dataclasses.asdict(cfg),
+            "builder": builder_cls.name,
+            "version": str(builder_cls.VERSION),
+            "conversations": {s: len(c) for s, c in splits.items()},
+            "tokens": {s: int(sum(len(r["ids"]) for r in recs)) for s, recs in records.items()},
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        try:
+            os.rename(tmp, root)
+        except OSError:
+            if not (root / MANIFEST).is_file():  # not a concurrent build that finished first
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,171 @@
+"""The synthetic long-dialogue benchmark (GUIDE §3): two speakers over several sessions,
+each with a persona of facts in the same slots; every fact is stated once and later asked
+back by the OTHER speaker, at a planned distance.
+
+Distances are planned before a tokenizer exists, in estimated tokens (characters /
+`CHARS_PER_TOKEN`); the exact distance is measured on the token stream when the dataset
+is built (`render.py`). A probe's target distance picks one of the four buckets of the
+span W uniformly (inside W, 1-2x, 2-4x, 4-12x) and is log-uniform inside it, so every
+bucket gets about a quarter of the probes: 16 probes a conversation, so >= 50 a bucket in
+a validation split of >= 16 conversations (the default 40 gives about 160). The filler
+between a fact and its question sets the distance; the shortest reachable distance is
+about 25 tokens (the rest of the statement, an acknowledgement and the question).
+
+Everything is a pure function of (seed, split, conversation index).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from longctx.data import filler
+from longctx.data.conversation import Conversation, Probe, Turn, validate
+from longctx.data.slots import SLOT_BY_NAME, SLOTS, TRAIN_TEMPLATES, Slot
+
+CHARS_PER_TOKEN = 3.3  # planning estimate; measured distances are recorded after tokenizing
+BUCKETS = ((0.25, 1.0), (1.0, 2.0), (2.0, 4.0), (4.0, 12.0))  # target ranges, in units of W
+P_STATE = 0.5  # chance to state a new fact (rather than chat) while no answer is due
+P_FOLLOW_UP = 0.6  # chance that chat continues its thread (or, if not, its topic)
+SPLIT_CODES = {"train": 0, "validation": 1}
+
+
+def _est(text: str) -> float:
+    """Estimated tokens of a turn: its text plus the speaker and end-of-turn tokens."""
+    return len(text) / CHARS_PER_TOKEN + 2
+
+
+@dataclass
+class _Fact:
+    slot: Slot
+    speaker: int
+    value: str
+    target: float  # planned distance in estimated tokens
+    turn: int = -1
+    chars: tuple[int, int] = (0, 0)
+    value_end: float = 0.0  # estimated stream position just after the stated value
+
+
+class _Writer:
+    """Appends turns and sessions and tracks the estimated stream position."""
+
+    def __init__(self) -> None:
+        self.turns: list[Turn] = []
+        self.headers: list[str] = []
+        self.pos = 1.0  # <|bos|>
+        self.session_start = 0.0
+
+    def session(self, header: str) -> None:
+        self.headers.append(header)
+        self.pos += 1 + len(header) / CHARS_PER_TOKEN
+        self.session_start = self.pos
+
+    def say(self, speaker: int, text: str) -> int:
+        self.turns.append(Turn(speaker, len(self.headers) - 1, text))
+        self.pos += _est(text)
+        return len(self.turns) - 1
+
+
+def _with_value(template: str, value: str) -> tuple[str, tuple[int, int]]:
+    prefix, suffix = template.split("{v}")
+    return prefix + value + suffix, (len(prefix), len(prefix) + len(value))
+
+
+def sample_target(rng: np.random.Generator, span: int) -> float:
+    """A planned distance: a uniform bucket of W, log-uniform inside it."""
+    lo, hi = BUCKETS[rng.integers(len(BUCKETS))]
+    return span * math.exp(rng.uniform(math.log(lo), math.log(hi)))
+
+
+def generate_conversation(conv_id: str, span: int, held_out_templates: bool,
+                          rng: np.random.Generator) -> Conversation:
+    """One conversation with 2 x len(SLOTS) probes (both speakers have every slot)."""
+    facts = []
+    for slot in SLOTS:
+        a, b = rng.choice(len(slot.values), size=2, replace=False)
+        for speaker, index in ((0, a), (1, b)):
+            facts.append(_Fact(slot, speaker, slot.values[index], sample_target(rng, span)))
+    # longest first: the conversation then lasts about max target + the exchanges
+    to_state = sorted(facts, key=lambda f: -f.target)
+    pending: list[_Fact] = []
+    probes: list[Probe] = []
+    n_templates = len(SLOTS[0].statements) if held_out_templates else TRAIN_TEMPLATES
+    w = _Writer()
+    w.session("")
+    for speaker, text in enumerate(filler.greeting(True, rng)):
+        w.say(speaker, text)
+    session_len = span * rng.uniform(3, 6)
+    topic, thread, step, first, last_was_filler = filler.TOPIC_NAMES[0], 0, 0, 0, False
+    while to_state or pending:
+        if w.pos - w.session_start >= session_len:
+            w.session(filler.session_header(rng))
+            opener = int(rng.integers(2))
+            for k, text in enumerate(filler.greeting(False, rng)):
+                w.say(opener ^ k, text)
+            session_len = span * rng.uniform(3, 6)
+            last_was_filler = False
+        answer_at = w.pos + 16 + 6  # ~ a question turn and the answer's lead-in
+        due = [f for f in pending if answer_at >= f.value_end + f.target]
+        if due:
+            fact = min(due, key=lambda f: f.value_end + f.target)
+            pending.remove(fact)
+            slot = fact.slot
+            question = slot.questions[rng.integers(len(slot.questions))]
+            w.say(1 - fact.speaker, question)
+            text, chars = _with_value(slot.answers[rng.integers(len(slot.answers))], fact.value)
+            turn = w.say(fact.speaker, text)
+            probes.append(Probe(slot.name, fact.speaker, fact.value, fact.turn, turn,
+                                fact.chars, chars))
+            last_was_filler = False
+        elif to_state and (not pending or rng.random() < P_STATE):
+            fact = to_state.pop(0)
+            template = fact.slot.statements[rng.integers(n_templates)]
+            text, fact.chars = _with_value(template, fact.value)
+            before = w.pos
+            fact.turn = w.say(fact.speaker, text)
+            fact.value_end = before + 1 + fact.chars[1] / CHARS_PER_TOKEN
+            w.say(1 - fact.speaker, filler.acknowledgement(rng))
+            pending.append(fact)
+            last_was_filler = False
+        else:
+            threads = filler.TOPICS[topic]
+            if last_was_filler and step + 1 < len(threads[thread]) and rng.random() < P_FOLLOW_UP:
+                step += 1  # continue the thread
+            else:
+                if last_was_filler and rng.random() < P_FOLLOW_UP:  # same topic, another thread
+                    thread = (thread + 1 + int(rng.integers(len(threads) - 1))) % len(threads)
+                else:  # a new topic
+                    names = [t for t in filler.TOPIC_NAMES if t != topic]
+                    topic = names[rng.integers(len(names))]
+                    thread = int(rng.integers(len(filler.TOPICS[topic])))
+                step, first = 0, int(rng.integers(2))
+            for k, text in enumerate(filler.filler_exchange(topic, thread, step, rng)):
+                w.say(first ^ k, text)
+            last_was_filler = True
+    probes.sort(key=lambda p: (p.answer_turn, p.fact_turn))
+    return validate(Conversation(conv_id, w.turns, w.headers, probes))
+
+
+def generate_split(split: str, num: int, span: int, seed: int) -> list[Conversation]:
+    """`num` conversations of `split`; validation also uses the held-out statement templates."""
+    code = SPLIT_CODES[split]
+    return [
+        generate_conversation(f"synthetic-{split}-{i:05d}", span, split == "validation",
+                              np.random.default_rng([seed, code, i]))
+        for i in range(num)
+    ]
+
+
+def slot_values(slot: str) -> tuple[str, ...]:
+    """Every value of a slot (forced-choice distractors are drawn from these)."""
+    return SLOT_BY_NAME[slot].values
+
+
+def distance_bucket(distance: int, span: int) -> int:
+    """0: inside W (d <= W), 1: W < d <= 2W, 2: 2W < d <= 4W, 3: d > 4W."""
+    return 0 if distance <= span else 1 if distance <= 2 * span else 2 if distance <= 4 * span else 3
+
+
+BUCKET_NAMES = ("<=W", "1-2W", "2-4W", ">4W")

@@ -1,0 +1,80 @@
+"""One byte-level BPE per dataset, trained on its training split, saved and loaded offline.
+
+Every model compared on a dataset shares its tokenizer, so it is trained once when the
+dataset is built and saved beside it with `save_pretrained` (training copies the folder
+into each run directory). Training is deterministic: the same texts give the same
+`tokenizer.json`, byte for byte.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from longctx.errors import UserError
+
+PAD, BOS, EOS = "<|pad|>", "<|bos|>", "<|eos|>"
+EOT = "<|eot|>"  # end of a turn
+SESSION = "<|session|>"  # a new session: a gap in time (its header text follows)
+MAX_SPEAKERS = 8  # speaker i renders as <|spk{min(i, 7)}|> (QMSum meetings have more)
+SPEAKERS = tuple(f"<|spk{i}|>" for i in range(MAX_SPEAKERS))
+SPECIAL_TOKENS = (PAD, BOS, EOS, EOT, SESSION, *SPEAKERS)  # ids 0 .. 12, in this order
+
+# special_ids keys: 'pad', 'bos', 'eos', 'eot', 'session', 'spk0' .. 'spk7'
+SPECIAL_NAMES = ("pad", "bos", "eos", "eot", "session", *(f"spk{i}" for i in range(MAX_SPEAKERS)))
+
+
+def speaker_token(speaker: int) -> str:
+    """The special token of speaker `speaker` (speakers past the last token share it)."""
+    return SPEAKERS[min(speaker, MAX_SPEAKERS - 1)]
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path):
+    """Train a byte-level BPE on `texts`, save it as a PreTrainedTokenizerFast in `out_dir`."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    wrapped = _wrap(tok)
+    wrapped.save_pretrained(str(out_dir))
+    return load_tokenizer(out_dir)
+
+
+def _wrap(tok: Tokenizer):
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token=PAD,
+        bos_token=BOS,
+        eos_token=EOS,
+        additional_special_tokens=[EOT, SESSION, *SPEAKERS],
+    )
+
+
+def load_tokenizer(path: str | Path):
+    """Load a saved tokenizer from a local folder (never the network)."""
+    from transformers import PreTrainedTokenizerFast
+
+    path = Path(path)
+    if not (path / "tokenizer.json").is_file():
+        raise UserError(f"tokenizer folder '{path}': no tokenizer.json; rebuild the dataset")
+    return PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
+
+
+def special_ids(tokenizer) -> dict[str, int]:
+    """Ids of the special tokens by name ('pad', 'bos', 'eos', 'eot', 'session', 'spk0'..)."""
+    ids = {name: tokenizer.convert_tokens_to_ids(tok)
+           for name, tok in zip(SPECIAL_NAMES, SPECIAL_TOKENS, strict=True)}
+    assert list(ids.values()) == list(range(len(SPECIAL_TOKENS))), ids
+    return ids
