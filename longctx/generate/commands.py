@@ -1,0 +1,122 @@
+"""`longctx chat --workdir DIR`: talk to a trained XL or sliding-window run.
+
+Each line is a turn, or a command: /save NAME, /load NAME, /reset, /session [HEADER],
+/stats, /help, /quit. With a terminal the reply streams token by token after `model> `;
+with standard input not a terminal (scripting) each input line is echoed after `you> `
+and the exit status is 1 if any command or turn failed (each failure is reported on one
+line and the conversation goes on unchanged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TextIO
+
+from longctx.errors import UserError
+
+HELP = """commands:
+  /save NAME         save the whole conversation state to DIR/chats/NAME/
+  /load NAME         continue a saved conversation
+  /reset             forget everything and start again
+  /session [HEADER]  start a new session (a gap in time, e.g. /session 3 days later)
+  /stats             tokens so far, turns, attention span in use
+  /help              this text
+  /quit              leave (also end of input / Ctrl-D)"""
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("chat", help="chat with a trained run (XL or sliding window)",
+                              description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workdir", required=True, help="run directory (from longctx train)")
+    p.add_argument("--seed", type=int, default=0, help="sampler PRNG seed")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=0, help="0 = off")
+    p.add_argument("--top-p", type=float, default=1.0, help="1 = off")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="reply length limit")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default latest)")
+    p.set_defaults(func=run_chat)
+
+
+def run_chat(args: argparse.Namespace) -> int:
+    from longctx.generate.chat import Chat
+    from longctx.generate.sampler import SamplerSettings
+    from longctx.train.checkpoint import load_run
+
+    settings = SamplerSettings(args.temperature, args.top_k, args.top_p, args.max_new_tokens)
+    run = load_run(args.workdir, args.step)
+    chat = Chat(run, settings, seed=args.seed)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        cfg = run.cfg.model
+        print(f"longctx chat: {cfg.arch} run {run.workdir} (step {run.step}, span "
+              f"{cfg.span}); /help for commands, Ctrl-D to leave")
+    return repl(chat, sys.stdin, sys.stdout, sys.stderr, interactive)
+
+
+def repl(chat, stdin: TextIO, out: TextIO, err: TextIO, interactive: bool) -> int:
+    """Read turns and commands until /quit or end of input; returns the exit status."""
+    failed = False
+    while True:
+        if interactive:
+            out.write("you> ")
+            out.flush()
+        line = stdin.readline()
+        if not line:
+            break
+        line = line.rstrip("\n")
+        if not line.strip():
+            continue
+        if not interactive:
+            out.write(f"you> {line}\n")
+        try:
+            if line.startswith("/"):
+                if not command(chat, line.strip(), out):
+                    break
+            else:
+                out.write("model> ")
+                out.flush()
+                chat.send(line, on_text=lambda s: (out.write(s), out.flush()))
+                out.write("\n")
+        except UserError as exc:
+            failed = True
+            out.flush()
+            err.write(f"longctx chat: error: {exc}\n")
+            err.flush()
+        except KeyboardInterrupt:
+            out.write("\n(interrupted: that turn is dropped, the conversation is as before)\n")
+        out.flush()
+    return 1 if failed and not interactive else 0
+
+
+def command(chat, line: str, out: TextIO) -> bool:
+    """Run one /command; False means leave."""
+    name, _, arg = line.partition(" ")
+    arg = arg.strip()
+    if name in ("/quit", "/exit"):
+        return False
+    if name == "/help":
+        out.write(HELP + "\n")
+    elif name == "/save":
+        folder = chat.save(arg)
+        out.write(f"[saved {len(chat.conv.tokens)} tokens to {folder}]\n")
+    elif name == "/load":
+        chat.load(arg)
+        out.write(f"[loaded '{arg}': {len(chat.conv.tokens)} tokens, "
+                  f"{sum(t.speaker != 'session' for t in chat.conv.turns)} turns]\n")
+    elif name == "/reset":
+        chat.reset()
+        out.write("[conversation reset]\n")
+    elif name == "/session":
+        chat.new_session(arg)
+        out.write(f"[new session{': ' + arg if arg else ''}]\n")
+    elif name == "/stats":
+        s = chat.stats()
+        extra = (f", memory rows {s['memory_rows']}, segment position {s['segment_pos']}"
+                 if "memory_rows" in s else "")
+        out.write(f"[{s['arch']}: {s['tokens']} tokens, {s['turns']} turns, {s['sessions']} "
+                  f"sessions; span in use {s['span_in_use']}/{s['span_max']}{extra}]\n")
+    else:
+        raise UserError(f"unknown command '{name}': type /help for the commands")
+    return True

@@ -1,0 +1,149 @@
+"""One interface over the XL and sliding-window decode states, for chat and benchmarks.
+
+`Stream(cfg, params)` owns jitted functions with fixed shapes (batch 1):
+- `feed(state, tokens)`: a run of known tokens (history, the user's turn) in segment mode
+  where it can -- whole XL segments through the segment forward, whole window chunks through
+  the chunk feed -- and the rest token by token inside one compiled loop over a fixed-size
+  buffer; returns the logits after the last token.
+- `reply_step(state, token, key, knobs)`: feed the token just sampled and sample the next one.
+Every call has the same shapes whatever the history, so nothing recompiles per token or per
+turn (`compiled_variants` counts the compiled versions; tests check it stays at one each).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from longctx.config import ModelConfig
+from longctx.errors import UserError
+from longctx.generate.sampler import split_and_sample
+from longctx.models import (
+    XLDecodeState,
+    build_model,
+    window_decode_init,
+    window_decode_step,
+    window_feed,
+    xl_decode_init,
+    xl_decode_step,
+)
+
+ARCHS = ("xl", "window")
+
+
+class Stream:
+    """Incremental decoding of one conversation stream (batch 1) for an XL or window model."""
+
+    def __init__(self, cfg: ModelConfig, params: Any) -> None:
+        if cfg.arch not in ARCHS:
+            raise UserError(f"model.arch '{cfg.arch}': chat and streaming decode need an 'xl' or "
+                            "'window' run (a vanilla model keeps no state between turns)")
+        self.cfg, self.params = cfg, params
+        self.model = build_model(cfg)
+        # Known tokens go in blocks of `chunk`: an XL segment, or a window of W tokens.
+        self.chunk = cfg.tgt_len if cfg.arch == "xl" else cfg.window
+        step = xl_decode_step if cfg.arch == "xl" else window_decode_step
+        self._step = partial(step, self.model)
+        self._feed_block = jax.jit(self._block_fn())
+        self._feed_steps = jax.jit(self._steps_fn)
+        self._reply_step = jax.jit(self._reply_fn)
+        self._sample = jax.jit(split_and_sample)
+
+    # ------------------------------------------------------------------ state
+
+    def init(self) -> Any:
+        """An empty decode state (nothing seen yet)."""
+        if self.cfg.arch == "xl":
+            return xl_decode_init(self.cfg, 1)
+        return window_decode_init(self.cfg, 1)
+
+    def position_in_block(self, state: Any) -> int:
+        """Tokens fed since the last block boundary (XL: in the current segment)."""
+        pos = int(state.pos)
+        return pos if self.cfg.arch == "xl" else pos % self.chunk
+
+    def span_in_use(self, state: Any) -> tuple[int, int]:
+        """(keys the next token attends to besides itself, the most it ever can)."""
+        c = self.cfg
+        if c.arch == "xl":
+            used = int(state.memory.valid[0]) + int(state.pos)
+            return used, c.mem_len + c.tgt_len - 1
+        return min(int(state.pos), c.window - 1), c.window - 1
+
+    # ------------------------------------------------------------------ jitted pieces
+
+    def _block_fn(self):
+        model = self.model
+        if self.cfg.arch == "window":
+            def window_block(params, state, tokens):
+                logits, state = window_feed(model, params, tokens, state)
+                return logits[:, -1], state
+            return window_block
+
+        def xl_block(params, state: XLDecodeState, tokens):
+            """A whole segment at a segment boundary: segment mode, exactly."""
+            logits, memory = model.apply({"params": params}, tokens, state.memory, None, True)
+            return logits[:, -1], state.replace(memory=memory)
+        return xl_block
+
+    def _steps_fn(self, params, state, tokens, count):
+        """Feed tokens[0, :count] one at a time (count traced, tokens [1, chunk] padded)."""
+        vocab = self.cfg.n_token
+
+        def body(i, carry):
+            _, st = carry
+            return self._step(params, tokens[:, i], st)
+
+        init = (jnp.zeros((1, vocab), jnp.float32), state)
+        return jax.lax.fori_loop(0, count, body, init)
+
+    def _reply_fn(self, params, state, token, key, knobs):
+        logits, state = self._step(params, token, state)
+        nxt, key = split_and_sample(logits, key, knobs)
+        return nxt, state, key, logits
+
+    # ------------------------------------------------------------------ public calls
+
+    def feed(self, state: Any, tokens: np.ndarray) -> tuple[jax.Array, Any]:
+        """Feed known tokens [T] (T >= 1) -> (logits [1, V] after the last one, new state)."""
+        tokens = np.asarray(tokens, np.int32).reshape(-1)
+        if tokens.size == 0:
+            raise ValueError("feed needs at least one token")
+        logits, done = None, 0
+        gap = (-self.position_in_block(state)) % self.chunk  # steps up to a block boundary
+        first = min(gap, tokens.size)
+        if first:
+            logits, state = self._steps(state, tokens[:first])
+            done = first
+        while tokens.size - done >= self.chunk:
+            block = jnp.asarray(tokens[None, done:done + self.chunk])
+            logits, state = self._feed_block(self.params, state, block)
+            done += self.chunk
+        if done < tokens.size:
+            logits, state = self._steps(state, tokens[done:])
+        return logits, state
+
+    def _steps(self, state: Any, tokens: np.ndarray) -> tuple[jax.Array, Any]:
+        buf = np.zeros((1, self.chunk), np.int32)
+        buf[0, : tokens.size] = tokens
+        return self._feed_steps(self.params, state, jnp.asarray(buf),
+                                jnp.asarray(tokens.size, jnp.int32))
+
+    def sample(self, logits: jax.Array, key: jax.Array, knobs: dict) -> tuple[jax.Array, jax.Array]:
+        """The first token of a reply from the logits `feed` returned: (token [1], next key)."""
+        return self._sample(logits, key, knobs)
+
+    def reply_step(self, state: Any, token: jax.Array, key: jax.Array, knobs: dict
+                   ) -> tuple[jax.Array, Any, jax.Array, jax.Array]:
+        """Feed `token` [1] and sample the next: (next token [1], state, next key, logits)."""
+        return self._reply_step(self.params, state, token, key, knobs)
+
+    def compiled_variants(self) -> dict[str, int]:
+        """How many versions of each jitted function exist (1 each = no recompilation)."""
+        fns = {"feed_block": self._feed_block, "feed_steps": self._feed_steps,
+               "reply_step": self._reply_step, "sample": self._sample}
+        return {name: fn._cache_size() for name, fn in fns.items()}
