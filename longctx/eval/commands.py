@@ -1,0 +1,106 @@
+"""The `evaluate`, `compare` and `import-txl` subcommands."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from longctx.errors import UserError
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from longctx.eval import evaluate
+    from longctx.train.checkpoint import load_run
+
+    run = load_run(args.workdir)
+    result = evaluate.evaluate(run, args.dataset, args.split, with_speed=not args.no_speed)
+    path = evaluate.write(result, args.workdir)
+    print(summary_lines(result))
+    print(f"wrote {path}")
+    return 0
+
+
+def summary_lines(result: dict) -> str:
+    """A few lines of the headline numbers of one eval.json."""
+    r, ds = result["run"], result["dataset"]
+    ppl = result["perplexity"]["overall"]
+    lines = [f"{r['name']} ({r['arch']}, W={r['span']}, step {r['step']}, "
+             f"{r['num_params']:,} params) on {ds['name']}/{ds['split']}: "
+             f"{ds['conversations']} conversations, {ds['tokens']:,} tokens",
+             f"  perplexity {ppl['ppl']:.3f} over {ppl['tokens']:,} turn tokens"]
+    rec = result.get("recall")
+    if rec:
+        cells = [f"{b} {v['accuracy']:.3f} (n={v['count']})" if v["accuracy"] is not None
+                 else f"{b} – (n=0)" for b, v in rec["buckets"].items()]
+        lines.append(f"  recall (N={rec['num_candidates']}, chance {rec['chance']:.3f}): "
+                     + ", ".join(cells))
+    for key, label in (("shuffle", "shuffle accuracy"), ("hits_at_1", "hits@1")):
+        v = result[key]
+        acc = "–" if v["accuracy"] is None else f"{v['accuracy']:.3f}"
+        lines.append(f"  {label} {acc} (n={v['count']}, chance {v['chance']:.3f})"
+                     if v.get("chance") else f"  {label} {acc} (n={v['count']})")
+    cc = result["context_curve"]
+    if cc["num_targets"]:
+        pts = ", ".join(f"{c}: {x:.3f}" for c, x in zip(cc["context_lengths"], cc["mean_nll"],
+                                                        strict=True))
+        lines.append(f"  context curve ({cc['num_targets']} targets) NLL {pts}")
+    sp = result.get("speed")
+    if sp:
+        lines.append(f"  speed {sp['stream']['tokens_per_s']:.0f} tok/s ({sp['stream']['mode']}); "
+                     f"vanilla stride-1 recompute {sp['vanilla_recompute']['tokens_per_s']:.0f}"
+                     f" tok/s (x{sp['speedup_vs_recompute']:.1f})")
+    return "\n".join(lines)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from longctx.eval.compare import compare
+
+    for d in args.workdirs:
+        if not Path(d).is_dir():
+            raise UserError(f"'{d}' is not a directory; pass run directories to compare")
+    table = compare(args.workdirs, args.out)
+    print(table)
+    print(f"wrote {Path(args.out) / 'results.md'}, results.csv and plots")
+    return 0
+
+
+def _import_txl(args: argparse.Namespace) -> int:
+    from longctx.compat.transformer_xl import load_reference
+    from longctx.config import Config
+    from longctx.train.checkpoint import save_params_run
+
+    path = Path(args.reference)
+    if not path.is_file():
+        raise UserError(f"'{path}': no such file; pass a reference .npz weight file")
+    if args.tokenizer and not (Path(args.tokenizer) / "tokenizer.json").is_file():
+        raise UserError(f"--tokenizer '{args.tokenizer}': no tokenizer.json there; pass a "
+                        "folder saved with save_pretrained (e.g. a run's tokenizer/)")
+    model_cfg, params = load_reference(path)
+    cfg = Config(name=args.name or path.stem, model=model_cfg)
+    out = save_params_run(args.workdir, cfg, params, tokenizer_dir=args.tokenizer)
+    print(f"imported {path} ({model_cfg.n_layer} layers, d_model {model_cfg.d_model}, "
+          f"mem_len {model_cfg.mem_len}, tgt_len {model_cfg.tgt_len}) into {out}")
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    """Register `evaluate`, `compare` and `import-txl`."""
+    p = subparsers.add_parser("evaluate", help="run the coherence suite; writes DIR/eval.json")
+    p.add_argument("--workdir", required=True, help="run directory (from longctx train)")
+    p.add_argument("--dataset", default=None, help="dataset name (default: the run's)")
+    p.add_argument("--split", default="validation", help="split to evaluate (validation)")
+    p.add_argument("--no-speed", action="store_true", help="skip the timing measurements")
+    p.set_defaults(func=_evaluate)
+
+    p = subparsers.add_parser("compare", help="table and plots over evaluated run directories")
+    p.add_argument("workdirs", nargs="+", help="run directories holding eval.json")
+    p.add_argument("--out", default="results", help="output folder (default ./results)")
+    p.set_defaults(func=_compare)
+
+    p = subparsers.add_parser("import-txl",
+                              help="make a run directory from original Transformer-XL weights")
+    p.add_argument("reference", help="reference .npz (weights under the original's names)")
+    p.add_argument("--workdir", required=True, help="new run directory to create")
+    p.add_argument("--tokenizer", default=None, help="tokenizer folder to copy in (optional)")
+    p.add_argument("--name", default=None, help="run name (default: the file's stem)")
+    p.set_defaults(func=_import_txl)

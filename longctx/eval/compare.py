@@ -1,0 +1,240 @@
+"""Many evaluated run directories -> one table (markdown + CSV) and plots.
+
+Runs whose configs differ only in the training seed form one row: each number is the mean
+over those seeds with the sample standard deviation (ddof = 1; none for a single seed) and
+the number of seeds. RECL is computed over all compared runs measured on the same context
+targets (`context_curve.recl`). A recall bucket with fewer than 20 items in any seed is
+marked with '*' (shown, not hidden).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from longctx.errors import UserError
+from longctx.eval import context_curve
+from longctx.eval.metrics import BUCKET_NAMES, MIN_RELIABLE_COUNT
+
+# Keys that do not make two runs different experiments.
+_IGNORED = {("name",), ("train", "seed"), ("checkpoint",), ("data", "data_dir"),
+            ("train", "log_every"), ("train", "host_sync_every")}
+
+
+@dataclass
+class RunResult:
+    """One run directory's config (as a dict) and eval.json."""
+
+    workdir: Path
+    config: dict[str, Any]
+    ev: dict[str, Any]
+    recl: dict[str, dict[str, Any]] = field(default_factory=dict)  # 'r=0.1' -> result
+
+
+def load_result(workdir: str | Path) -> RunResult:
+    """Read DIR/config.json and DIR/eval.json (UserError naming the missing file)."""
+    workdir = Path(workdir)
+    paths = {name: workdir / f"{name}.json" for name in ("config", "eval")}
+    if not paths["config"].is_file():
+        raise UserError(f"{paths['config']}: missing; is '{workdir}' a longctx run directory?")
+    if not paths["eval"].is_file():
+        raise UserError(f"{paths['eval']}: missing; run `longctx evaluate --workdir {workdir}`")
+    loaded = {}
+    for name, path in paths.items():
+        try:
+            loaded[name] = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}: not valid JSON ({exc}); re-create it") from exc
+    return RunResult(workdir, loaded["config"], loaded["eval"])
+
+
+def group_key(r: RunResult) -> str:
+    """The config without seed/bookkeeping keys, plus the evaluated dataset and split."""
+    cfg = copy.deepcopy(r.config)
+    for path in _IGNORED:
+        node = cfg
+        for key in path[:-1]:
+            node = node.get(key, {})
+        node.pop(path[-1], None)
+    ds = r.ev.get("dataset", {})
+    return json.dumps([cfg, ds.get("name"), ds.get("split")], sort_keys=True)
+
+
+def _label(runs: list[RunResult]) -> str:
+    names = [re.sub(r"[-_.]?(seed|s)\d+$", "", r.config.get("name", r.workdir.name))
+             for r in runs]
+    return names[0] if len(set(names)) == 1 else runs[0].workdir.name
+
+
+def add_recl(runs: list[RunResult], ratios=context_curve.DEFAULT_RATIOS) -> None:
+    """Compute RECL within each set of runs sharing context targets; store on each run."""
+    sets: dict[str, list[RunResult]] = {}
+    for r in runs:
+        cc = r.ev.get("context_curve") or {}
+        if cc.get("nll") and cc.get("num_targets", 0) > 0:
+            sets.setdefault(cc["fingerprint"], []).append(r)
+    for members in sets.values():
+        lengths = sorted(set.intersection(*(set(m.ev["context_curve"]["context_lengths"])
+                                            for m in members)))
+        if len(lengths) < 2:
+            continue
+        losses = np.stack([[m.ev["context_curve"]["nll"][
+            m.ev["context_curve"]["context_lengths"].index(c)] for c in lengths]
+            for m in members])
+        for ratio in ratios:
+            for m, res in zip(members, context_curve.recl(losses, lengths, ratio), strict=True):
+                m.recl[f"r={ratio:g}"] = {**res, "group_size": len(members)}
+
+
+# ----------------------------------------------------------------------------- columns
+
+
+def _get(ev: dict, *path: str) -> Any:
+    node: Any = ev
+    for key in path:
+        if not isinstance(node, dict) or node.get(key) is None:
+            return None
+        node = node[key]
+    return node
+
+
+def columns(ratios=context_curve.DEFAULT_RATIOS) -> list[tuple[str, Any, int]]:
+    """(header, getter(run) -> (value, count or None), decimals) of every numeric column."""
+    cols: list[tuple[str, Any, int]] = [
+        ("params", lambda r: (_get(r.ev, "run", "num_params"), None), 0),
+        ("train FLOPs/token", lambda r: (_get(r.ev, "run", "flops_per_token", "train"), None), 0),
+        ("train tokens", lambda r: (_get(r.ev, "run", "train_tokens"), None), 0),
+        ("span W", lambda r: (_get(r.ev, "run", "span"), None), 0),
+    ]
+    for b in BUCKET_NAMES:
+        cols.append((f"recall {b}", lambda r, b=b: (
+            _get(r.ev, "recall", "buckets", b, "accuracy"),
+            _get(r.ev, "recall", "buckets", b, "count")), 3))
+    cols += [
+        ("exact match", lambda r: (_get(r.ev, "recall", "buckets", "all", "exact_match"),
+                                   _get(r.ev, "recall", "buckets", "all", "count")), 3),
+        ("ppl", lambda r: (_get(r.ev, "perplexity", "overall", "ppl"),
+                           _get(r.ev, "perplexity", "overall", "tokens")), 2),
+        ("shuffle acc", lambda r: (_get(r.ev, "shuffle", "accuracy"),
+                                   _get(r.ev, "shuffle", "count")), 3),
+        ("hits@1", lambda r: (_get(r.ev, "hits_at_1", "accuracy"),
+                              _get(r.ev, "hits_at_1", "count")), 3),
+        ("eval tok/s", lambda r: (_get(r.ev, "speed", "stream", "tokens_per_s"), None), 0),
+    ]
+    for ratio in ratios:
+        key = f"r={ratio:g}"
+        cols.append((f"RECL {key}", lambda r, key=key: (_get(r.recl, key, "recl"), None), 0))
+    return cols
+
+
+@dataclass
+class Row:
+    label: str
+    runs: list[RunResult]
+    cells: dict[str, dict[str, Any]]  # header -> {mean, std, n, min_count, marked}
+
+
+def _aggregate(values: list[float | None], counts: list[int | None]) -> dict[str, Any]:
+    vals = [float(v) for v in values if v is not None]
+    cnts = [c for c in counts if c is not None]
+    mean = float(np.mean(vals)) if vals else None
+    std = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
+    min_count = min(cnts) if cnts else None
+    marked = min_count is not None and min_count < MIN_RELIABLE_COUNT
+    return {"mean": mean, "std": std, "n": len(vals), "min_count": min_count, "marked": marked}
+
+
+def build_rows(results: list[RunResult]) -> list[Row]:
+    """Group runs by config (minus seed), in the order first seen, and aggregate columns."""
+    add_recl(results)
+    groups: dict[str, list[RunResult]] = {}
+    for r in results:
+        groups.setdefault(group_key(r), []).append(r)
+    rows = []
+    for runs in groups.values():
+        cells = {}
+        for header, getter, _ in columns():
+            pairs = [getter(r) for r in runs]
+            cells[header] = _aggregate([p[0] for p in pairs], [p[1] for p in pairs])
+        rows.append(Row(_label(runs), runs, cells))
+    return rows
+
+
+def _fmt(cell: dict[str, Any], decimals: int) -> str:
+    if cell["mean"] is None:
+        return "–"
+    if decimals == 0 and abs(cell["mean"]) >= 1e6:
+        text = f"{cell['mean']:.3g}"
+        if cell["std"] is not None:
+            text += f" ± {cell['std']:.2g}"
+    else:
+        text = f"{cell['mean']:.{decimals}f}"
+        if cell["std"] is not None:
+            text += f" ± {cell['std']:.{decimals}f}"
+    return text + ("*" if cell["marked"] else "")
+
+
+def markdown(rows: list[Row]) -> str:
+    """The results table (mean ± std over seeds; '*' = fewer than 20 items)."""
+    cols = columns()
+    head = ["run", "arch", "seeds"] + [h for h, _, _ in cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        arch = row.runs[0].ev.get("run", {}).get("arch", "?")
+        cells = [row.label, arch, str(len(row.runs))]
+        cells += [_fmt(row.cells[h], d) for h, _, d in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = [
+        "",
+        f"Mean ± sample std over seeds; `*` marks a metric with fewer than "
+        f"{MIN_RELIABLE_COUNT} items in some seed. Recall buckets are probe distances "
+        "relative to the span W (inside ≤ W, 1–2×, 2–4×, >4×); chance is 1/N.",
+    ]
+    if any(r.recl for row in rows for r in row.runs):
+        size = max(v["group_size"] for row in rows for r in row.runs for v in r.recl.values())
+        notes.append(f"RECL over the {size} compared runs sharing context targets "
+                     "(threshold 0.01; a value at the longest measured length is a lower bound).")
+    return "\n".join(lines + notes) + "\n"
+
+
+def write_csv(rows: list[Row], path: Path) -> None:
+    """One line per row: mean, std and min item count of every column, full precision."""
+    cols = columns()
+    head = ["run", "arch", "seeds", "workdirs"]
+    for h, _, _ in cols:
+        head += [f"{h} mean", f"{h} std", f"{h} count"]
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(head)
+        for row in rows:
+            arch = row.runs[0].ev.get("run", {}).get("arch", "?")
+            line = [row.label, arch, len(row.runs), ";".join(str(r.workdir) for r in row.runs)]
+            for h, _, _ in cols:
+                c = row.cells[h]
+                line += ["" if c[k] is None else repr(c[k]) for k in ("mean", "std", "min_count")]
+            w.writerow(line)
+
+
+def compare(workdirs: list[str | Path], out: str | Path) -> str:
+    """Load, group, write results.md/.csv and plots to `out`; return the markdown table."""
+    if not workdirs:
+        raise UserError("compare needs at least one run directory")
+    results = [load_result(d) for d in workdirs]
+    rows = build_rows(results)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = markdown(rows)
+    (out / "results.md").write_text("# Results\n\n" + table)
+    write_csv(rows, out / "results.csv")
+    from longctx.eval import plots
+
+    plots.write_all(rows, out)
+    return table
+

@@ -1,0 +1,213 @@
+"""`longctx evaluate`: the coherence suite of GUIDE §4 over a run's latest checkpoint.
+
+Writes `DIR/eval.json` (schema in docs/eval_json.md and `SCHEMA` below). Every number is
+stored with the count of items behind it; everything except the `speed` section is a
+deterministic function of the checkpoint, the dataset and the eval config (fixed seed,
+fixed batch shapes), so evaluating twice gives identical numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from longctx.config import Config
+from longctx.errors import UserError
+from longctx.eval import context_curve, metrics, probes, shuffle, speed
+from longctx.eval.flops import flops_per_token
+from longctx.eval.scoring import Request, Scorer
+
+SCHEMA_VERSION = 1
+SEED = 20240601  # every random choice of the suite (distractors, shuffles, targets)
+CONTEXT_TARGETS = 256  # target tokens of the context curve
+
+SCHEMA = """\
+eval.json (schema_version 1); every metric carries the count of items behind it.
+  schema_version: 1
+  run:      workdir, name, arch, step, span (W), num_params, train_tokens (null if unknown),
+            flops_per_token {train, eval} (longctx.eval.flops)
+  dataset:  name, split, conversations, tokens, probes
+  settings: num_candidates, vanilla_stride, streaming (the mode in words),
+            shuffle_window_turns, hits_max_tokens, context_lengths, seed
+  perplexity: overall {nll, ppl, tokens} over turn tokens (content + end-of-turn),
+            by_turn {"<turn index>": {nll, ppl, tokens}}, by_session {"<session>": ...}
+  recall:   null without probes; else {num_candidates, chance (1/N), skipped (probes
+            without N-1 same-length distractors), buckets {inside, 1-2x, 2-4x, >4x, all:
+            {accuracy (forced choice, ties split), exact_match (greedy), count}}}
+  shuffle:  {accuracy, count, chance: 0.5}
+  hits_at_1: {accuracy, count, num_candidates, chance}
+  context_curve: {context_lengths [C], num_targets, fingerprint (of the targets),
+            mean_nll [C], nll [C][num_targets] (per target token, for RECL in compare)}
+  speed:    wall-clock (not reproducible): stream {mode, tokens, seconds, tokens_per_s,
+            lanes}, vanilla_recompute {...}, speedup_vs_recompute
+  seconds:  wall-clock time of the whole evaluation
+"""
+
+
+def load_conversations(run, dataset: str | None, split: str, max_conversations: int):
+    """The split's conversations tokenized with the run's tokenizer, and the value encoder."""
+    from longctx.data.dataset import prepare_dataset
+    from longctx.data.render import render, value_ids
+
+    data_cfg = run.cfg.data
+    if dataset:
+        import dataclasses
+
+        data_cfg = dataclasses.replace(data_cfg, name=dataset)
+    ds = prepare_dataset(data_cfg)
+    tok = run.tokenizer if run.tokenizer is not None else ds.tokenizer
+    if tok.get_vocab() == ds.tokenizer.get_vocab():
+        convs = ds.conversations(split)
+    else:  # another dataset's tokenizer: render its texts with the run's own
+        convs = [render(c, tok) for c in ds.texts(split)]
+    if max_conversations > 0:
+        convs = convs[:max_conversations]
+    if not convs:
+        raise UserError(f"dataset '{data_cfg.name}' split '{split}' has no conversations")
+    top = max(int(c.ids.max()) for c in convs)
+    if top >= run.cfg.model.n_token:
+        raise UserError(f"{run.workdir}: token id {top} of dataset '{data_cfg.name}' is outside "
+                        f"the model's vocabulary ({run.cfg.model.n_token}); give the run a "
+                        "tokenizer/ folder matching its weights")
+    cache: dict[str, list[np.ndarray]] = {}
+
+    def value_tokens(slot: str) -> list[np.ndarray]:
+        if slot not in cache:
+            cache[slot] = [value_ids(tok, v) for v in ds.slot_values(slot)]
+        return cache[slot]
+
+    return data_cfg.name, convs, value_tokens
+
+
+def perplexity(convs, lps: list[np.ndarray]) -> dict[str, Any]:
+    """Turn-token NLL overall, by turn index and by session index."""
+    nll, by_turn, by_session = [], [], []
+    for conv, lp in zip(convs, lps, strict=True):
+        turn_key = np.full(conv.ids.size, -1)
+        session_key = np.full(conv.ids.size, -1)
+        for t in conv.turns:
+            turn_key[t.start : t.end] = t.turn_index
+            session_key[t.start : t.end] = t.session
+        nll.append(-lp)
+        by_turn.append(turn_key[1:])
+        by_session.append(session_key[1:])
+    nll_all, turn_all = np.concatenate(nll), np.concatenate(by_turn)
+    return {
+        "overall": metrics.summarise_nll(nll_all[turn_all >= 0]),
+        "by_turn": metrics.perplexity_by_key(nll_all, turn_all),
+        "by_session": metrics.perplexity_by_key(nll_all, np.concatenate(by_session)),
+    }
+
+
+def recall(items: list[probes.RecallItem], scored, skipped: int, span: int, n: int):
+    """Forced-choice recall and greedy exact match by distance bucket (None without probes)."""
+    if not items and not skipped:
+        return None
+    credits = [metrics.forced_choice_credit([lp.sum() for lp in s.logprobs], 0) for s in scored]
+    exact = [bool(s.greedy[0].all()) for s in scored]
+    buckets = metrics.recall_by_bucket(credits, exact, [it.distance for it in items], span)
+    return {"num_candidates": n, "chance": 1.0 / n, "skipped": skipped, "buckets": buckets}
+
+
+def hits(scored, n: int) -> dict[str, Any]:
+    """Next-utterance hits@1 by length-normalised log-likelihood."""
+    scores = [[metrics.length_normalised(lp.sum(), lp.size) for lp in s.logprobs]
+              for s in scored]
+    res = metrics.hits_at_1(scores, [0] * len(scores))
+    return {**res, "num_candidates": n, "chance": 1.0 / n}
+
+
+def curve(scorer: Scorer, convs, lengths: tuple[int, ...]) -> dict[str, Any]:
+    """NLL of fixed target tokens given exactly c tokens of context, for each usable c."""
+    longest = max(c.ids.size for c in convs)
+    usable = sorted(c for c in set(lengths) if c < longest)
+    empty = {"context_lengths": [], "num_targets": 0, "fingerprint": "", "mean_nll": [],
+             "nll": []}
+    if not usable:
+        return empty
+    targets = context_curve.select_targets([c.ids.size for c in convs], usable[-1],
+                                           CONTEXT_TARGETS, SEED)
+    if not targets:
+        return empty
+    rows = []
+    for c in usable:
+        streams = [convs[i].ids[p - c : p] for i, p in targets]
+        reqs = [Request(k, c, (convs[i].ids[p : p + 1],)) for k, (i, p) in enumerate(targets)]
+        _, scored = scorer.stream_logprobs(streams, reqs, with_stream=False)
+        rows.append([-float(s.logprobs[0][0]) for s in scored])
+    fp = context_curve.fingerprint([(convs[i].conv_id, p, int(convs[i].ids[p]))
+                                    for i, p in targets])
+    return {"context_lengths": usable, "num_targets": len(targets), "fingerprint": fp,
+            "mean_nll": [float(np.mean(r)) for r in rows], "nll": rows}
+
+
+def _summary(workdir: Path) -> dict[str, Any]:
+    path = workdir / "summary.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def evaluate(run, dataset: str | None = None, split: str = "validation",
+             with_speed: bool = True) -> dict[str, Any]:
+    """Run the whole suite on `run` (longctx.train.checkpoint.Run); return eval.json's dict."""
+    from longctx.models import count_params
+
+    start = time.perf_counter()
+    cfg: Config = run.cfg
+    ev, m = cfg.eval, cfg.model
+    n = ev.num_candidates
+    name, convs, value_tokens = load_conversations(run, dataset, split, ev.max_conversations)
+    rng = np.random.default_rng(SEED)
+    scorer = Scorer(m, run.params, ev.vanilla_stride)
+
+    recall_items, skipped = probes.recall_items(convs, value_tokens, n, rng)
+    hit_items = probes.hits_items(convs, n, rng)
+    requests = [it.request for it in recall_items] + hit_items
+    lps, scored = scorer.stream_logprobs([c.ids for c in convs], requests)
+    pairs = shuffle.shuffle_pairs(convs, ev.shuffle_window_turns, rng)
+    pair_lps, _ = scorer.stream_logprobs([w for pair in pairs for w in pair])
+    summary = _summary(Path(run.workdir))
+    out: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "run": {
+            "workdir": str(run.workdir), "name": cfg.name, "arch": m.arch, "step": run.step,
+            "span": m.span, "num_params": count_params(run.params),
+            "train_tokens": summary.get("train_tokens"),
+            "flops_per_token": {"train": flops_per_token(m, True),
+                                "eval": flops_per_token(m, False)},
+        },
+        "dataset": {"name": name, "split": split, "conversations": len(convs),
+                    "tokens": int(sum(c.ids.size for c in convs)),
+                    "probes": int(sum(len(c.probes) for c in convs))},
+        "settings": {"num_candidates": n, "vanilla_stride": ev.vanilla_stride,
+                     "streaming": speed.describe(m, ev.vanilla_stride),
+                     "shuffle_window_turns": ev.shuffle_window_turns,
+                     "hits_max_tokens": probes.HITS_MAX_TOKENS,
+                     "context_lengths": list(ev.context_lengths), "seed": SEED},
+        "perplexity": perplexity(convs, lps),
+        "recall": recall(recall_items, scored[: len(recall_items)], skipped, m.span, n),
+        "shuffle": metrics.shuffle_accuracy([float(lp.sum()) for lp in pair_lps[0::2]],
+                                            [float(lp.sum()) for lp in pair_lps[1::2]]),
+        "hits_at_1": hits(scored[len(recall_items) :], n),
+        "context_curve": curve(scorer, convs, ev.context_lengths),
+    }
+    if with_speed:
+        out["speed"] = speed.measure(m, run.params, ev.vanilla_stride,
+                                     [c.ids for c in convs], ev.speed_tokens)
+    out["seconds"] = time.perf_counter() - start
+    return out
+
+
+def write(result: dict[str, Any], workdir: str | Path) -> Path:
+    """Write eval.json atomically (a temporary file renamed into place)."""
+    path = Path(workdir) / "eval.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,290 @@
+"""Driving a trained model over long conversations the way each architecture is used.
+
+- XL: segments of `tgt_len` in order, carrying the memory; a continuation at position p is
+  scored from the memory before the segment holding p-1 plus that segment's tokens up to p
+  (the true continuation then gets exactly its NLL in the stream while it stays in the
+  segment).
+- Window: streams go chunk by chunk (W tokens) through the ring-buffer KV cache of W
+  entries per layer. Token i sees keys i-W+1 .. i at every layer, so its logits depend on
+  exactly the n_layer * (W-1) tokens before it: a continuation is scored on a row of that
+  much left context (the ring buffer's values exactly, batched over candidates).
+- Vanilla: a fixed context of ctx_len; tokens [a, a+stride) are predicted by one forward
+  over the ctx_len tokens before a+stride-1 (stride 1: token t from exactly t-ctx_len ..
+  t-1). Continuations are always scored with stride 1.
+
+Every call goes through one jitted function per row length with a fixed number of rows
+(padded), so each shape compiles once and results do not depend on batch composition.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from longctx.config import ModelConfig
+from longctx.models import build_model, init_memory, window_decode_init, window_feed
+
+ROWS = 32  # streams carried side by side (lanes) in the XL and window streaming modes
+ROW_TOKENS = 8192  # tokens per jitted call of independent rows (window/vanilla contexts)
+
+
+def rows_per_call(length: int) -> int:
+    """Fixed rows per call for rows of `length` tokens (a power of two, 8 .. 512)."""
+    rows = 8
+    while rows < 512 and rows * 2 * length <= ROW_TOKENS:
+        rows *= 2
+    return rows
+
+
+@dataclass(frozen=True)
+class Request:
+    """Score `candidates` (token arrays) as continuations of stream `stream` at `pos`."""
+
+    stream: int
+    pos: int
+    candidates: tuple[np.ndarray, ...]
+
+
+@dataclass
+class Scored:
+    """Per candidate: log-probability and greedy (argmax) hit of each of its tokens."""
+
+    logprobs: list[np.ndarray]
+    greedy: list[np.ndarray]
+
+
+def _bucket(n: int) -> int:
+    """Row length for n tokens: the next power of two (at least 16), so few shapes compile."""
+    return max(16, 1 << max(0, n - 1).bit_length())
+
+
+def _take_rows(memory, idx):
+    """Rows `idx` of the memory pytree (XL memory: hidden [L+1, B, M, D], valid [B])."""
+    return memory.replace(hidden=memory.hidden[:, idx], valid=memory.valid[idx])
+
+
+class Scorer:
+    """Per-token log-probabilities of streams and continuations for one model."""
+
+    def __init__(self, model_cfg: ModelConfig, params, vanilla_stride: int = 1):
+        self.cfg = model_cfg
+        self.params = params
+        self.stride = vanilla_stride
+        self.model = build_model(model_cfg)
+
+        def score(params, inputs, targets, memory, reset):
+            logits, new_memory = self.model.apply(
+                {"params": params}, inputs, memory, reset, deterministic=True)
+            logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+            lp = jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+            hit = jnp.argmax(logits, axis=-1) == targets
+            return lp, hit, new_memory
+
+        def feed(params, inputs, targets, cache):
+            logits, cache = window_feed(self.model, params, inputs, cache)
+            logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+            return jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0], cache
+
+        def score_from(params, inputs, targets, memory, idx):
+            reset = jnp.zeros(inputs.shape[0], bool)
+            lp, hit, _ = score(params, inputs, targets, _take_rows(memory, idx), reset)
+            return lp, hit
+
+        self._score = jax.jit(score)
+        self._score_from = jax.jit(score_from)
+        self._feed = jax.jit(feed)
+
+    # ------------------------------------------------------------------ low level
+
+    def _rows(self, inputs: np.ndarray, targets: np.ndarray, memory=None, lanes=None):
+        """Score [R, L] rows in fixed-size calls; returns host (logprobs, hits) [R, L].
+        With `memory` (XL), row r continues from the memory of lane lanes[r]."""
+        n, length = inputs.shape
+        per = ROWS if memory is not None else rows_per_call(length)
+        lps, hits = [], []
+        for a in range(0, n, per):
+            k = min(per, n - a)
+            x = np.zeros((per, length), np.int32)
+            y = np.zeros((per, length), np.int32)
+            x[:k], y[:k] = inputs[a : a + k], targets[a : a + k]
+            if memory is None:
+                mem, reset = init_memory(self.cfg, per), np.ones(per, bool)
+                lp, hit, _ = self._score(self.params, x, y, mem, reset)
+            else:
+                idx = np.zeros(per, np.int32)
+                idx[:k] = lanes[a : a + k]
+                lp, hit = self._score_from(self.params, x, y, memory, idx)
+            lps.append(np.asarray(lp)[:k])
+            hits.append(np.asarray(hit)[:k])
+        return np.concatenate(lps), np.concatenate(hits)
+
+    @property
+    def receptive(self) -> int:
+        """Tokens of left context that fully determine a window model's logits."""
+        return self.cfg.n_layer * (self.cfg.window - 1)
+
+    # ------------------------------------------------------------------ streams
+
+    def stream_logprobs(self, streams: Sequence[np.ndarray], requests: Sequence[Request] = (),
+                        with_stream: bool = True) -> tuple[list[np.ndarray], list[Scored]]:
+        """Log p(ids[t] | stream before t) for t >= 1 of every stream (the model's own
+        streaming mode), and the requested continuations scored from the stream's state.
+        with_stream=False skips the streams where that saves work (window, vanilla)."""
+        for q in requests:
+            if not 1 <= q.pos <= streams[q.stream].size:
+                raise ValueError(f"request position {q.pos} outside stream {q.stream}")
+        if self.cfg.arch == "xl":
+            return self._lanes(streams, requests)
+        skip = [np.zeros(0)] * len(streams)
+        if self.cfg.arch == "window":
+            lps = self._lanes(streams)[0] if with_stream else skip
+        else:
+            lps = self._vanilla_stream(streams) if with_stream else skip
+        return lps, self._rows_requests(streams, requests)
+
+    def _vanilla_stream(self, streams):
+        ctx, stride = self.cfg.ctx_len, self.stride
+        rows, where = [], []
+        for i, ids in enumerate(streams):
+            for a in range(0, ids.size - 1, stride):  # predicts inputs a .. a+stride-1
+                last = min(a + stride, ids.size - 1) - 1
+                s = max(0, last + 1 - ctx)
+                rows.append((s, last + 1))
+                where.append((i, a, a - s))
+        return self._gather(streams, rows, where, ctx)
+
+    def _gather(self, streams, rows, where, length):
+        """Score context rows and scatter each row's tail into per-stream arrays."""
+        out = [np.zeros(max(ids.size - 1, 0), np.float64) for ids in streams]
+        if not rows:
+            return out
+        x = np.zeros((len(rows), length), np.int32)
+        y = np.zeros((len(rows), length), np.int32)
+        for r, ((s, e), (i, _, _)) in enumerate(zip(rows, where, strict=True)):
+            x[r, : e - s] = streams[i][s:e]
+            y[r, : e - s] = streams[i][s + 1 : e + 1]
+        lp, _ = self._rows(x, y)
+        for r, ((s, e), (i, a, off)) in enumerate(zip(rows, where, strict=True)):
+            n = e - s - off
+            out[i][a : a + n] = lp[r, off : off + n]
+        return out
+
+    def _lanes(self, streams, requests=()):
+        """Stream lanes of ROWS conversations chunk by chunk, carrying the model's state
+        (XL memory / window ring-buffer cache); XL requests are scored on the way."""
+        xl = self.cfg.arch == "xl"
+        seg = self.cfg.tgt_len if xl else self.cfg.window
+        out = [np.zeros(max(ids.size - 1, 0), np.float64) for ids in streams]
+        scored: list[Scored | None] = [None] * len(requests)
+        by_seg: dict[tuple[int, int], list[int]] = {}
+        for k, q in enumerate(requests):
+            by_seg.setdefault((q.stream, (q.pos - 1) // seg), []).append(k)
+        lmax = max((c.size for q in requests for c in q.candidates), default=1)
+        req_len = _bucket(seg + lmax)
+        for base in range(0, len(streams), ROWS):
+            lanes = list(range(base, min(base + ROWS, len(streams))))
+            n_seg = max([math.ceil((streams[i].size - 1) / seg) for i in lanes]
+                        + [s + 1 for (i, s) in by_seg if i in lanes])
+            state = init_memory(self.cfg, ROWS) if xl else window_decode_init(self.cfg, ROWS)
+            for s in range(n_seg):
+                ks = [k for i in lanes for k in by_seg.get((i, s), [])]
+                if ks:
+                    res = self._xl_requests(streams, [requests[k] for k in ks], lanes,
+                                            state, s * seg, req_len)
+                    for k, r in zip(ks, res, strict=True):
+                        scored[k] = r
+                x = np.zeros((ROWS, seg), np.int32)
+                y = np.zeros((ROWS, seg), np.int32)
+                for j, i in enumerate(lanes):
+                    chunk = streams[i][s * seg : (s + 1) * seg + 1]
+                    if chunk.size > 1:
+                        x[j, : chunk.size - 1] = chunk[:-1]
+                        y[j, : chunk.size - 1] = chunk[1:]
+                if xl:
+                    lp, _, state = self._score(self.params, x, y, state,
+                                               np.full(ROWS, s == 0, bool))
+                else:
+                    lp, state = self._feed(self.params, x, y, state)
+                lp = np.asarray(lp)
+                for j, i in enumerate(lanes):
+                    n = max(0, min(seg, streams[i].size - 1 - s * seg))
+                    out[i][s * seg : s * seg + n] = lp[j, :n]
+        return out, scored
+
+    def _xl_requests(self, streams, reqs, lanes, memory, seg_start, length):
+        """Continuations from `memory` (before the segment at seg_start) + segment prefix."""
+        rows, lane_idx, offsets = [], [], []
+        for q in reqs:
+            prefix = streams[q.stream][seg_start : q.pos]
+            for c in q.candidates:
+                rows.append(np.concatenate([prefix, c]))
+                lane_idx.append(lanes.index(q.stream))
+                offsets.append(prefix.size - 1)
+        x = np.zeros((len(rows), length), np.int32)
+        y = np.zeros((len(rows), length), np.int32)
+        for r, row in enumerate(rows):
+            x[r, : row.size - 1] = row[:-1]
+            y[r, : row.size - 1] = row[1:]
+        lp, hit = self._rows(x, y, memory, np.asarray(lane_idx, np.int32))
+        return self._split(reqs, lp, hit, offsets)
+
+    def _rows_requests(self, streams, requests):
+        """Window/vanilla continuations: rows of exactly the context each token can see."""
+        if not requests:
+            return []
+        vanilla = self.cfg.arch == "vanilla"
+        lmax = max(c.size for q in requests for c in q.candidates)
+        ctx = self.cfg.ctx_len if vanilla else self.receptive
+        length = ctx if vanilla else _bucket(ctx + lmax)
+        rows, offsets, spans = [], [], []
+        for q in requests:
+            for c in q.candidates:
+                full = np.concatenate([streams[q.stream][: q.pos], c])
+                if vanilla:  # one row per candidate token: its last ctx_len tokens
+                    for j in range(c.size):
+                        t = q.pos + j
+                        rows.append(full[max(0, t - ctx) : t + 1])
+                        offsets.append(rows[-1].size - 2)
+                    spans.append(c.size)
+                else:
+                    rows.append(full[max(0, q.pos - 1 - ctx) :])
+                    offsets.append(rows[-1].size - c.size - 1)
+                    spans.append(1)
+        x = np.zeros((len(rows), length), np.int32)
+        y = np.zeros((len(rows), length), np.int32)
+        for r, row in enumerate(rows):
+            x[r, : row.size - 1] = row[:-1]
+            y[r, : row.size - 1] = row[1:]
+        lp, hit = self._rows(x, y)
+        if not vanilla:
+            return self._split(requests, lp, hit, offsets)
+        out, r = [], 0
+        for q in requests:
+            lps, hits = [], []
+            for c in q.candidates:
+                idx = np.arange(r, r + c.size)
+                off = np.asarray(offsets[r : r + c.size])
+                lps.append(lp[idx, off].astype(np.float64))
+                hits.append(hit[idx, off])
+                r += c.size
+            out.append(Scored(lps, hits))
+        return out
+
+    @staticmethod
+    def _split(reqs, lp, hit, offsets):
+        """Cut each candidate's tokens out of its row (row r starts predicting at offset)."""
+        out, r = [], 0
+        for q in reqs:
+            lps, hits = [], []
+            for c in q.candidates:
+                o = offsets[r]
+                lps.append(lp[r, o : o + c.size].astype(np.float64))
+                hits.append(hit[r, o : o + c.size])
+                r += 1
+            out.append(Scored(lps, hits))
+        return out
