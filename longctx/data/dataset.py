@@ -31,7 +31,7 @@ from longctx.data.builders import builder_class
 from longctx.data.builders.base import SPLITS, DialogueBuilder
 from longctx.data.conversation import Conversation
 from longctx.data.render import TokenizedConversation, from_record, record_text, render, to_record, value_ids
-from longctx.data.tokenizer import load_tokenizer, special_ids, train_tokenizer
+from longctx.data.tokenizer import load_tokenizer, special_ids
 from longctx.errors import UserError
 
 MANIFEST = "dataset.json"
@@ -75,8 +75,9 @@ class DialogueDataset:
         return [record_text(src[i]) for i in range(len(src))]
 
     def slot_values(self, slot: str) -> tuple[str, ...]:
-        """All values of a synthetic slot (distractors); () for real corpora."""
-        return self._builder_cls.slot_values(slot)
+        """All values a synthetic slot draws from (each has >= 7 others of its token
+        length, so forced choice among 8 always finds distractors); () for real corpora."""
+        return tuple(self.manifest.get("slot_values", {}).get(slot, ()))
 
     def encode_value(self, value: str) -> np.ndarray:
         """Tokens of a slot value exactly as it appears in a stream (after a space)."""
@@ -116,9 +117,7 @@ def _build(cfg: DataConfig, builder_cls: type[DialogueBuilder], root: Path) -> N
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
     try:
-        texts = (text for conv in splits["train"]
-                 for text in (*conv.session_headers, *(t.text for t in conv.turns)) if text)
-        tokenizer = train_tokenizer(texts, cfg.vocab_size, tmp / "tokenizer")
+        splits, tokenizer, extra = builder_cls.tokenize(cfg, splits, tmp / "tokenizer")
         records = {split: [to_record(c, render(c, tokenizer)) for c in convs]
                    for split, convs in splits.items()}
         builder = builder_cls(records=records, data_dir=str(tmp / "tfds"),
@@ -132,6 +131,7 @@ def _build(cfg: DataConfig, builder_cls: type[DialogueBuilder], root: Path) -> N
             "version": str(builder_cls.VERSION),
             "conversations": {s: len(c) for s, c in splits.items()},
             "tokens": {s: int(sum(len(r["ids"]) for r in recs)) for s, recs in records.items()},
+            **extra,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         try:

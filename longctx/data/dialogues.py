@@ -2,14 +2,16 @@
 each with a persona of facts in the same slots; every fact is stated once and later asked
 back by the OTHER speaker, at a planned distance.
 
-Distances are planned before a tokenizer exists, in estimated tokens (characters /
-`CHARS_PER_TOKEN`); the exact distance is measured on the token stream when the dataset
-is built (`render.py`). A probe's target distance picks one of the four buckets of the
-span W uniformly (inside W, 1-2x, 2-4x, 4-12x) and is log-uniform inside it, so every
-bucket gets about a quarter of the probes: 16 probes a conversation, so >= 50 a bucket in
-a validation split of >= 16 conversations (the default 40 gives about 160). The filler
-between a fact and its question sets the distance; the shortest reachable distance is
-about 25 tokens (the rest of the statement, an acknowledgement and the question).
+Distances are planned in estimated tokens (characters / chars_per_token: a first guess,
+then the ratio the dataset's tokenizer really has, see `builders/synthetic.py`); the exact
+distance is measured on the token stream when the dataset is built (`render.py`).
+A probe's target distance picks one of the four buckets of the span W uniformly (inside W,
+1-2x, 2-4x, 4-12x) and is log-uniform inside it, so each bucket gets roughly a quarter of
+the probes (16 a conversation). The filler between a fact and its question sets the
+distance; the shortest reachable one is about 20 tokens (the rest of the statement, an
+acknowledgement, the question), so "inside W" starts near W/3 at W = 64. `longctx data
+stats` prints the histogram; README of the data package lists sizes that give >= 50
+probes in every bucket of the validation split.
 
 Everything is a pure function of (seed, split, conversation index).
 """
@@ -23,18 +25,14 @@ import numpy as np
 
 from longctx.data import filler
 from longctx.data.conversation import Conversation, Probe, Turn, validate
-from longctx.data.slots import SLOT_BY_NAME, SLOTS, TRAIN_TEMPLATES, Slot
+from longctx.data.slots import SLOTS, TRAIN_TEMPLATES, Slot
 
-CHARS_PER_TOKEN = 3.3  # planning estimate; measured distances are recorded after tokenizing
+CHARS_PER_TOKEN = 3.3  # first planning estimate (the builder then measures its tokenizer's)
 BUCKETS = ((0.25, 1.0), (1.0, 2.0), (2.0, 4.0), (4.0, 12.0))  # target ranges, in units of W
+HALF_EXCHANGE = 15  # about half an exchange of chat, in tokens
 P_STATE = 0.5  # chance to state a new fact (rather than chat) while no answer is due
 P_FOLLOW_UP = 0.6  # chance that chat continues its thread (or, if not, its topic)
 SPLIT_CODES = {"train": 0, "validation": 1}
-
-
-def _est(text: str) -> float:
-    """Estimated tokens of a turn: its text plus the speaker and end-of-turn tokens."""
-    return len(text) / CHARS_PER_TOKEN + 2
 
 
 @dataclass
@@ -51,7 +49,8 @@ class _Fact:
 class _Writer:
     """Appends turns and sessions and tracks the estimated stream position."""
 
-    def __init__(self) -> None:
+    def __init__(self, chars_per_token: float) -> None:
+        self.chars_per_token = chars_per_token
         self.turns: list[Turn] = []
         self.headers: list[str] = []
         self.pos = 1.0  # <|bos|>
@@ -59,12 +58,12 @@ class _Writer:
 
     def session(self, header: str) -> None:
         self.headers.append(header)
-        self.pos += 1 + len(header) / CHARS_PER_TOKEN
+        self.pos += 1 + len(header) / self.chars_per_token
         self.session_start = self.pos
 
     def say(self, speaker: int, text: str) -> int:
         self.turns.append(Turn(speaker, len(self.headers) - 1, text))
-        self.pos += _est(text)
+        self.pos += len(text) / self.chars_per_token + 2  # + speaker and end-of-turn
         return len(self.turns) - 1
 
 
@@ -79,20 +78,40 @@ def sample_target(rng: np.random.Generator, span: int) -> float:
     return span * math.exp(rng.uniform(math.log(lo), math.log(hi)))
 
 
+def _contains(a: str, b: str) -> bool:
+    return f" {a} " in f" {b} " or f" {b} " in f" {a} "
+
+
+def _two_values(slot: Slot, pool: set[str] | None, rng: np.random.Generator
+                ) -> tuple[str, str]:
+    """Values of the two speakers: the first two of a seeded order of all the slot's values
+    that are in `pool` (a value left out of the pool changes only the facts that drew it),
+    where neither contains the other ('Biscuit', 'Lady Biscuit'), so each value is
+    mentioned exactly twice in a conversation."""
+    order = (slot.values[i] for i in rng.permutation(len(slot.values)))
+    first = next(v for v in order if pool is None or v in pool)
+    second = next(v for v in order if (pool is None or v in pool) and not _contains(first, v))
+    return first, second
+
+
 def generate_conversation(conv_id: str, span: int, held_out_templates: bool,
-                          rng: np.random.Generator) -> Conversation:
-    """One conversation with 2 x len(SLOTS) probes (both speakers have every slot)."""
+                          rng: np.random.Generator,
+                          values: dict[str, tuple[str, ...]] | None = None,
+                          chars_per_token: float = CHARS_PER_TOKEN) -> Conversation:
+    """One conversation with 2 x len(SLOTS) probes (both speakers have every slot);
+    `values` restricts what each slot draws from (default: all its values);
+    `chars_per_token` converts planned token distances to text."""
     facts = []
     for slot in SLOTS:
-        a, b = rng.choice(len(slot.values), size=2, replace=False)
-        for speaker, index in ((0, a), (1, b)):
-            facts.append(_Fact(slot, speaker, slot.values[index], sample_target(rng, span)))
+        pool = set(values[slot.name]) if values else None
+        for speaker, value in enumerate(_two_values(slot, pool, rng)):
+            facts.append(_Fact(slot, speaker, value, sample_target(rng, span)))
     # longest first: the conversation then lasts about max target + the exchanges
     to_state = sorted(facts, key=lambda f: -f.target)
     pending: list[_Fact] = []
     probes: list[Probe] = []
     n_templates = len(SLOTS[0].statements) if held_out_templates else TRAIN_TEMPLATES
-    w = _Writer()
+    w = _Writer(chars_per_token)
     w.session("")
     for speaker, text in enumerate(filler.greeting(True, rng)):
         w.say(speaker, text)
@@ -106,8 +125,10 @@ def generate_conversation(conv_id: str, span: int, held_out_templates: bool,
                 w.say(opener ^ k, text)
             session_len = span * rng.uniform(3, 6)
             last_was_filler = False
-        answer_at = w.pos + 16 + 6  # ~ a question turn and the answer's lead-in
-        due = [f for f in pending if answer_at >= f.value_end + f.target]
+        # where the answer's value would land if asked now (a question, the answer's
+        # lead-in); ask when that is nearer the target than after one more exchange
+        answer_at = w.pos + 16 + 6
+        due = [f for f in pending if answer_at + HALF_EXCHANGE >= f.value_end + f.target]
         if due:
             fact = min(due, key=lambda f: f.value_end + f.target)
             pending.remove(fact)
@@ -125,7 +146,7 @@ def generate_conversation(conv_id: str, span: int, held_out_templates: bool,
             text, fact.chars = _with_value(template, fact.value)
             before = w.pos
             fact.turn = w.say(fact.speaker, text)
-            fact.value_end = before + 1 + fact.chars[1] / CHARS_PER_TOKEN
+            fact.value_end = before + 1 + fact.chars[1] / chars_per_token
             w.say(1 - fact.speaker, filler.acknowledgement(rng))
             pending.append(fact)
             last_was_filler = False
@@ -148,19 +169,16 @@ def generate_conversation(conv_id: str, span: int, held_out_templates: bool,
     return validate(Conversation(conv_id, w.turns, w.headers, probes))
 
 
-def generate_split(split: str, num: int, span: int, seed: int) -> list[Conversation]:
+def generate_split(split: str, num: int, span: int, seed: int,
+                   values: dict[str, tuple[str, ...]] | None = None,
+                   chars_per_token: float = CHARS_PER_TOKEN) -> list[Conversation]:
     """`num` conversations of `split`; validation also uses the held-out statement templates."""
     code = SPLIT_CODES[split]
     return [
         generate_conversation(f"synthetic-{split}-{i:05d}", span, split == "validation",
-                              np.random.default_rng([seed, code, i]))
+                              np.random.default_rng([seed, code, i]), values, chars_per_token)
         for i in range(num)
     ]
-
-
-def slot_values(slot: str) -> tuple[str, ...]:
-    """Every value of a slot (forced-choice distractors are drawn from these)."""
-    return SLOT_BY_NAME[slot].values
 
 
 def distance_bucket(distance: int, span: int) -> int:

@@ -21,6 +21,7 @@ import tensorflow_datasets as tfds
 
 from longctx.config import DataConfig
 from longctx.data.conversation import Conversation
+from longctx.data.tokenizer import train_tokenizer
 from longctx.errors import UserError
 
 SPLITS = ("train", "validation")
@@ -86,9 +87,19 @@ class DialogueBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         raise NotImplementedError
 
     @classmethod
-    def slot_values(cls, slot: str) -> tuple[str, ...]:
-        """Values of a probe slot (forced-choice distractors); none for real corpora."""
-        return ()
+    def tokenize(cls, cfg: DataConfig, splits: dict[str, list[Conversation]], out_dir: Path
+                 ) -> tuple[dict[str, list[Conversation]], Any, dict[str, Any]]:
+        """Train the tokenizer on the training split (saved in `out_dir`); return the final
+        splits, the tokenizer and extra manifest entries (the synthetic set adjusts)."""
+        return splits, train_tokenizer(training_texts(splits["train"]), cfg.vocab_size,
+                                       out_dir), {}
+
+
+def training_texts(convs: list[Conversation]) -> Iterator[str]:
+    """The texts the tokenizer learns from: session headers and turns, in order."""
+    for conv in convs:
+        yield from (h for h in conv.session_headers if h)
+        yield from (t.text for t in conv.turns if t.text)
 
 
 # ----------------------------------------------------------------------------- real corpora

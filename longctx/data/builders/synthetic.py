@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
 from longctx.config import DataConfig
 from longctx.data import dialogues
-from longctx.data.builders.base import DialogueBuilder
+from longctx.data.builders.base import DialogueBuilder, training_texts
 from longctx.data.conversation import Conversation
+from longctx.data.render import value_ids
+from longctx.data.slots import SLOTS
+from longctx.data.tokenizer import train_tokenizer
+from longctx.errors import UserError
+
+MIN_SAME_LENGTH = 8  # every value has >= 7 others of its token length (forced choice, N = 8)
+RATIO_TOLERANCE = 0.05
+MAX_ROUNDS = 12
 
 
 class SyntheticDialogues(DialogueBuilder, skip_registration=True):
@@ -21,13 +33,56 @@ class SyntheticDialogues(DialogueBuilder, skip_registration=True):
                 f"-w{cfg.span}-v{cfg.vocab_size}-s{cfg.seed}")
 
     @classmethod
-    def read(cls, cfg: DataConfig) -> dict[str, list[Conversation]]:
-        return {
-            "train": dialogues.generate_split("train", cfg.num_train, cfg.span, cfg.seed),
-            "validation": dialogues.generate_split("validation", cfg.num_validation, cfg.span,
-                                                   cfg.seed),
-        }
+    def read(cls, cfg: DataConfig, values: dict[str, tuple[str, ...]] | None = None,
+             chars_per_token: float = dialogues.CHARS_PER_TOKEN
+             ) -> dict[str, list[Conversation]]:
+        return {split: dialogues.generate_split(split, num, cfg.span, cfg.seed, values,
+                                                chars_per_token)
+                for split, num in (("train", cfg.num_train),
+                                   ("validation", cfg.num_validation))}
 
     @classmethod
-    def slot_values(cls, slot: str) -> tuple[str, ...]:
-        return dialogues.slot_values(slot)
+    def tokenize(cls, cfg: DataConfig, splits: dict[str, list[Conversation]], out_dir: Path
+                 ) -> tuple[dict[str, list[Conversation]], Any, dict[str, Any]]:
+        """Train the tokenizer on the training split; then, until both hold, generate the
+        conversations again and retrain:
+
+        * every probe value has >= MIN_SAME_LENGTH - 1 distractors of its token length in
+          its slot: a value whose length too few values share is dropped (with its whole
+          length class, so the classes left keep their size). The sets only shrink, and a
+          dropped value changes only the facts that drew it. The final sets are the
+          dataset's `slot_values` (training never sees a value outside them).
+        * distances were planned with the tokenizer's real characters per token (within
+          RATIO_TOLERANCE), so the probes fill the distance buckets as planned.
+
+        Two to four rounds in practice.
+        """
+        pool = {slot.name: slot.values for slot in SLOTS}
+        ratio = dialogues.CHARS_PER_TOKEN
+        for _ in range(MAX_ROUNDS):
+            tokenizer = train_tokenizer(training_texts(splits["train"]), cfg.vocab_size,
+                                        out_dir)
+            pool = {slot: _common_lengths(tokenizer, values) for slot, values in pool.items()}
+            measured = _chars_per_token(tokenizer, splits["train"])
+            settled = abs(measured / ratio - 1) <= RATIO_TOLERANCE
+            if settled and all(p.value in pool[p.slot] for convs in splits.values()
+                               for c in convs for p in c.probes):
+                return splits, tokenizer, {"slot_values": {k: list(v) for k, v in pool.items()},
+                                           "chars_per_token": ratio}
+            ratio = ratio if settled else measured
+            splits = cls.read(cfg, pool, ratio)
+        raise UserError(f"synthetic slot values did not settle in {MAX_ROUNDS} rounds of "
+                        "tokenizer training; raise data.num_train or data.vocab_size")
+
+
+def _common_lengths(tokenizer, pool: tuple[str, ...]) -> tuple[str, ...]:
+    lengths = {v: len(value_ids(tokenizer, v)) for v in pool}
+    count = Counter(lengths.values())
+    return tuple(v for v in pool if count[lengths[v]] >= MIN_SAME_LENGTH)
+
+
+def _chars_per_token(tokenizer, convs: list[Conversation]) -> float:
+    texts = [t.text for c in convs for t in c.turns]
+    tokens = sum(len(e.ids) for e in tokenizer.backend_tokenizer.encode_batch(
+        texts, add_special_tokens=False))
+    return sum(map(len, texts)) / max(tokens, 1)

@@ -1,0 +1,85 @@
+"""The synthetic generator at the text level: slots, templates, personas, determinism."""
+
+import re
+
+import pytest
+
+from longctx.data.conversation import Conversation, Probe, Turn, validate
+from longctx.data.dialogues import generate_split
+from longctx.data.slots import SLOTS, TRAIN_TEMPLATES
+from longctx.errors import UserError
+
+
+def _template_index(slot, fact_text: str, value: str) -> int:
+    return slot.statements.index(fact_text.replace(value, "{v}", 1))
+
+
+def test_slots_are_large_and_paraphrased():
+    assert len(SLOTS) >= 8
+    for slot in SLOTS:
+        assert len(set(slot.values)) >= 200, slot.name
+        assert TRAIN_TEMPLATES >= 5 and len(slot.statements) > TRAIN_TEMPLATES, slot.name
+        for template in (*slot.statements, *slot.answers):
+            assert template.count("{v}") == 1 and " {v}" in template, template
+        assert all("{v}" not in q for q in slot.questions)
+
+
+def test_same_seed_same_conversations_other_seed_differs():
+    a = generate_split("validation", 3, 32, seed=5)
+    assert a == generate_split("validation", 3, 32, seed=5)
+    assert a != generate_split("validation", 3, 32, seed=6)
+    assert a != generate_split("train", 3, 32, seed=5)
+
+
+@pytest.fixture(scope="module")
+def convs():
+    return {split: generate_split(split, 12, 32, seed=0) for split in ("train", "validation")}
+
+
+def test_both_speakers_have_every_slot_with_different_values(convs):
+    for conv in convs["train"] + convs["validation"]:
+        by_slot = {}
+        for p in conv.probes:
+            by_slot.setdefault(p.slot, {})[p.speaker] = p.value
+        assert set(by_slot) == {s.name for s in SLOTS}
+        for slot, values in by_slot.items():
+            assert set(values) == {0, 1} and values[0] != values[1], (conv.conv_id, slot)
+
+
+def test_fact_stated_once_then_asked_by_the_other_speaker(convs):
+    for conv in convs["validation"]:
+        for p in conv.probes:
+            pattern = re.compile(rf"(?<!\w){re.escape(p.value)}(?!\w)")
+            mentions = [i for i, t in enumerate(conv.turns) if pattern.search(t.text)]
+            assert mentions == [p.fact_turn, p.answer_turn], (conv.conv_id, p)
+            question = conv.turns[p.answer_turn - 1]
+            assert question.speaker == 1 - p.speaker
+            assert conv.turns[p.fact_turn].speaker == conv.turns[p.answer_turn].speaker == p.speaker
+
+
+def test_held_out_templates_only_in_validation(convs):
+    used = {"train": set(), "validation": set()}
+    for split, items in convs.items():
+        for conv in items:
+            for p in conv.probes:
+                slot = next(s for s in SLOTS if s.name == p.slot)
+                used[split].add(_template_index(slot, conv.turns[p.fact_turn].text, p.value))
+    assert max(used["train"]) < TRAIN_TEMPLATES
+    assert max(used["validation"]) >= TRAIN_TEMPLATES
+
+
+def test_several_sessions_with_time_headers(convs):
+    for conv in convs["train"]:
+        assert len(conv.session_headers) >= 2
+        assert conv.session_headers[0] == ""
+        assert all(h.endswith("later") or h == "the next day" for h in conv.session_headers[1:])
+
+
+def test_probe_value_not_in_answer_is_an_error():
+    turns = [Turn(0, 0, "My dog is called Rex."), Turn(1, 0, "What is his name?"),
+             Turn(0, 0, "His name is Max.")]
+    bad = Conversation("c-7", turns, [""], [Probe("pet", 0, "Rex", 0, 2, (17, 20), (12, 15))])
+    with pytest.raises(UserError, match=r"c-7.*'Rex' is not in the answer turn 2"):
+        validate(bad)
+    with pytest.raises(UserError, match="c-8.*no turns"):
+        validate(Conversation("c-8", [], [""]))
