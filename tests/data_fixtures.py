@@ -24,9 +24,9 @@ def synthetic_config(data_dir: Path | str, **overrides) -> DataConfig:
 
 
 def real_config(name: str, data_dir: Path | str, **overrides) -> DataConfig:
-    source = {"msc": MSC_SAMPLE, "qmsum": QMSUM_SAMPLE}[name]
-    return DataConfig(name=name, data_dir=str(data_dir), source=str(source), vocab_size=400,
-                      **overrides)
+    source = str({"msc": MSC_SAMPLE, "qmsum": QMSUM_SAMPLE}[name])
+    return DataConfig(**{"name": name, "data_dir": str(data_dir), "source": source,
+                         "vocab_size": 400, **overrides})
 
 
 @contextlib.contextmanager
