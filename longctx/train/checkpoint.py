@@ -109,11 +109,20 @@ def restore_latest(manager: ocp.CheckpointManager, *, params: Any, opt_state: An
                 memory=memory,
                 data_state=lanes[topo.process_index],
             )
-        except Exception as exc:  # unreadable step: warn and fall back
-            msg = f"checkpoint step {step} in {manager.directory} is unreadable ({exc!s:.200}); "
-            msg += "falling back to the previous one"
+        except Exception as exc:  # unreadable step: warn, set it aside, fall back
+            aside = Path(manager.directory).parent / "unreadable_checkpoints" / str(step)
+            msg = (f"checkpoint step {step} in {manager.directory} is unreadable ({exc!s:.200}); "
+                   f"falling back to the previous one (moved to {aside})")
             warnings.warn(msg, stacklevel=2)
             log.warning(msg)
+            if topo.is_primary:
+                aside.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(Path(manager.directory) / str(step)), str(aside))
+            if topo.process_count > 1:
+                from jax.experimental import multihost_utils
+
+                multihost_utils.sync_global_devices(f"longctx-set-aside-{step}")
+            manager.reload()
     return None
 
 

@@ -142,15 +142,17 @@ def train(cfg: Config, workdir: str | Path) -> dict:
                        lane_ids=topo.process_lanes, seed=cfg.train.seed)
 
     manager = checkpoint.make_manager(workdir, cfg.checkpoint.keep, cfg.checkpoint.async_save)
-    memory_global = (None if memory is None else
-                     jax.tree.map(np.asarray, init_memory(cfg.model, cfg.train.batch_size)))
+    # Only XL carries state between steps; the others' (empty) memory is not checkpointed.
+    stateful = cfg.model.arch == "xl" and cfg.model.mem_len > 0
+    memory_global = (jax.tree.map(np.asarray, init_memory(cfg.model, cfg.train.batch_size))
+                     if stateful else None)
     restored = checkpoint.restore_latest(manager, params=params, opt_state=opt_state, rng=rng,
                                          memory_global=memory_global, topo=topo)
     start = 0
     if restored is not None:
         start = restored.step
         params, opt_state, rng = restored.params, restored.opt_state, restored.rng
-        memory = restored.memory
+        memory = restored.memory if stateful else memory
         lanes.set_state(restored.data_state)
         if topo.is_primary:
             print(f"resumed from step {start} ({workdir})", flush=True)
@@ -189,10 +191,11 @@ def train(cfg: Config, workdir: str | Path) -> dict:
                 host_state = parallel.unreplicate(state)
                 checkpoint.save(manager, step, params=host_state.params,
                                 opt_state=host_state.opt_state, rng=host_state.rng,
-                                memory=parallel.memory_from_devices(mem_dev),
+                                memory=parallel.memory_from_devices(mem_dev) if stateful else None,
                                 data_state=lanes.get_state(), cfg=cfg, topo=topo)
                 if fault == ("save", step):
                     _kill_self()
+                window_start = time.time()
             if stop["sigterm"]:
                 if topo.is_primary:
                     print(f"SIGTERM: saved step {step}; rerun the same command to resume",

@@ -110,7 +110,7 @@ def make_train_step(
         metrics = {
             "loss": nll_sum / denom,
             "tokens": count,
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": optax.tree.norm(grads),
             "lr": schedule(state.step // grad_accum),
         }
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)

@@ -1,0 +1,81 @@
+"""The training loop in-process: run-directory contents, metrics, fingerprint, determinism."""
+
+import json
+
+import numpy as np
+
+from longctx.train.checkpoint import load_run
+from longctx.train.loop import params_sha256, resolve_num_steps, train
+from tests.conftest import SMOKE, run_cli, smoke_config
+
+
+def _rows(workdir):
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_tiny_run_writes_a_complete_run_directory(tiny_run):
+    for name in ("config.json", "summary.json", "metrics.jsonl"):
+        assert (tiny_run / name).is_file(), name
+    assert (tiny_run / "tokenizer" / "tokenizer.json").is_file()
+    assert any((tiny_run / "tb").glob("events.out.tfevents.*"))
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    assert summary["done"] and summary["step"] == 12
+    rows = _rows(tiny_run)
+    steps = [r["step"] for r in rows]
+    assert steps == sorted(set(steps)) and steps[-1] == 12
+    for row in rows:
+        assert {"step", "loss", "lr", "grad_norm", "tokens_per_sec", "perplexity"} <= row.keys()
+        assert np.isfinite(row["loss"]) and row["tokens_per_sec"] > 0
+    assert rows[-1]["loss"] < rows[0]["loss"], "12 steps of AdamW should lower the loss"
+
+
+def test_info_prints_the_fingerprint(tiny_run):
+    info = json.loads(run_cli(["info", "--workdir", str(tiny_run)]).stdout.strip().splitlines()[-1])
+    run = load_run(tiny_run)
+    assert info["step"] == 12 and info["config_name"] == "smoke"
+    assert info["num_params"] == sum(int(np.size(x)) for x in
+                                     __import__("jax").tree.leaves(run.params))
+    assert info["params_sha256"] == params_sha256(run.params)
+    assert len(info["params_sha256"]) == 64
+
+
+def test_same_config_and_seed_give_identical_parameters(data_dir, tmp_path):
+    cfg = smoke_config(data_dir, "train.num_steps=3", "checkpoint.every_steps=100")
+    a = train(cfg, tmp_path / "a")
+    b = train(smoke_config(data_dir, "train.num_steps=3", "checkpoint.every_steps=100"),
+              tmp_path / "b")
+    c = train(smoke_config(data_dir, "train.num_steps=3", "checkpoint.every_steps=100",
+                           "train.seed=1"), tmp_path / "c")
+    assert a["params_sha256"] == b["params_sha256"]
+    assert a["params_sha256"] != c["params_sha256"]
+
+
+def test_token_budget_sets_the_steps_per_architecture(data_dir):
+    xl = smoke_config(data_dir, "train.train_tokens=4096", "model.arch=xl")
+    window = smoke_config(data_dir, "train.train_tokens=4096", "model.arch=window")
+    # batch 4: XL consumes 4*16 tokens a step, the window model 4*64.
+    assert resolve_num_steps(xl) == 64 and resolve_num_steps(window) == 16
+
+
+def test_bad_config_gets_one_line_and_writes_nothing(tmp_path):
+    workdir = tmp_path / "never"
+    for bad, key in (("model.mem_len=-1", "model.mem_len"), ("train.batch_size=3", "train.batch_size"),
+                     ("model.colour=red", "model.colour")):
+        proc = run_cli(["train", "--config", str(SMOKE), "--workdir", str(workdir), bad],
+                       devices=2, check=False, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        assert len(lines) == 1 and key in lines[0], proc.stderr
+        assert not workdir.exists()
+
+
+def test_divergence_stops_with_the_step_named(data_dir, tmp_path):
+    cfg = smoke_config(data_dir, "optim.learning_rate=1e12", "optim.warmup_steps=0",
+                       "train.num_steps=8", "checkpoint.every_steps=100")
+    import pytest
+
+    from longctx.train.loop import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match=r"at step \d+"):
+        train(cfg, tmp_path / "nan")
+    assert not (tmp_path / "nan" / "summary.json").exists()

@@ -1,0 +1,83 @@
+"""Data parallelism: the same numbers on 1, 2 and 4 devices, and over two processes."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from tests.conftest import REPO, SMOKE, run_cli, subprocess_env
+
+ARGS = ["train.num_steps=20", "train.log_every=1", "checkpoint.every_steps=100"]
+
+
+def _curve(workdir):
+    return [json.loads(x)["loss"] for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _train_args(workdir, data_dir):
+    return ["train", "--config", str(SMOKE), "--workdir", str(workdir),
+            f"data.data_dir={data_dir}", *ARGS]
+
+
+def test_device_count_does_not_change_the_loss_curve(data_dir, tmp_path):
+    curves = {}
+    for devices in (1, 2, 4):
+        run_cli(_train_args(tmp_path / f"d{devices}", data_dir), devices=devices, timeout=300)
+        curves[devices] = _curve(tmp_path / f"d{devices}")
+    assert len(curves[1]) == 20
+    np.testing.assert_allclose(curves[2], curves[1], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(curves[4], curves[1], rtol=1e-5, atol=1e-5)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_process(pid, port, workdir, data_dir, extra_env=None):
+    env = subprocess_env(1, LONGCTX_COORDINATOR=f"127.0.0.1:{port}", LONGCTX_NUM_PROCESSES="2",
+                         LONGCTX_PROCESS_ID=str(pid), **(extra_env or {}))
+    return subprocess.Popen([sys.executable, "-m", "longctx.cli", *_train_args(workdir, data_dir)],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def test_two_processes_match_one_process_with_two_devices(data_dir, tmp_path):
+    # build the dataset first so both processes only read it
+    run_cli(_train_args(tmp_path / "single", data_dir), devices=2, timeout=300)
+    port = _free_port()
+    procs = [_start_process(i, port, tmp_path / "multi", data_dir) for i in range(2)]
+    try:
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (_out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    np.testing.assert_allclose(_curve(tmp_path / "multi"), _curve(tmp_path / "single"),
+                               rtol=1e-5, atol=1e-5)
+    single = json.loads((tmp_path / "single" / "summary.json").read_text())
+    multi = json.loads((tmp_path / "multi" / "summary.json").read_text())
+    assert multi["params_sha256"] == single["params_sha256"] or np.allclose(
+        _curve(tmp_path / "multi"), _curve(tmp_path / "single"), rtol=1e-6)
+
+
+def test_a_dead_peer_makes_the_other_exit_within_a_minute(data_dir, tmp_path):
+    port = _free_port()
+    survivor = _start_process(0, port, tmp_path / "dead", data_dir)
+    victim = _start_process(1, port, tmp_path / "dead", data_dir, {"LONGCTX_FAULT": "step:3"})
+    try:
+        victim.communicate(timeout=240)
+        died = time.time()
+        survivor.communicate(timeout=90)
+        waited = time.time() - died
+    finally:
+        survivor.kill()
+        victim.kill()
+    assert victim.returncode != 0
+    assert survivor.returncode != 0, "the survivor must not pretend to have finished"
+    assert waited < 60, f"the survivor took {waited:.0f}s to notice"
