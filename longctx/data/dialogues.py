@@ -10,8 +10,8 @@ A probe's target distance picks one of the four buckets of the span W uniformly 
 the probes (16 a conversation). The filler between a fact and its question sets the
 distance; the shortest reachable one is about 20 tokens (the rest of the statement, an
 acknowledgement, the question), so "inside W" starts near W/3 at W = 64. `longctx data
-stats` prints the histogram; README of the data package lists sizes that give >= 50
-probes in every bucket of the validation split.
+stats` prints the histogram; >= 16 validation conversations give >= 50 probes in every
+bucket (sizes and histograms in this package's README.md).
 
 Everything is a pure function of (seed, split, conversation index).
 """
@@ -29,6 +29,7 @@ from longctx.data.slots import SLOTS, TRAIN_TEMPLATES, Slot
 
 CHARS_PER_TOKEN = 3.3  # first planning estimate (the builder then measures its tokenizer's)
 BUCKETS = ((0.25, 1.0), (1.0, 2.0), (2.0, 4.0), (4.0, 12.0))  # target ranges, in units of W
+ASK_TOKENS = 22  # a question turn and the answer's lead-in, in tokens
 HALF_EXCHANGE = 15  # about half an exchange of chat, in tokens
 P_STATE = 0.5  # chance to state a new fact (rather than chat) while no answer is due
 P_FOLLOW_UP = 0.6  # chance that chat continues its thread (or, if not, its topic)
@@ -44,27 +45,6 @@ class _Fact:
     turn: int = -1
     chars: tuple[int, int] = (0, 0)
     value_end: float = 0.0  # estimated stream position just after the stated value
-
-
-class _Writer:
-    """Appends turns and sessions and tracks the estimated stream position."""
-
-    def __init__(self, chars_per_token: float) -> None:
-        self.chars_per_token = chars_per_token
-        self.turns: list[Turn] = []
-        self.headers: list[str] = []
-        self.pos = 1.0  # <|bos|>
-        self.session_start = 0.0
-
-    def session(self, header: str) -> None:
-        self.headers.append(header)
-        self.pos += 1 + len(header) / self.chars_per_token
-        self.session_start = self.pos
-
-    def say(self, speaker: int, text: str) -> int:
-        self.turns.append(Turn(speaker, len(self.headers) - 1, text))
-        self.pos += len(text) / self.chars_per_token + 2  # + speaker and end-of-turn
-        return len(self.turns) - 1
 
 
 def _with_value(template: str, value: str) -> tuple[str, tuple[int, int]]:
@@ -94,6 +74,81 @@ def _two_values(slot: Slot, pool: set[str] | None, rng: np.random.Generator
     return first, second
 
 
+class _Dialogue:
+    """Writes one conversation turn by turn, tracking the estimated stream position."""
+
+    def __init__(self, span: int, chars_per_token: float, n_templates: int,
+                 rng: np.random.Generator) -> None:
+        self.span, self.cpt, self.n_templates, self.rng = span, chars_per_token, n_templates, rng
+        self.turns: list[Turn] = []
+        self.headers: list[str] = []
+        self.probes: list[Probe] = []
+        self.pos = 1.0  # after <|bos|>
+        self.session_start, self.session_len = 0.0, 0.0
+        self.topic, self.thread, self.step, self.first = filler.TOPIC_NAMES[0], 0, 0, 0
+        self.chatting = False  # the last exchange was chat (a follow-up may continue it)
+
+    def say(self, speaker: int, text: str) -> int:
+        self.turns.append(Turn(speaker, len(self.headers) - 1, text))
+        self.pos += len(text) / self.cpt + 2  # + speaker and end-of-turn tokens
+        return len(self.turns) - 1
+
+    def new_session(self) -> None:
+        """A session header (a gap in time) and a greeting exchange."""
+        first = not self.headers
+        header = "" if first else filler.session_header(self.rng)
+        self.headers.append(header)
+        self.pos += 1 + len(header) / self.cpt
+        self.session_start = self.pos
+        self.session_len = self.span * self.rng.uniform(3, 6)
+        opener = 0 if first else int(self.rng.integers(2))
+        for k, text in enumerate(filler.greeting(first, self.rng)):
+            self.say(opener ^ k, text)
+        self.chatting = False
+
+    def state(self, fact: _Fact) -> None:
+        """The owner states the fact; the other speaker acknowledges it."""
+        template = fact.slot.statements[self.rng.integers(self.n_templates)]
+        text, fact.chars = _with_value(template, fact.value)
+        before = self.pos
+        fact.turn = self.say(fact.speaker, text)
+        fact.value_end = before + 1 + fact.chars[1] / self.cpt
+        self.say(1 - fact.speaker, filler.acknowledgement(self.rng))
+        self.chatting = False
+
+    def ask(self, fact: _Fact) -> None:
+        """The other speaker asks about the fact; the owner's answer states the value."""
+        slot = fact.slot
+        self.say(1 - fact.speaker, slot.questions[self.rng.integers(len(slot.questions))])
+        text, chars = _with_value(slot.answers[self.rng.integers(len(slot.answers))],
+                                  fact.value)
+        turn = self.say(fact.speaker, text)
+        self.probes.append(Probe(slot.name, fact.speaker, fact.value, fact.turn, turn,
+                                 fact.chars, chars))
+        self.chatting = False
+
+    def chat(self) -> None:
+        """A question-and-answer exchange: the next step of the current thread, another
+        thread of the topic, or a new topic."""
+        rng, threads = self.rng, filler.TOPICS[self.topic]
+        if (self.chatting and self.step + 1 < len(threads[self.thread])
+                and rng.random() < P_FOLLOW_UP):
+            self.step += 1
+        else:
+            if self.chatting and rng.random() < P_FOLLOW_UP:
+                self.thread = (self.thread + 1 + int(rng.integers(len(threads) - 1))) % len(
+                    threads)
+            else:
+                names = [t for t in filler.TOPIC_NAMES if t != self.topic]
+                self.topic = names[rng.integers(len(names))]
+                self.thread = int(rng.integers(len(filler.TOPICS[self.topic])))
+            self.step, self.first = 0, int(rng.integers(2))
+        exchange = filler.filler_exchange(self.topic, self.thread, self.step, rng)
+        for k, text in enumerate(exchange):
+            self.say(self.first ^ k, text)
+        self.chatting = True
+
+
 def generate_conversation(conv_id: str, span: int, held_out_templates: bool,
                           rng: np.random.Generator,
                           values: dict[str, tuple[str, ...]] | None = None,
@@ -106,67 +161,31 @@ def generate_conversation(conv_id: str, span: int, held_out_templates: bool,
         pool = set(values[slot.name]) if values else None
         for speaker, value in enumerate(_two_values(slot, pool, rng)):
             facts.append(_Fact(slot, speaker, value, sample_target(rng, span)))
-    # longest first: the conversation then lasts about max target + the exchanges
+    # longest first: the conversation then lasts about the longest target + the exchanges
     to_state = sorted(facts, key=lambda f: -f.target)
     pending: list[_Fact] = []
-    probes: list[Probe] = []
     n_templates = len(SLOTS[0].statements) if held_out_templates else TRAIN_TEMPLATES
-    w = _Writer(chars_per_token)
-    w.session("")
-    for speaker, text in enumerate(filler.greeting(True, rng)):
-        w.say(speaker, text)
-    session_len = span * rng.uniform(3, 6)
-    topic, thread, step, first, last_was_filler = filler.TOPIC_NAMES[0], 0, 0, 0, False
+    d = _Dialogue(span, chars_per_token, n_templates, rng)
+    d.new_session()
     while to_state or pending:
-        if w.pos - w.session_start >= session_len:
-            w.session(filler.session_header(rng))
-            opener = int(rng.integers(2))
-            for k, text in enumerate(filler.greeting(False, rng)):
-                w.say(opener ^ k, text)
-            session_len = span * rng.uniform(3, 6)
-            last_was_filler = False
-        # where the answer's value would land if asked now (a question, the answer's
-        # lead-in); ask when that is nearer the target than after one more exchange
-        answer_at = w.pos + 16 + 6
-        due = [f for f in pending if answer_at + HALF_EXCHANGE >= f.value_end + f.target]
+        if d.pos - d.session_start >= d.session_len:
+            d.new_session()
+        # where the answer's value would land if asked now (after a question and the
+        # answer's lead-in); ask when that is nearer the target than after one more exchange
+        answer_at = d.pos + ASK_TOKENS + HALF_EXCHANGE
+        due = [f for f in pending if answer_at >= f.value_end + f.target]
         if due:
             fact = min(due, key=lambda f: f.value_end + f.target)
             pending.remove(fact)
-            slot = fact.slot
-            question = slot.questions[rng.integers(len(slot.questions))]
-            w.say(1 - fact.speaker, question)
-            text, chars = _with_value(slot.answers[rng.integers(len(slot.answers))], fact.value)
-            turn = w.say(fact.speaker, text)
-            probes.append(Probe(slot.name, fact.speaker, fact.value, fact.turn, turn,
-                                fact.chars, chars))
-            last_was_filler = False
+            d.ask(fact)
         elif to_state and (not pending or rng.random() < P_STATE):
             fact = to_state.pop(0)
-            template = fact.slot.statements[rng.integers(n_templates)]
-            text, fact.chars = _with_value(template, fact.value)
-            before = w.pos
-            fact.turn = w.say(fact.speaker, text)
-            fact.value_end = before + 1 + fact.chars[1] / chars_per_token
-            w.say(1 - fact.speaker, filler.acknowledgement(rng))
+            d.state(fact)
             pending.append(fact)
-            last_was_filler = False
         else:
-            threads = filler.TOPICS[topic]
-            if last_was_filler and step + 1 < len(threads[thread]) and rng.random() < P_FOLLOW_UP:
-                step += 1  # continue the thread
-            else:
-                if last_was_filler and rng.random() < P_FOLLOW_UP:  # same topic, another thread
-                    thread = (thread + 1 + int(rng.integers(len(threads) - 1))) % len(threads)
-                else:  # a new topic
-                    names = [t for t in filler.TOPIC_NAMES if t != topic]
-                    topic = names[rng.integers(len(names))]
-                    thread = int(rng.integers(len(filler.TOPICS[topic])))
-                step, first = 0, int(rng.integers(2))
-            for k, text in enumerate(filler.filler_exchange(topic, thread, step, rng)):
-                w.say(first ^ k, text)
-            last_was_filler = True
-    probes.sort(key=lambda p: (p.answer_turn, p.fact_turn))
-    return validate(Conversation(conv_id, w.turns, w.headers, probes))
+            d.chat()
+    probes = sorted(d.probes, key=lambda p: (p.answer_turn, p.fact_turn))
+    return validate(Conversation(conv_id, d.turns, d.headers, probes))
 
 
 def generate_split(split: str, num: int, span: int, seed: int,
