@@ -8,9 +8,9 @@
   entries per layer. Token i sees keys i-W+1 .. i at every layer, so its logits depend on
   exactly the n_layer * (W-1) tokens before it: a continuation is scored on a row of that
   much left context (the ring buffer's values exactly, batched over candidates).
-- Vanilla: a fixed context of ctx_len; tokens [a, a+stride) are predicted by one forward
-  over the ctx_len tokens before a+stride-1 (stride 1: token t from exactly t-ctx_len ..
-  t-1). Continuations are always scored with stride 1.
+- Vanilla: a fixed context of ctx_len, windows laid out by `vanilla.strided_plan` (stride
+  1: token t is predicted from exactly t-ctx_len .. t-1; stride s: one window per s
+  targets). Continuations are always scored with stride 1.
 
 Every call goes through one jitted function per row length with a fixed number of rows
 (padded), so each shape compiles once and results do not depend on batch composition.
@@ -28,6 +28,7 @@ import numpy as np
 
 from longctx.config import ModelConfig
 from longctx.models import build_model, init_memory, window_decode_init, window_feed
+from longctx.models.vanilla import strided_plan
 
 ROWS = 32  # streams carried side by side (lanes) in the XL and window streaming modes
 ROW_TOKENS = 8192  # tokens per jitted call of independent rows (window/vanilla contexts)
@@ -148,15 +149,18 @@ class Scorer:
         return lps, self._rows_requests(streams, requests)
 
     def _vanilla_stream(self, streams):
-        ctx, stride = self.cfg.ctx_len, self.stride
+        """Strided windows of the models' own plan (`vanilla.strided_plan`), batched."""
         rows, where = [], []
         for i, ids in enumerate(streams):
-            for a in range(0, ids.size - 1, stride):  # predicts inputs a .. a+stride-1
-                last = min(a + stride, ids.size - 1) - 1
-                s = max(0, last + 1 - ctx)
-                rows.append((s, last + 1))
-                where.append((i, a, a - s))
-        return self._gather(streams, rows, where, ctx)
+            if ids.size < 2:
+                continue
+            starts, win, pos = strided_plan(ids.size, self.cfg.ctx_len, self.stride)
+            length = min(self.cfg.ctx_len, ids.size - 1)
+            for w, s in enumerate(starts):
+                targets = np.nonzero(win == w)[0]  # target t+1 sits at row position pos[t]
+                rows.append((int(s), int(s) + length))
+                where.append((i, int(targets[0]), int(pos[targets[0]])))
+        return self._gather(streams, rows, where, self.cfg.ctx_len)
 
     def _gather(self, streams, rows, where, length):
         """Score context rows and scatter each row's tail into per-stream arrays."""
