@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from longctx.data import lanes_for_process, make_lanes, prepare_dataset
+from longctx.data import lanes_for_process, make_lanes, merge_states, prepare_dataset
 from longctx.errors import UserError
 from tests.conftest import REPO, subprocess_env
 from tests.data_fixtures import synthetic_config
@@ -81,6 +81,20 @@ def test_process_lanes_equal_the_global_rows(ds):
     for f, p in zip(full, part, strict=True):
         for key in f:
             np.testing.assert_array_equal(f[key][2:], p[key])
+
+
+def test_merged_process_states_restore_any_layout(ds):
+    parts = [make_lanes(ds, "train", 4, SEG, seed=2, lane_ids=lanes_for_process(4, i, 2))
+             for i in range(2)]
+    for part in parts:
+        _take(part, 9)
+    whole = make_lanes(ds, "train", 4, SEG, seed=2)
+    whole.set_state(merge_states([p.get_state() for p in parts]))
+    reference = make_lanes(ds, "train", 4, SEG, seed=2)
+    _take(reference, 9)
+    for got, want in zip(_take(whole, 4), _take(reference, 4), strict=True):
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])
 
 
 def test_no_loop_reads_each_conversation_once(ds):

@@ -90,6 +90,8 @@ BAD_INPUTS = {
     "missing key": ("msc", b'{"previous_dialogs": []}\n', r":1: missing 'dialog'"),
     "turn without text": ("msc", _msc_line([{"id": "Speaker 1"}]).encode(),
                           r":1: session 1 turn 0: missing 'text'"),
+    "session not an object": ("msc", _msc_line([{"text": "hi"}], previous=[1]).encode(),
+                              r":1: previous_dialogs\[0\]: expected a JSON object"),
     "empty meeting": ("qmsum", b'{"meeting_transcripts": []}\n',
                       r":1: conversation 'qmsum-\w+' has no turns"),
     "not an object": ("qmsum", b'[1, 2]\n', r":1: expected a JSON object"),

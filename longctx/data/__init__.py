@@ -21,6 +21,8 @@ The contract the rest of longctx codes against::
     batch = next(lanes)   # inputs/targets [b, seg_len] int32, mask [b, seg_len] float32,
                           # reset [b] bool (the row starts a new conversation)
     state = lanes.get_state(); lanes.set_state(state)   # exact resume, any process
+    merge_states([state_of_process_0, ...])   # every lane in one state: any process layout
+    lanes_for_process(batch_size, process_index, process_count)   # a process's lane ids
 
 Stream layout, span semantics and distances: `render.py`; batching rules: `lanes.py`;
 the synthetic benchmark: `dialogues.py`.
@@ -29,7 +31,7 @@ the synthetic benchmark: `dialogues.py`.
 from longctx.data.conversation import Conversation, Probe, Turn
 from longctx.data.dataset import DialogueDataset, dataset_dir, prepare_dataset
 from longctx.data.dialogues import BUCKET_NAMES, distance_bucket
-from longctx.data.lanes import Lanes, lanes_for_process, make_lanes
+from longctx.data.lanes import Lanes, lanes_for_process, make_lanes, merge_states
 from longctx.data.render import ProbeSpan, TokenizedConversation, TurnSpan
 
 __all__ = [
@@ -46,5 +48,6 @@ __all__ = [
     "distance_bucket",
     "lanes_for_process",
     "make_lanes",
+    "merge_states",
     "prepare_dataset",
 ]

@@ -150,6 +150,20 @@ class Lanes:
         self._pos = [[int(v) for v in lanes[str(lane)]] for lane in self._lane_ids]
 
 
+def merge_states(states: list[dict[str, Any]]) -> dict[str, Any]:
+    """One state holding every lane of `states` (e.g. each process's), so that any layout
+    of processes can restore from it."""
+    if not states:
+        raise UserError("lanes state: nothing to merge")
+    key = {k: v for k, v in states[0].items() if k != "lanes"}
+    lanes: dict[str, list[int]] = {}
+    for state in states:
+        if {k: v for k, v in state.items() if k != "lanes"} != key:
+            raise UserError("lanes state: cannot merge states of different data or batching")
+        lanes.update(state["lanes"])
+    return {**key, "lanes": lanes}
+
+
 def make_lanes(ds: Any, split: str, batch_size: int, seg_len: int, *, mode: str = "segments",
                lane_ids: list[int] | None = None, seed: int = 0, loop: bool = True) -> Lanes:
     """Lane-stable batches of `split` (see `Lanes`); `lane_ids` = this process's lanes."""

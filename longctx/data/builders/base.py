@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from longctx.config import DataConfig
-from longctx.data.conversation import Conversation
+from longctx.data.conversation import Conversation, validate
 from longctx.data.tokenizer import train_tokenizer
 from longctx.errors import UserError
 
@@ -140,8 +140,10 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield lineno, obj
 
 
-def field(obj: dict, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+def require(obj: dict, key: str, kind: type | tuple[type, ...], where: str) -> Any:
     """obj[key] checked to be of `kind`; UserError naming `where` otherwise."""
+    if not isinstance(obj, dict):
+        raise UserError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     if key not in obj:
         raise UserError(f"{where}: missing '{key}'")
     value = obj[key]
@@ -149,6 +151,21 @@ def field(obj: dict, key: str, kind: type | tuple[type, ...], where: str) -> Any
         raise UserError(f"{where}: '{key}' should be {getattr(kind, '__name__', kind)}, "
                         f"got {type(value).__name__}")
     return value
+
+
+def read_conversations(path: Path, parse: Callable[[dict, str, int], Conversation]
+                       ) -> list[Conversation]:
+    """Every line of a JSON-lines corpus parsed by `parse(obj, 'file:line', lineno)` and
+    checked; the first problem raises UserError naming the file and line."""
+    convs = []
+    for lineno, obj in read_jsonl(path):
+        where = f"{path}:{lineno}"
+        conv = parse(obj, where, lineno)
+        try:
+            convs.append(validate(conv))
+        except UserError as exc:
+            raise UserError(f"{where}: {exc}") from None
+    return convs
 
 
 def split_by_hash(convs: list[Conversation], path: Path,

@@ -8,32 +8,30 @@ A session header says the gap in time, e.g. '5 days later'.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from longctx.config import DataConfig
 from longctx.data.builders.base import (
     SHARED_DATA,
     DialogueBuilder,
-    field,
     file_digest,
-    read_jsonl,
+    read_conversations,
+    require,
     source_path,
     split_by_hash,
 )
-from longctx.data.conversation import Conversation, Turn, validate
+from longctx.data.conversation import Conversation, Turn
 from longctx.errors import UserError
 
 DEFAULT_SOURCE = SHARED_DATA / "msc" / "msc_dialogue_session_3_test.txt"
 
 
 def _episode(obj: dict, where: str, lineno: int) -> Conversation:
-    previous = field(obj, "previous_dialogs", list, where)
-    sessions = [field(p, "dialog", list, f"{where}: previous_dialogs[{k}]")
-                for k, p in enumerate(previous)] + [field(obj, "dialog", list, where)]
+    previous = require(obj, "previous_dialogs", list, where)
+    sessions = [require(p, "dialog", list, f"{where}: previous_dialogs[{k}]")
+                for k, p in enumerate(previous)] + [require(obj, "dialog", list, where)]
     headers = [""]
     for k, p in enumerate(previous):
-        num = field(p, "time_num", (int, float), f"{where}: previous_dialogs[{k}]")
-        unit = field(p, "time_unit", str, f"{where}: previous_dialogs[{k}]")
+        num = require(p, "time_num", (int, float), f"{where}: previous_dialogs[{k}]")
+        unit = require(p, "time_unit", str, f"{where}: previous_dialogs[{k}]")
         headers.append(f"{num:g} {unit} later")
     meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
     conv_id = f"msc-{meta.get('initial_data_id', f'line{lineno}')}"
@@ -42,9 +40,7 @@ def _episode(obj: dict, where: str, lineno: int) -> Conversation:
         if not dialog:
             raise UserError(f"{where}: conversation '{conv_id}' session {s + 1} has no turns")
         for i, turn in enumerate(dialog):
-            if not isinstance(turn, dict):
-                raise UserError(f"{where}: session {s + 1} turn {i} is not an object")
-            text = field(turn, "text", str, f"{where}: session {s + 1} turn {i}")
+            text = require(turn, "text", str, f"{where}: session {s + 1} turn {i}")
             turns.append(Turn(i % 2, s, text.strip()))
     return Conversation(conv_id, turns, headers)
 
@@ -64,13 +60,5 @@ class MscDialogues(DialogueBuilder, skip_registration=True):
 
     @classmethod
     def read(cls, cfg: DataConfig) -> dict[str, list[Conversation]]:
-        path: Path = source_path(cfg, DEFAULT_SOURCE)
-        convs = []
-        for lineno, obj in read_jsonl(path):
-            where = f"{path}:{lineno}"
-            conv = _episode(obj, where, lineno)
-            try:
-                convs.append(validate(conv))
-            except UserError as exc:
-                raise UserError(f"{where}: {exc}") from None
-        return split_by_hash(convs, path)
+        path = source_path(cfg, DEFAULT_SOURCE)
+        return split_by_hash(read_conversations(path, _episode), path)

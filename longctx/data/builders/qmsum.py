@@ -15,9 +15,9 @@ from longctx.config import DataConfig
 from longctx.data.builders.base import (
     SHARED_DATA,
     DialogueBuilder,
-    field,
     file_digest,
-    read_jsonl,
+    read_conversations,
+    require,
     source_path,
     split_by_hash,
 )
@@ -27,8 +27,8 @@ from longctx.errors import UserError
 DEFAULT_SOURCE = SHARED_DATA / "qmsum" / "train.jsonl"
 
 
-def _meeting(obj: dict, where: str) -> Conversation:
-    transcript = field(obj, "meeting_transcripts", list, where)
+def _meeting(obj: dict, where: str, lineno: int) -> Conversation:
+    transcript = require(obj, "meeting_transcripts", list, where)
     conv_id = "qmsum-" + hashlib.sha256(
         json.dumps(transcript, sort_keys=True).encode()).hexdigest()[:12]
     if not transcript:
@@ -36,10 +36,8 @@ def _meeting(obj: dict, where: str) -> Conversation:
     speakers: dict[str, int] = {}
     turns = []
     for i, turn in enumerate(transcript):
-        if not isinstance(turn, dict):
-            raise UserError(f"{where}: meeting_transcripts[{i}] is not an object")
-        name = field(turn, "speaker", str, f"{where}: meeting_transcripts[{i}]")
-        text = field(turn, "content", str, f"{where}: meeting_transcripts[{i}]")
+        name = require(turn, "speaker", str, f"{where}: meeting_transcripts[{i}]")
+        text = require(turn, "content", str, f"{where}: meeting_transcripts[{i}]")
         speaker = speakers.setdefault(name, len(speakers))
         turns.append(Turn(speaker, 0, text.strip()))
     return Conversation(conv_id, turns, [""])
@@ -61,5 +59,4 @@ class QmsumMeetings(DialogueBuilder, skip_registration=True):
     @classmethod
     def read(cls, cfg: DataConfig) -> dict[str, list[Conversation]]:
         path = source_path(cfg, DEFAULT_SOURCE)
-        convs = [_meeting(obj, f"{path}:{lineno}") for lineno, obj in read_jsonl(path)]
-        return split_by_hash(convs, path)
+        return split_by_hash(read_conversations(path, _meeting), path)
