@@ -122,7 +122,10 @@ def saved_names(workdir: str | Path) -> list[str]:
 def load(workdir: str | Path, name: str, template: Any, expect: dict[str, Any]) -> Conversation:
     """Read `workdir/chats/name/`; `template` is an empty decode state giving the expected
     leaves, `expect` the meta values that must match (model config...). UserError otherwise."""
-    folder = chats_dir(workdir) / check_name(name)
+    try:
+        folder = chats_dir(workdir) / check_name(name)
+    except UserError as exc:
+        raise UserError(f"{exc} (the current conversation is unchanged)") from None
     meta_path = folder / "meta.json"
     if not meta_path.is_file():
         known = ", ".join(saved_names(workdir)) or "none"

@@ -51,7 +51,9 @@ class Stream:
         self._feed_block = jax.jit(self._block_fn())
         self._feed_steps = jax.jit(self._steps_fn)
         self._reply_step = jax.jit(self._reply_fn)
-        self._sample = jax.jit(split_and_sample)
+        # A fresh function object: jit caches are per function, so sharing `split_and_sample`
+        # with other callers would mix their compilations into `compiled_variants`.
+        self._sample = jax.jit(lambda logits, key, knobs: split_and_sample(logits, key, knobs))
 
     # ------------------------------------------------------------------ state
 

@@ -1,0 +1,187 @@
+"""Chat with trained tiny runs: the message path, saved state across processes, scripting,
+and bad saved state."""
+
+import io
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from longctx.errors import UserError
+from longctx.generate.chat import Chat
+from longctx.generate.commands import repl
+from longctx.generate.sampler import SamplerSettings
+from longctx.models import init_memory
+from longctx.train.checkpoint import load_run
+from tests.conftest import REPO, subprocess_env
+
+GREEDY = SamplerSettings(temperature=0.0, max_new_tokens=12)
+
+
+@pytest.fixture(scope="module")
+def xl_run(tiny_run):
+    return load_run(tiny_run)
+
+
+@pytest.fixture(scope="module")
+def window_run(tiny_window_run):
+    return load_run(tiny_window_run)
+
+
+def _chat_cli(*jobs: tuple) -> list[tuple[int, str, str]]:
+    """Run `longctx chat` in new processes side by side, each job (workdir, script, *flags)
+    with its script on standard input (not a terminal) -> [(status, stdout, stderr)]."""
+    procs = [subprocess.Popen([sys.executable, "-m", "longctx.cli", "chat", "--workdir",
+                               str(workdir), "--max-new-tokens", "12", *flags], cwd=REPO,
+                              env=subprocess_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+             for workdir, _, *flags in jobs]
+    out = []
+    for proc, (_, script, *_flags) in zip(procs, jobs, strict=True):
+        try:
+            stdout, stderr = proc.communicate(script, timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        out.append((proc.returncode, stdout, stderr))
+    return out
+
+
+def _full_forward_logits(run, tokens: list[int]) -> np.ndarray:
+    """[T, V] logits of the whole stream from the model's own full forward (XL: segments)."""
+    from longctx.models import build_model
+
+    cfg = run.cfg.model
+    model = build_model(cfg)
+    forward = jax.jit(lambda p, t, m: model.apply({"params": p}, t, m, None, True))
+    ids = jnp.asarray(tokens, jnp.int32)[None]
+    if cfg.arch == "window":
+        return np.asarray(forward(run.params, ids, init_memory(cfg, 1))[0][0])
+    memory, parts = init_memory(cfg, 1), []
+    for s in range(0, ids.shape[1], cfg.tgt_len):
+        logits, memory = forward(run.params, ids[:, s:s + cfg.tgt_len], memory)
+        parts.append(np.asarray(logits[0]))
+    return np.concatenate(parts)
+
+
+@pytest.mark.parametrize("which", ["xl_run", "window_run"])
+def test_greedy_replies_are_the_full_forward_argmax(which, request):
+    run = request.getfixturevalue(which)
+    chat = Chat(run, GREEDY)
+    streamed = []
+    chat.send("Hi! My sister is called Miriam and I live in Oslo.", on_text=streamed.append)
+    chat.new_session("3 days later")
+    chat.send("Do you remember where I live?")
+    tokens, sp = chat.conv.tokens, chat.special
+    assert tokens[:2] == [sp["bos"], sp["session"]] and tokens[2] == sp["spk0"]
+    assert [t.speaker for t in chat.conv.turns] == ["session", "user", "model", "session",
+                                                    "user", "model"]
+    assert "".join(streamed) == chat.conv.turns[2].text
+    logits = _full_forward_logits(run, tokens)
+    # every reply token (after <|spk1|>, up to its <|eot|>) is the full forward's argmax
+    starts = [i + 1 for i, t in enumerate(tokens) if t == sp["spk1"]]
+    assert len(starts) == 2
+    for start in starts:
+        end = tokens.index(sp["eot"], start)
+        for i in range(start, end):
+            assert tokens[i] == logits[i - 1].argmax(), (which, i)
+        if end - start < GREEDY.max_new_tokens - 1:  # stopped by the model, not the limit
+            assert logits[end - 1].argmax() < len(sp)
+    assert chat.stream.compiled_variants()["reply_step"] <= 1
+    stats = chat.stats()
+    assert stats["tokens"] == len(tokens) and stats["turns"] == 4 and stats["sessions"] == 2
+    assert 0 < stats["span_in_use"] <= stats["span_max"]
+
+
+def test_save_exit_load_in_a_new_process_gives_the_same_reply(xl_run, window_run):
+    expected, jobs = [], []
+    for run in (xl_run, window_run):
+        chat = Chat(run, GREEDY)
+        chat.send("My dog is called Biscuit.")
+        chat.send("What do you do for work?")
+        chat.save("resume")
+        expected.append(chat.send("What is my dog called?"))
+        jobs.append((run.workdir, "/load resume\nWhat is my dog called?\n", "--temperature", "0"))
+    for want, (status, stdout, stderr) in zip(expected, _chat_cli(*jobs), strict=True):
+        assert status == 0, stderr
+        replies = [ln for ln in stdout.splitlines() if ln.startswith("model> ")]
+        assert replies == [f"model> {want}"], stdout
+
+
+def test_scripted_chat_with_a_seed_gives_the_same_transcript(xl_run):
+    script = "Hello, I am Ada and I keep bees.\n/stats\n/session 2 weeks later\nWhat do I keep?\n"
+    job = (xl_run.workdir, script, "--temperature", "1.0", "--top-k", "40", "--seed", "5")
+    first, second = _chat_cli(job, job)
+    assert first[0] == 0, first[2]
+    assert first[1] == second[1]
+    lines = first[1].splitlines()
+    assert lines[0] == "you> Hello, I am Ada and I keep bees." and lines[1].startswith("model> ")
+    assert sum(ln.startswith("model> ") for ln in lines) == 2 and "[xl: " in first[1]
+    # the seed matters: another seed samples another conversation
+    sampled = SamplerSettings(temperature=1.0, top_k=40, max_new_tokens=12)
+    a, b = Chat(xl_run, sampled, seed=5), Chat(xl_run, sampled, seed=6)
+    for text in ("Hello, I am Ada and I keep bees.", "What do I keep?"):
+        a.send(text)
+        b.send(text)
+    assert a.conv.tokens != b.conv.tokens
+
+
+def _snapshot(chat: Chat):
+    return (list(chat.conv.tokens), [leaf.copy() for leaf in jax.tree.leaves(
+        jax.tree.map(np.asarray, chat.conv.decode))], chat.conv.rng.copy())
+
+
+def test_bad_saved_state_gives_one_clear_error_and_keeps_the_conversation(xl_run):
+    chat = Chat(xl_run, GREEDY)
+    twin = Chat(xl_run, GREEDY)
+    for c in (chat, twin):
+        c.send("I live in Lisbon.")
+    chat.save("good")
+    folder = xl_run.workdir / "chats" / "good"
+    meta = json.loads((folder / "meta.json").read_text())
+    npz = folder / meta["state_file"]
+    good_bytes, good_meta = npz.read_bytes(), (folder / "meta.json").read_text()
+    before = _snapshot(chat)
+
+    def fails(name: str, *words: str) -> None:
+        with pytest.raises(UserError) as err:
+            chat.load(name)
+        msg = str(err.value)
+        assert "\n" not in msg and "unchanged" in msg
+        for w in words:
+            assert w in msg, msg
+        tokens, leaves, rng = _snapshot(chat)
+        assert tokens == before[0] and np.array_equal(rng, before[2])
+        assert all(np.array_equal(x, y) for x, y in zip(leaves, before[1], strict=True))
+
+    fails("missing", "no saved chat 'missing'", "good", str(xl_run.workdir / "chats"))
+    fails("../etc", "chat name")
+    corrupt = bytearray(good_bytes)
+    corrupt[len(corrupt) // 2] ^= 0xFF
+    npz.write_bytes(bytes(corrupt))
+    fails("good", "corrupt", str(npz), "save again")
+    npz.unlink()
+    fails("good", "missing", str(npz))
+    npz.write_bytes(good_bytes)
+    (folder / "meta.json").write_text("{not json")
+    fails("good", "unreadable JSON", "meta.json")
+    other = json.loads(good_meta)
+    other["model"]["mem_len"] += 1
+    (folder / "meta.json").write_text(json.dumps(other))
+    fails("good", "different model")
+    (folder / "meta.json").write_text(good_meta)
+    chat.load("good")  # repaired: loads again
+    # the conversation went on intact: the next reply is the untouched twin's
+    assert chat.send("Where do I live?") == twin.send("Where do I live?")
+    # through the command loop: one line on stderr per failure, the chat goes on, status 1
+    out, err = io.StringIO(), io.StringIO()
+    script = io.StringIO("/load nothing-here\nHello?\n/frobnicate\n/stats\n")
+    assert repl(chat, script, out, err, interactive=False) == 1
+    errors = err.getvalue().splitlines()
+    assert len(errors) == 2 and all(e.startswith("longctx chat: error: ") for e in errors)
+    assert "no saved chat 'nothing-here'" in errors[0] and "unknown command" in errors[1]
+    assert out.getvalue().count("model> ") == 1 and "[xl: " in out.getvalue()
