@@ -167,18 +167,26 @@ def build_rows(results: list[RunResult]) -> list[Row]:
     return rows
 
 
-def _fmt(cell: dict[str, Any], decimals: int) -> str:
+# Columns that describe the setup: shown without a spread (it is zero within a row).
+_SETUP = ("params", "train FLOPs/token", "train tokens", "span W")
+
+
+def _fmt(cell: dict[str, Any], decimals: int, spread: bool = True) -> str:
     if cell["mean"] is None:
         return "–"
+    std = cell["std"] if spread else None
     if decimals == 0 and abs(cell["mean"]) >= 1e6:
-        text = f"{cell['mean']:.3g}"
-        if cell["std"] is not None:
-            text += f" ± {cell['std']:.2g}"
+        text = f"{cell['mean']:.3g}" + (f" ± {std:.2g}" if std is not None else "")
     else:
         text = f"{cell['mean']:.{decimals}f}"
-        if cell["std"] is not None:
-            text += f" ± {cell['std']:.{decimals}f}"
+        text += f" ± {std:.{decimals}f}" if std is not None else ""
     return text + ("*" if cell["marked"] else "")
+
+
+def _recl_prefix(row: Row, header: str) -> str:
+    """'≥' when RECL reached the longest measured context in some seed (a lower bound)."""
+    key = header.removeprefix("RECL ")
+    return "≥" if any(r.recl.get(key, {}).get("lower_bound") for r in row.runs) else ""
 
 
 def markdown(rows: list[Row]) -> str:
@@ -189,7 +197,9 @@ def markdown(rows: list[Row]) -> str:
     for row in rows:
         arch = row.runs[0].ev.get("run", {}).get("arch", "?")
         cells = [row.label, arch, str(len(row.runs))]
-        cells += [_fmt(row.cells[h], d) for h, _, d in cols]
+        for h, _, d in cols:
+            text = _fmt(row.cells[h], d, spread=h not in _SETUP)
+            cells.append(_recl_prefix(row, h) + text if h.startswith("RECL") else text)
         lines.append("| " + " | ".join(cells) + " |")
     notes = [
         "",
@@ -199,8 +209,8 @@ def markdown(rows: list[Row]) -> str:
     ]
     if any(r.recl for row in rows for r in row.runs):
         size = max(v["group_size"] for row in rows for r in row.runs for v in r.recl.values())
-        notes.append(f"RECL over the {size} compared runs sharing context targets "
-                     "(threshold 0.01; a value at the longest measured length is a lower bound).")
+        notes.append(f"RECL over the {size} compared runs sharing context targets (threshold "
+                     "0.01, r = share of hardest targets; ≥: the longest length measured).")
     return "\n".join(lines + notes) + "\n"
 
 

@@ -8,6 +8,7 @@ fixed batch shapes), so evaluating twice gives identical numbers.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -54,10 +55,8 @@ def load_conversations(run, dataset: str | None, split: str, max_conversations: 
     from longctx.data.render import render, value_ids
 
     data_cfg = run.cfg.data
-    if dataset:
-        import dataclasses
-
-        data_cfg = dataclasses.replace(data_cfg, name=dataset)
+    if dataset and dataset != data_cfg.name:  # another corpus, read from its default source
+        data_cfg = dataclasses.replace(data_cfg, name=dataset, source="")
     ds = prepare_dataset(data_cfg)
     tok = run.tokenizer if run.tokenizer is not None else ds.tokenizer
     if tok.get_vocab() == ds.tokenizer.get_vocab():

@@ -18,6 +18,8 @@ Every call goes through one jitted function per row length with a fixed number o
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -69,6 +71,39 @@ def _take_rows(memory, idx):
     return memory.replace(hidden=memory.hidden[:, idx], valid=memory.valid[idx])
 
 
+_JITS: dict[str, tuple] = {}
+
+
+def _compiled(cfg: ModelConfig) -> tuple:
+    """The jitted scoring functions of a model config, shared by every Scorer of the process
+    (evaluating twice, or the speed check, reuses the compiled code)."""
+    key = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
+    if key in _JITS:
+        return _JITS[key]
+    model = build_model(cfg)
+
+    def score(params, inputs, targets, memory, reset):
+        logits, new_memory = model.apply(
+            {"params": params}, inputs, memory, reset, deterministic=True)
+        logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+        lp = jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+        hit = jnp.argmax(logits, axis=-1) == targets
+        return lp, hit, new_memory
+
+    def score_from(params, inputs, targets, memory, idx):
+        reset = jnp.zeros(inputs.shape[0], bool)
+        lp, hit, _ = score(params, inputs, targets, _take_rows(memory, idx), reset)
+        return lp, hit
+
+    def feed(params, inputs, targets, cache):
+        logits, cache = window_feed(model, params, inputs, cache)
+        logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+        return jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0], cache
+
+    _JITS[key] = (jax.jit(score), jax.jit(score_from), jax.jit(feed))
+    return _JITS[key]
+
+
 class Scorer:
     """Per-token log-probabilities of streams and continuations for one model."""
 
@@ -77,28 +112,7 @@ class Scorer:
         self.params = params
         self.stride = vanilla_stride
         self.model = build_model(model_cfg)
-
-        def score(params, inputs, targets, memory, reset):
-            logits, new_memory = self.model.apply(
-                {"params": params}, inputs, memory, reset, deterministic=True)
-            logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-            lp = jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
-            hit = jnp.argmax(logits, axis=-1) == targets
-            return lp, hit, new_memory
-
-        def feed(params, inputs, targets, cache):
-            logits, cache = window_feed(self.model, params, inputs, cache)
-            logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-            return jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0], cache
-
-        def score_from(params, inputs, targets, memory, idx):
-            reset = jnp.zeros(inputs.shape[0], bool)
-            lp, hit, _ = score(params, inputs, targets, _take_rows(memory, idx), reset)
-            return lp, hit
-
-        self._score = jax.jit(score)
-        self._score_from = jax.jit(score_from)
-        self._feed = jax.jit(feed)
+        self._score, self._score_from, self._feed = _compiled(model_cfg)
 
     # ------------------------------------------------------------------ low level
 

@@ -1,0 +1,100 @@
+"""`compare` on run directories with known eval.json numbers."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from longctx.cli import main
+from longctx.config import Config, ModelConfig
+from longctx.eval import context_curve
+from longctx.eval.compare import compare
+
+LENGTHS = [16, 32, 64]
+
+
+def _eval_json(arch, span, recall_inside, count_inside, ppl, shuffle, hits, curve, tps):
+    buckets = {b: {"accuracy": 0.2, "exact_match": 0.1, "count": 30}
+               for b in ("1-2x", "2-4x", ">4x")}
+    buckets["inside"] = {"accuracy": recall_inside, "exact_match": 0.5, "count": count_inside}
+    buckets["all"] = {"accuracy": 0.3, "exact_match": 0.2, "count": 90 + count_inside}
+    return {
+        "schema_version": 1,
+        "run": {"arch": arch, "span": span, "num_params": 1000, "train_tokens": 50_000,
+                "flops_per_token": {"train": 3e5, "eval": 1e5}, "step": 10},
+        "dataset": {"name": "synthetic", "split": "validation", "conversations": 4},
+        "perplexity": {"overall": {"nll": float(np.log(ppl)), "ppl": ppl, "tokens": 900},
+                       "by_turn": {"0": {"ppl": ppl, "tokens": 10}},
+                       "by_session": {"0": {"ppl": ppl, "tokens": 500},
+                                      "1": {"ppl": ppl + 1, "tokens": 400}}},
+        "recall": {"num_candidates": 8, "chance": 0.125, "skipped": 0, "buckets": buckets},
+        "shuffle": {"accuracy": shuffle, "count": 40, "chance": 0.5},
+        "hits_at_1": {"accuracy": hits, "count": 12, "num_candidates": 8, "chance": 0.125},
+        "context_curve": {"context_lengths": LENGTHS, "num_targets": 4, "fingerprint": "abc",
+                          "mean_nll": [float(np.mean(r)) for r in curve],
+                          "nll": [list(map(float, r)) for r in curve]},
+        "speed": {"stream": {"tokens_per_s": tps}},
+    }
+
+
+def _run(tmp_path, name, arch, seed, ev):
+    d = tmp_path / name
+    d.mkdir()
+    cfg = Config(name=name, model=ModelConfig(arch=arch))
+    cfg.train.seed = seed
+    (d / "config.json").write_text(cfg.to_json())
+    (d / "eval.json").write_text(json.dumps(ev))
+    return d
+
+
+CURVE_XL0 = [[4.0, 3.0, 2.0, 1.0], [3.0, 2.5, 2.0, 1.0], [2.0, 2.0, 1.5, 1.0]]
+CURVE_XL1 = [[4.0, 3.0, 2.0, 1.0], [3.0, 2.0, 2.0, 1.0], [3.0, 2.0, 2.0, 1.0]]
+CURVE_WIN = [[4.0, 3.5, 2.0, 1.0], [3.5, 3.0, 2.0, 1.0], [3.5, 3.0, 2.0, 1.0]]
+
+
+@pytest.fixture
+def runs(tmp_path):
+    return [
+        _run(tmp_path, "xl-s0", "xl", 0, _eval_json("xl", 64, 0.9, 25, 10.0, 0.7, 0.5,
+                                                     CURVE_XL0, 1000.0)),
+        _run(tmp_path, "xl-s1", "xl", 1, _eval_json("xl", 64, 0.7, 12, 12.0, 0.8, 0.25,
+                                                     CURVE_XL1, 3000.0)),
+        _run(tmp_path, "win-s0", "window", 0, _eval_json("window", 64, 0.6, 40, 11.0, 0.6,
+                                                          0.125, CURVE_WIN, 5000.0)),
+    ]
+
+
+def test_compare_writes_the_known_numbers(runs, tmp_path):
+    out = tmp_path / "results"
+    table = compare(runs, out)
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [r["run"] for r in rows] == ["xl", "win"]
+    xl, win = rows
+    assert xl["seeds"] == "2" and win["seeds"] == "1"
+    assert float(xl["recall inside mean"]) == pytest.approx(0.8)
+    assert float(xl["recall inside std"]) == pytest.approx(np.std([0.9, 0.7], ddof=1))
+    assert xl["recall inside count"] == "12"  # the smaller of the seeds' counts
+    assert float(xl["ppl mean"]) == 11.0 and float(xl["ppl std"]) == pytest.approx(2 ** 0.5)
+    assert float(xl["hits@1 mean"]) == 0.375 and float(xl["shuffle acc mean"]) == 0.75
+    assert float(xl["eval tok/s mean"]) == 2000.0
+    assert float(win["ppl mean"]) == 11.0 and win["ppl std"] == ""
+    assert float(win["params mean"]) == 1000 and float(win["span W mean"]) == 64
+    # RECL over the three compared runs, as context_curve.recl computes it
+    losses = np.array([CURVE_XL0, CURVE_XL1, CURVE_WIN])
+    want = [r["recl"] for r in context_curve.recl(losses, LENGTHS, ratio=1.0)]
+    assert want == [64, 32, 32]
+    assert float(xl["RECL r=1 mean"]) == np.mean(want[:2])
+    assert float(win["RECL r=1 mean"]) == want[2]
+    # markdown: mean ± std, the small bucket marked, not hidden
+    assert "0.800 ± 0.141*" in table and "| 0.600 |" in table
+    assert (out / "results.md").read_text().count("| xl |") == 1
+    for png in ("recall_vs_distance.png", "perplexity_vs_session.png", "context_curve.png"):
+        assert (out / png).stat().st_size > 1000
+
+
+def test_compare_cli_errors_are_one_line(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["compare", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "config.json" in err
