@@ -50,7 +50,14 @@ class Conversation:
     probes: list[Probe] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """Plain JSON types (faster than dataclasses.asdict on thousands of turns)."""
+        return {
+            "conv_id": self.conv_id,
+            "turns": [{"speaker": t.speaker, "session": t.session, "text": t.text}
+                      for t in self.turns],
+            "session_headers": list(self.session_headers),
+            "probes": [asdict(p) for p in self.probes],
+        }
 
     @classmethod
     def from_json(cls, raw: dict) -> Conversation:

@@ -116,6 +116,7 @@ def _build(cfg: DataConfig, builder_cls: type[DialogueBuilder], root: Path) -> N
     splits = builder_cls.read(cfg)  # every source error surfaces here, before any write
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the dataset is shared like any folder
     try:
         splits, tokenizer, extra = builder_cls.tokenize(cfg, splits, tmp / "tokenizer")
         records = {split: [to_record(c, render(c, tokenizer)) for c in convs]

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from longctx.data.conversation import Conversation
-from longctx.data.tokenizer import speaker_token, special_ids
+from longctx.data.tokenizer import MAX_SPEAKERS, special_ids
 from longctx.errors import UserError
 
 
@@ -103,32 +103,31 @@ def _value_span(conv: Conversation, enc, base: int, chars: tuple[int, int], valu
 def render(conv: Conversation, tokenizer) -> TokenizedConversation:
     """Tokenize `conv` into one stream; raise UserError if a probe value cannot be located."""
     sp = special_ids(tokenizer)
+    backend = tokenizer.backend_tokenizer
+    texts = backend.encode_batch([t.text for t in conv.turns], add_special_tokens=False)
+    headers = [_encode(tokenizer, h).ids if h else [] for h in conv.session_headers]
     ids: list[int] = [sp["bos"]]
     turns: list[TurnSpan] = []
     sessions: list[tuple[int, int]] = []
-    encodings = []
-    for index, turn in enumerate(conv.turns):
+    for index, (turn, enc) in enumerate(zip(conv.turns, texts, strict=True)):
         if index == 0 or turn.session != conv.turns[index - 1].session:
             if sessions:
                 sessions[-1] = (sessions[-1][0], len(ids))
             sessions.append((len(ids), -1))
             ids.append(sp["session"])
-            header = conv.session_headers[turn.session]
-            if header:
-                ids.extend(_encode(tokenizer, header).ids)
-        ids.append(tokenizer.convert_tokens_to_ids(speaker_token(turn.speaker)))
-        enc = _encode(tokenizer, turn.text)
-        encodings.append((len(ids), enc))
+            ids.extend(headers[turn.session])
+        ids.append(sp[f"spk{min(turn.speaker, MAX_SPEAKERS - 1)}"])
+        start = len(ids)
         ids.extend(enc.ids)
         ids.append(sp["eot"])
-        turns.append(TurnSpan(encodings[-1][0], len(ids), turn.speaker, turn.session, index))
+        turns.append(TurnSpan(start, len(ids), turn.speaker, turn.session, index))
     sessions[-1] = (sessions[-1][0], len(ids))
     ids.append(sp["eos"])
     probes = []
     for p in conv.probes:
-        fact = _value_span(conv, encodings[p.fact_turn][1], encodings[p.fact_turn][0],
-                           p.fact_chars, p.value, tokenizer)
-        answer = _value_span(conv, encodings[p.answer_turn][1], encodings[p.answer_turn][0],
+        fact = _value_span(conv, texts[p.fact_turn], turns[p.fact_turn].start, p.fact_chars,
+                           p.value, tokenizer)
+        answer = _value_span(conv, texts[p.answer_turn], turns[p.answer_turn].start,
                              p.answer_chars, p.value, tokenizer)
         probes.append(ProbeSpan(p.slot, p.speaker, p.value, p.fact_turn, p.answer_turn,
                                 fact, answer, answer[0] - (fact[1] - 1)))

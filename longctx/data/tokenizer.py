@@ -27,11 +27,6 @@ SPECIAL_TOKENS = (PAD, BOS, EOS, EOT, SESSION, *SPEAKERS)  # ids 0 .. 12, in thi
 SPECIAL_NAMES = ("pad", "bos", "eos", "eot", "session", *(f"spk{i}" for i in range(MAX_SPEAKERS)))
 
 
-def speaker_token(speaker: int) -> str:
-    """The special token of speaker `speaker` (speakers past the last token share it)."""
-    return SPEAKERS[min(speaker, MAX_SPEAKERS - 1)]
-
-
 def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path):
     """Train a byte-level BPE on `texts`, save it as a PreTrainedTokenizerFast in `out_dir`."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

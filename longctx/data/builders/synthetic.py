@@ -81,8 +81,9 @@ def _common_lengths(tokenizer, pool: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(v for v in pool if count[lengths[v]] >= MIN_SAME_LENGTH)
 
 
-def _chars_per_token(tokenizer, convs: list[Conversation]) -> float:
-    texts = [t.text for c in convs for t in c.turns]
+def _chars_per_token(tokenizer, convs: list[Conversation], sample: int = 100) -> float:
+    """Characters per token of the turns of (the first `sample`) conversations."""
+    texts = [t.text for c in convs[:sample] for t in c.turns]
     tokens = sum(len(e.ids) for e in tokenizer.backend_tokenizer.encode_batch(
         texts, add_special_tokens=False))
     return sum(map(len, texts)) / max(tokens, 1)
