@@ -1,0 +1,130 @@
+"""The main experiment: Transformer-XL vs sliding window vs vanilla on long synthetic dialogues.
+
+Fair by construction (GUIDE §2): one tokenizer and dataset, one optimiser, the same token
+budget (`train.train_tokens`; each model turns it into its own number of steps), identical
+parameter counts (one shared module tree), and a matched span W: XL `mem_len = W` with
+`tgt_len <= W`, `window = W`, `ctx_len = W`.
+
+    python experiments/dialogue_comparison.py --size readme   # ~10 min on 2 CPU cores
+    python experiments/dialogue_comparison.py --size cpu      # 3 seeds, about an hour
+    python experiments/dialogue_comparison.py --size gpu      # on an accelerator
+
+It trains every (model, seed) in its own run directory under --root (finished runs are
+skipped, unfinished ones resumed), evaluates each (`longctx evaluate`), and prints the
+results table (`longctx compare`). As an experiment file, `get_config()` returns the
+README size's XL config: `longctx train --config experiments/dialogue_comparison.py
+--workdir DIR model.arch=window` trains one model by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from longctx.config import Config, parse_overrides
+
+ARCHS = ("xl", "window", "vanilla")
+
+
+def _matched(span: int, tgt_len: int, seq_len: int) -> list[str]:
+    """Overrides that give the three architectures the same span W."""
+    return [f"model.mem_len={span}", f"model.window={span}", f"model.ctx_len={span}",
+            f"model.tgt_len={tgt_len}", f"model.seq_len={seq_len}", f"data.span={span}"]
+
+
+SIZES: dict[str, dict] = {
+    # README: one seed each; train + evaluate + compare within ~10 minutes on 2 cores.
+    "readme": {
+        "seeds": [0],
+        "overrides": _matched(span=64, tgt_len=64, seq_len=256) + [
+            "model.n_layer=2", "model.n_head=4", "model.d_model=128", "model.d_head=32",
+            "model.d_inner=512", "data.num_train=400", "data.num_validation=40",
+            "data.vocab_size=1024", "train.batch_size=8", "train.train_tokens=600000",
+            "optim.learning_rate=2e-3", "optim.warmup_steps=30",
+            "eval.max_conversations=40", "eval.vanilla_stride=16",
+            "eval.context_lengths=16,32,64",
+        ],
+    },
+    # The CPU study: 3 seeds, about an hour; large enough that recall inside W is clearly
+    # above chance.
+    "cpu": {
+        "seeds": [0, 1, 2],
+        "overrides": _matched(span=64, tgt_len=64, seq_len=256) + [
+            "model.n_layer=3", "model.n_head=4", "model.d_model=128", "model.d_head=32",
+            "model.d_inner=512", "data.num_train=1000", "data.num_validation=60",
+            "data.vocab_size=1024", "train.batch_size=8", "train.train_tokens=1500000",
+            "optim.learning_rate=2e-3", "optim.warmup_steps=50",
+            "eval.max_conversations=60", "eval.vanilla_stride=16",
+            "eval.context_lengths=16,32,64",
+        ],
+    },
+    # The GPU study (bfloat16 compute, larger model and span).
+    "gpu": {
+        "seeds": [0, 1, 2],
+        "overrides": _matched(span=512, tgt_len=256, seq_len=2048) + [
+            "model.n_layer=8", "model.n_head=8", "model.d_model=512", "model.d_head=64",
+            "model.d_inner=2048", "model.dtype=bfloat16", "data.num_train=20000",
+            "data.num_validation=200", "data.vocab_size=8192", "train.batch_size=32",
+            "train.train_tokens=200000000", "optim.learning_rate=6e-4",
+            "optim.warmup_steps=1000", "checkpoint.every_steps=1000", "train.log_every=100",
+            "eval.vanilla_stride=64", "eval.context_lengths=64,128,256,512,1024",
+        ],
+    },
+}
+
+
+def get_config() -> Config:
+    """The README size, XL; pick another model with `model.arch=window|vanilla`."""
+    cfg = Config(name="dialogue_comparison")
+    cfg.model.dropout = 0.1
+    cfg.train.log_every = 25
+    cfg.train.host_sync_every = 25
+    cfg.checkpoint.every_steps = 200
+    cfg.checkpoint.keep = 2
+    return parse_overrides(cfg, SIZES["readme"]["overrides"])
+
+
+def _longctx(*args: str) -> None:
+    cmd = [sys.executable, "-m", "longctx.cli", *args]
+    proc = subprocess.run(cmd)
+    if proc.returncode != 0:
+        raise SystemExit(f"failed ({proc.returncode}): longctx {' '.join(args)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", choices=sorted(SIZES), default="readme")
+    parser.add_argument("--root", default=None, help="default: runs/dialogue_<size>")
+    parser.add_argument("--seeds", default=None, help="comma list (default: the size's)")
+    parser.add_argument("--parallel", type=int, default=1, help="trainings at a time")
+    parser.add_argument("overrides", nargs="*", help="extra section.key=value for every run")
+    args = parser.parse_args(argv)
+
+    from longctx.train.sweep import run_sweep
+
+    size = SIZES[args.size]
+    root = Path(args.root or f"runs/dialogue_{args.size}")
+    seeds = args.seeds.split(",") if args.seeds else [str(s) for s in size["seeds"]]
+    overrides = [f"name=dialogue_comparison_{args.size}", *size["overrides"], *args.overrides]
+    start = time.time()
+    print(f"[1/3] training {len(ARCHS)} models x {len(seeds)} seeds under {root}", flush=True)
+    runs = run_sweep(__file__, root, {"train.seed": seeds, "model.arch": list(ARCHS)},
+                     overrides, parallel=args.parallel)
+    failed = [r.workdir for r in runs if r.status == "failed"]
+    if failed:
+        raise SystemExit(f"training failed for {', '.join(map(str, failed))}")
+    print(f"[2/3] evaluating ({time.time() - start:.0f}s so far)", flush=True)
+    for run in runs:
+        if not (run.workdir / "eval.json").exists():
+            _longctx("evaluate", "--workdir", str(run.workdir))
+    print(f"[3/3] comparing ({time.time() - start:.0f}s so far)", flush=True)
+    _longctx("compare", *(str(r.workdir) for r in runs), "--out", str(root / "results"))
+    print(f"done in {time.time() - start:.0f}s; tables and plots in {root / 'results'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
