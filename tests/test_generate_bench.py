@@ -1,0 +1,26 @@
+"""The generation benchmark's smoke mode runs and reports sane, flat per-token costs."""
+
+import importlib.util
+import json
+
+from tests.conftest import REPO
+
+
+def test_bench_generate_smoke(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("bench_generate",
+                                                  REPO / "experiments" / "bench_generate.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "rows.json"
+    assert bench.main(["--smoke", "--histories", "400,40", "--tokens", "50",
+                       "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [(r["arch"], r["history"]) for r in rows] == [("xl", 40), ("xl", 400),
+                                                        ("window", 40), ("window", 400)]
+    for r in rows:
+        assert 0 < r["ms_per_token_median"] < 1000 and r["peak_rss_mib"] > 0
+        assert max(r["compiled"].values()) == 1  # decoding never recompiled
+    for arch in ("xl", "window"):  # the decode state does not grow with the history
+        short, long = (r for r in rows if r["arch"] == arch)
+        assert short["state_mib"] == long["state_mib"]
+    assert "| xl | 400 |" in capsys.readouterr().out
