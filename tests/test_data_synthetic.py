@@ -67,11 +67,10 @@ def test_every_distance_bucket_has_50_validation_probes(ds):
     assert min(p.distance for p in probes) < 0.75 * w and max(p.distance for p in probes) >= 8 * w
 
 
-def _candidates(ds, probe, rng):
+def _candidates(probe, lengths, rng):
     """The true value and N-1 distractors of the slot with the same token length."""
-    length = len(ds.encode_value(probe.value))
-    same = [v for v in ds.slot_values(probe.slot)
-            if v != probe.value and len(ds.encode_value(v)) == length]
+    length = lengths[probe.slot][probe.value]
+    same = [v for v, n in lengths[probe.slot].items() if v != probe.value and n == length]
     return [probe.value, *rng.choice(same, size=N - 1, replace=False)]
 
 
@@ -80,10 +79,12 @@ def test_question_only_baseline_scores_chance(ds):
     scores about 1/N: the probes need the fact."""
     freq = Counter(p.value for c in ds.conversations("train") for p in c.probes)
     rng = np.random.default_rng(0)
+    lengths = {slot: {v: len(ds.encode_value(v)) for v in ds.slot_values(slot)}
+               for slot in {p.slot for c in ds.conversations("validation") for p in c.probes}}
     credit = []
     for conv in ds.conversations("validation"):
         for p in conv.probes:
-            cands = _candidates(ds, p, rng)
+            cands = _candidates(p, lengths, rng)
             scores = np.asarray([freq[v] for v in cands])
             best = np.flatnonzero(scores == scores.max())
             credit.append((0 in best) / len(best))  # ties: fractional credit

@@ -34,6 +34,7 @@ HALF_EXCHANGE = 15  # about half an exchange of chat, in tokens
 P_STATE = 0.5  # chance to state a new fact (rather than chat) while no answer is due
 P_FOLLOW_UP = 0.6  # chance that chat continues its thread (or, if not, its topic)
 SPLIT_CODES = {"train": 0, "validation": 1}
+NUM_CANDIDATES = 8  # forced choice among 8: every value has >= 7 others of its token length
 
 
 @dataclass

@@ -9,9 +9,7 @@ import numpy as np
 
 from longctx.data.builders.base import SPLITS
 from longctx.data.dataset import DialogueDataset
-from longctx.data.dialogues import BUCKET_NAMES, distance_bucket
-
-NUM_CANDIDATES = 8  # forced choice: the true value and 7 distractors of its token length
+from longctx.data.dialogues import BUCKET_NAMES, NUM_CANDIDATES, distance_bucket
 
 
 def split_stats(ds: DialogueDataset, split: str, span: int) -> dict[str, Any]:

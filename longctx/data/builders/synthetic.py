@@ -10,12 +10,12 @@ from longctx.config import DataConfig
 from longctx.data import dialogues
 from longctx.data.builders.base import DialogueBuilder, training_texts
 from longctx.data.conversation import Conversation
+from longctx.data.dialogues import NUM_CANDIDATES
 from longctx.data.render import value_ids
 from longctx.data.slots import SLOTS
 from longctx.data.tokenizer import train_tokenizer
 from longctx.errors import UserError
 
-MIN_SAME_LENGTH = 8  # every value has >= 7 others of its token length (forced choice, N = 8)
 RATIO_TOLERANCE = 0.05
 MAX_ROUNDS = 12
 
@@ -47,7 +47,7 @@ class SyntheticDialogues(DialogueBuilder, skip_registration=True):
         """Train the tokenizer on the training split; then, until both hold, generate the
         conversations again and retrain:
 
-        * every probe value has >= MIN_SAME_LENGTH - 1 distractors of its token length in
+        * every probe value has >= NUM_CANDIDATES - 1 distractors of its token length in
           its slot: a value whose length too few values share is dropped (with its whole
           length class, so the classes left keep their size). The sets only shrink, and a
           dropped value changes only the facts that drew it. The final sets are the
@@ -78,7 +78,7 @@ class SyntheticDialogues(DialogueBuilder, skip_registration=True):
 def _common_lengths(tokenizer, pool: tuple[str, ...]) -> tuple[str, ...]:
     lengths = {v: len(value_ids(tokenizer, v)) for v in pool}
     count = Counter(lengths.values())
-    return tuple(v for v in pool if count[lengths[v]] >= MIN_SAME_LENGTH)
+    return tuple(v for v in pool if count[lengths[v]] >= NUM_CANDIDATES)
 
 
 def _chars_per_token(tokenizer, convs: list[Conversation], sample: int = 100) -> float:
