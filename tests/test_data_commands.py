@@ -3,6 +3,7 @@
 import json
 
 from longctx.cli import main
+from tests.conftest import REPO
 from tests.data_fixtures import MSC_SAMPLE, SMALL
 
 SIZES = [f"data.{k}={v}" for k, v in SMALL.items()]
@@ -39,3 +40,10 @@ def test_errors_are_one_line_and_exit_2(tmp_path, capsys):
     assert main(["data", "build", "synthetic", "data.vocab_size=10"]) == 2
     assert "data.vocab_size" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_data_section_from_an_experiment_file(data_dir, capsys):
+    smoke = REPO / "experiments" / "smoke.py"
+    assert main(["data", "build", "--config", str(smoke), "synthetic",
+                 f"data.data_dir={data_dir}"]) == 0
+    assert "synthetic-1.0.0-n40-10-w32-v512-s0" in capsys.readouterr().out

@@ -1,4 +1,8 @@
-"""`longctx data build NAME [data.key=value ...]` and `longctx data stats NAME [--span W]`."""
+"""`longctx data build [--config FILE] NAME [data.key=value ...]` and
+`longctx data stats [--config FILE] [--span W] [--json] NAME [data.key=value ...]`.
+
+Options go before NAME or after the overrides (argparse reads NAME and the overrides as
+one group)."""
 
 from __future__ import annotations
 
