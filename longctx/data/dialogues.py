@@ -67,7 +67,7 @@ def _two_values(slot: Slot, pool: set[str] | None, rng: np.random.Generator
                 ) -> tuple[str, str]:
     """Values of the two speakers: the first two of a seeded order of all the slot's values
     that are in `pool` (a value left out of the pool changes only the facts that drew it),
-    where neither contains the other ('Biscuit', 'Lady Biscuit'), so each value is
+    where neither contains the other ('Biscuit', 'Sir Biscuit'), so each value is
     mentioned exactly twice in a conversation."""
     order = (slot.values[i] for i in rng.permutation(len(slot.values)))
     first = next(v for v in order if pool is None or v in pool)

@@ -31,7 +31,7 @@ _PET_NAMES = (
     "Olive Pretzel Sunny Cosmo Fennel Dumpling Truffle Buttons Shadow Kiwi Peanut Bramble "
     "Wasabi Crumpet Moose"
 ).split()
-_PET_TITLES = ("Captain", "Lady", "Sir", "Little", "Professor", "Duke")
+_PET_TITLES = ("Captain", "Count", "Sir", "Little", "Professor", "Duke")
 
 _TOWN_ROOTS = (
     "Ash Oak Elm Stone Red Brook Mill Green Hart Wolf Black Silver Clay Fern Marsh Thorn "
