@@ -40,6 +40,16 @@ def test_sigkill_then_resume_is_bit_identical(fault, uninterrupted, data_dir, tm
     assert steps == list(range(1, 13)), "after a resume no step is logged twice or lost"
 
 
+def test_sigterm_saves_and_resumes(uninterrupted, data_dir, tmp_path):
+    workdir = tmp_path / "preempted"
+    proc = _train(workdir, data_dir, fault="term:6")
+    assert "SIGTERM: saved step 6" in proc.stdout
+    assert not json.loads((workdir / "summary.json").read_text())["done"]
+    assert (workdir / "checkpoints" / "6").is_dir()
+    _train(workdir, data_dir)
+    assert _fingerprint(workdir) == _fingerprint(uninterrupted)
+
+
 def test_truncated_latest_checkpoint_is_skipped(uninterrupted, data_dir, tmp_path):
     workdir = tmp_path / "truncated"
     shutil.copytree(uninterrupted, workdir)

@@ -29,7 +29,8 @@ from longctx.train.optimizer import learning_rate_schedule, make_optimizer
 from longctx.train.step import TrainState, make_train_step
 
 # Test hook for fault injection: "step:N" SIGKILLs the process after step N is dispatched;
-# "save:N" SIGKILLs it right after the async save of step N has started.
+# "save:N" SIGKILLs it right after the async save of step N has started; "term:N" sends
+# it SIGTERM after step N (as a scheduler's preemption would).
 FAULT_ENV = "LONGCTX_FAULT"
 
 
@@ -181,6 +182,8 @@ def train(cfg: Config, workdir: str | Path) -> dict:
             pending.append(_Pending(step, metrics, time.time()))
             if fault == ("step", step):
                 _kill_self()
+            if fault == ("term", step):
+                os.kill(os.getpid(), signal.SIGTERM)
             save_now = step % cfg.checkpoint.every_steps == 0 or step == num_steps
             save_now = save_now or stop["sigterm"]
             if (step % cfg.train.host_sync_every == 0 or step % cfg.train.log_every == 0
