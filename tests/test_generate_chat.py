@@ -113,7 +113,8 @@ def test_save_exit_load_in_a_new_process_gives_the_same_reply(xl_run, window_run
 
 
 def test_scripted_chat_with_a_seed_gives_the_same_transcript(xl_run):
-    script = "Hello, I am Ada and I keep bees.\n/stats\n/session 2 weeks later\nWhat do I keep?\n"
+    script = ("Hello, I am Ada and I keep bees.\n/model I grew up in Ashford.\n/stats\n"
+              "/session 2 weeks later\nWhere did you grow up again?\n")
     job = (xl_run.workdir, script, "--temperature", "1.0", "--top-k", "40", "--seed", "5")
     first, second = _chat_cli(job, job)
     assert first[0] == 0, first[2]
@@ -121,10 +122,11 @@ def test_scripted_chat_with_a_seed_gives_the_same_transcript(xl_run):
     lines = first[1].splitlines()
     assert lines[0] == "you> Hello, I am Ada and I keep bees." and lines[1].startswith("model> ")
     assert sum(ln.startswith("model> ") for ln in lines) == 2 and "[xl: " in first[1]
+    assert "[model turn added: I grew up in Ashford.]" in lines
     # the seed matters: another seed samples another conversation
     sampled = SamplerSettings(temperature=1.0, top_k=40, max_new_tokens=12)
     a, b = Chat(xl_run, sampled, seed=5), Chat(xl_run, sampled, seed=6)
-    for text in ("Hello, I am Ada and I keep bees.", "What do I keep?"):
+    for text in ("Hello, I am Ada and I keep bees.", "Where did you grow up again?"):
         a.send(text)
         b.send(text)
     assert a.conv.tokens != b.conv.tokens

@@ -46,14 +46,16 @@ class Chat:
 
     # ------------------------------------------------------------------ the message path
 
-    def parse(self, text: str) -> np.ndarray:
-        """1. parse: the user's turn as training renders it, then the model's speaker token."""
+    def parse(self, text: str, speaker: int = USER) -> np.ndarray:
+        """1. parse: a turn as training renders it (`<|spkS|> text <|eot|>`); a user turn
+        is followed by the model's speaker token, which opens the reply."""
         text = text.strip()
         if not text:
             raise UserError("empty turn: type something, or /help for the commands")
         sp = self.special
         body = self.tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).ids
-        return np.asarray([sp[f"spk{USER}"], *body, sp["eot"], sp[f"spk{MODEL}"]], np.int32)
+        opens = [sp[f"spk{MODEL}"]] if speaker == USER else []
+        return np.asarray([sp[f"spk{speaker}"], *body, sp["eot"], *opens], np.int32)
 
     def attend(self, conv: Conversation, tokens: np.ndarray):
         """2. attend: the model reads the tokens on top of its state -> (logits, decode)."""
@@ -102,6 +104,14 @@ class Chat:
         return reply
 
     # ------------------------------------------------------------------ commands
+
+    def plant(self, text: str) -> None:
+        """Put words in the model's mouth: a model turn read but not sampled (e.g. a fact it
+        can be asked about later, to watch what it remembers)."""
+        tokens = self.parse(text, speaker=MODEL)
+        _, decode = self.attend(self.conv, tokens)
+        self.conv = self.commit(self.conv, decode, tokens, [Turn("model", text.strip())],
+                                self.conv.rng)
 
     def fresh(self) -> Conversation:
         """A new conversation: `<|bos|>` then the first session's `<|session|>`."""

@@ -1,7 +1,7 @@
 """`longctx chat --workdir DIR`: talk to a trained XL or sliding-window run.
 
 Each line is a turn, or a command: /save NAME, /load NAME, /reset, /session [HEADER],
-/stats, /help, /quit. With a terminal the reply streams token by token after `model> `;
+/model TEXT, /stats, /help, /quit. With a terminal the reply streams token by token after `model> `;
 with standard input not a terminal (scripting) each input line is echoed after `you> `
 and the exit status is 1 if any command or turn failed (each failure is reported on one
 line and the conversation goes on unchanged).
@@ -21,6 +21,7 @@ HELP = """commands:
   /load NAME         continue a saved conversation
   /reset             forget everything and start again
   /session [HEADER]  start a new session (a gap in time, e.g. /session 3 days later)
+  /model TEXT        a model turn you write (plant a fact to ask about later)
   /stats             tokens so far, turns, attention span in use
   /help              this text
   /quit              leave (also end of input / Ctrl-D)"""
@@ -51,6 +52,7 @@ def run_chat(args: argparse.Namespace) -> int:
     chat = Chat(run, settings, seed=args.seed)
     interactive = sys.stdin.isatty()
     if interactive:
+        import readline  # noqa: F401  (gives input() line editing and history)
         cfg = run.cfg.model
         print(f"longctx chat: {cfg.arch} run {run.workdir} (step {run.step}, span "
               f"{cfg.span}); /help for commands, Ctrl-D to leave")
@@ -61,13 +63,9 @@ def repl(chat, stdin: TextIO, out: TextIO, err: TextIO, interactive: bool) -> in
     """Read turns and commands until /quit or end of input; returns the exit status."""
     failed = False
     while True:
-        if interactive:
-            out.write("you> ")
-            out.flush()
-        line = stdin.readline()
-        if not line:
+        line = _read_line(stdin, out, interactive)
+        if line is None:
             break
-        line = line.rstrip("\n")
         if not line.strip():
             continue
         if not interactive:
@@ -92,6 +90,18 @@ def repl(chat, stdin: TextIO, out: TextIO, err: TextIO, interactive: bool) -> in
     return 1 if failed and not interactive else 0
 
 
+def _read_line(stdin: TextIO, out: TextIO, interactive: bool) -> str | None:
+    """The next line without its newline, or None at the end of input."""
+    if interactive:  # input() gives line editing and history (readline)
+        try:
+            return input("you> ")
+        except EOFError:
+            out.write("\n")
+            return None
+    line = stdin.readline()
+    return line.rstrip("\n") if line else None
+
+
 def command(chat, line: str, out: TextIO) -> bool:
     """Run one /command; False means leave."""
     name, _, arg = line.partition(" ")
@@ -113,6 +123,9 @@ def command(chat, line: str, out: TextIO) -> bool:
     elif name == "/session":
         chat.new_session(arg)
         out.write(f"[new session{': ' + arg if arg else ''}]\n")
+    elif name == "/model":
+        chat.plant(arg)
+        out.write(f"[model turn added: {arg}]\n")
     elif name == "/stats":
         s = chat.stats()
         extra = (f", memory rows {s['memory_rows']}, segment position {s['segment_pos']}"

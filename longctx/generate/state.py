@@ -162,15 +162,17 @@ def load(workdir: str | Path, name: str, template: Any, expect: dict[str, Any]) 
         raise _fail(npz_path, f"unreadable saved state ({exc})",
                     f"delete {folder} and save again") from None
     return Conversation(decode=_restore_tree(template, arrays, npz_path),
-                        tokens=_array(arrays, "tokens", npz_path, np.int32).tolist(),
+                        tokens=_array(arrays, "tokens", npz_path, np.int32, ndim=1).tolist(),
                         turns=turns, rng=_array(arrays, "rng", npz_path, np.uint32, (2,)))
 
 
-def _array(arrays: dict, key: str, where: Path, dtype: Any, shape: tuple | None = None):
+def _array(arrays: dict, key: str, where: Path, dtype: Any, shape: tuple | None = None,
+           ndim: int | None = None):
     if key not in arrays:
         raise _fail(where, f"no array '{key}' in the saved state", "save it again")
     arr = arrays[key]
-    if arr.dtype != dtype or (shape is not None and arr.shape != shape):
+    if (arr.dtype != dtype or (shape is not None and arr.shape != shape)
+            or (ndim is not None and arr.ndim != ndim)):
         raise _fail(where, f"array '{key}' is {arr.dtype}{list(arr.shape)}, expected "
                     f"{np.dtype(dtype)}{list(shape) if shape is not None else ''}",
                     "load it with the run that saved it")
