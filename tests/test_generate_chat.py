@@ -87,10 +87,10 @@ def test_greedy_replies_are_the_full_forward_argmax(which, request):
     assert len(starts) == 2
     for start in starts:
         end = tokens.index(sp["eot"], start)
-        for i in range(start, end):
-            assert tokens[i] == logits[i - 1].argmax(), (which, i)
+        for i in range(start, end):  # (up to float noise between the two computations)
+            assert logits[i - 1][tokens[i]] >= logits[i - 1].max() - 1e-4, (which, i)
         if end - start < GREEDY.max_new_tokens - 1:  # stopped by the model, not the limit
-            assert logits[end - 1].argmax() < len(sp)
+            assert logits[end - 1][: len(sp)].max() >= logits[end - 1].max() - 1e-4
     assert chat.stream.compiled_variants()["reply_step"] <= 1
     stats = chat.stats()
     assert stats["tokens"] == len(tokens) and stats["turns"] == 4 and stats["sessions"] == 2
