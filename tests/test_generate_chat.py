@@ -140,10 +140,13 @@ def _snapshot(chat: Chat):
 def test_bad_saved_state_gives_one_clear_error_and_keeps_the_conversation(xl_run):
     chat = Chat(xl_run, GREEDY)
     twin = Chat(xl_run, GREEDY)
+    chat.save("good")
     for c in (chat, twin):
         c.send("I live in Lisbon.")
-    chat.save("good")
+    chat.save("good")  # overwritten in place: one state file, no temporary left behind
     folder = xl_run.workdir / "chats" / "good"
+    names = sorted(p.name for p in folder.iterdir())
+    assert len(names) == 2 and names[0] == "meta.json" and names[1].startswith("state-")
     meta = json.loads((folder / "meta.json").read_text())
     npz = folder / meta["state_file"]
     good_bytes, good_meta = npz.read_bytes(), (folder / "meta.json").read_text()

@@ -85,3 +85,11 @@ def test_decoding_compiles_once_whatever_the_history(arch):
     assert max(stream.compiled_variants().values()) == 1, stream.compiled_variants()
     used, most = stream.span_in_use(state)
     assert 0 < used <= most
+
+
+def test_a_model_without_state_is_refused_clearly():
+    from longctx.errors import UserError
+
+    cfg = dataclasses.replace(load_experiment(SMOKE).model, arch="vanilla", n_token=97)
+    with pytest.raises(UserError, match="model.arch 'vanilla'"):
+        Stream(cfg, params=None)
