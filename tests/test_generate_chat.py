@@ -3,6 +3,7 @@ and bad saved state."""
 
 import io
 import json
+import shutil
 import subprocess
 import sys
 
@@ -22,14 +23,21 @@ from tests.conftest import REPO, subprocess_env
 GREEDY = SamplerSettings(temperature=0.0, max_new_tokens=12)
 
 
-@pytest.fixture(scope="module")
-def xl_run(tiny_run):
-    return load_run(tiny_run)
+def _own_copy(run_dir, tmp_path_factory):
+    """Chats are saved inside the run directory: work on a copy of the shared tiny run."""
+    workdir = tmp_path_factory.mktemp("chat") / "run"
+    shutil.copytree(run_dir, workdir)
+    return load_run(workdir)
 
 
 @pytest.fixture(scope="module")
-def window_run(tiny_window_run):
-    return load_run(tiny_window_run)
+def xl_run(tiny_run, tmp_path_factory):
+    return _own_copy(tiny_run, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def window_run(tiny_window_run, tmp_path_factory):
+    return _own_copy(tiny_window_run, tmp_path_factory)
 
 
 def _chat_cli(*jobs: tuple) -> list[tuple[int, str, str]]:
