@@ -64,9 +64,19 @@ def check_name(name: str) -> str:
     return name
 
 
+def _bits(dtype: np.dtype) -> np.dtype:
+    """npz cannot name ml_dtypes (bfloat16 reads back as raw 'V2'): such leaves are stored
+    as unsigned integers of the same width and viewed back through the template's dtype."""
+    return np.dtype(f"uint{8 * dtype.itemsize}") if dtype.kind == "V" else dtype
+
+
 def _leaf_names(tree: Any) -> list[tuple[str, Any]]:
     flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return [("decode" + jax.tree_util.keystr(path), np.asarray(leaf)) for path, leaf in flat]
+    out = []
+    for path, leaf in flat:
+        arr = np.asarray(leaf)
+        out.append(("decode" + jax.tree_util.keystr(path), arr.view(_bits(arr.dtype))))
+    return out
 
 
 def _npz_bytes(conv: Conversation) -> bytes:
@@ -184,5 +194,7 @@ def _restore_tree(template: Any, arrays: dict, where: Path) -> Any:
     leaves = []
     for path, leaf in flat:
         name = "decode" + jax.tree_util.keystr(path)
-        leaves.append(_array(arrays, name, where, np.asarray(leaf).dtype, tuple(leaf.shape)))
+        dtype = np.asarray(leaf).dtype
+        arr = _array(arrays, name, where, _bits(dtype), tuple(leaf.shape))
+        leaves.append(arr.view(dtype))
     return jax.tree_util.tree_unflatten(treedef, [jax.numpy.asarray(x) for x in leaves])
