@@ -91,7 +91,7 @@ def test_determinism_and_dropout():
 
 
 def test_remat_gives_the_same_loss_and_gradients():
-    cfg = dataclasses.replace(BASE, arch="window", dropout=0.1)
+    cfg = dataclasses.replace(BASE, arch="window", dropout=0.1, dropatt=0.1)
     model, params = make(cfg)
     remat_model = build_model(dataclasses.replace(cfg, remat=True))
     tokens = jax.random.randint(jax.random.key(2), (2, 8), 0, cfg.n_token)

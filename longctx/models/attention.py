@@ -70,6 +70,12 @@ def attend(
     return jnp.einsum("...hqk,...khd->...qhd", prob.astype(v.dtype), v)
 
 
+def dropout(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:
+    """Inverted dropout with an explicit key (usable inside lax.map)."""
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
 # ----------------------------------------------------------------------------- banded (window)
 
 

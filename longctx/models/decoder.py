@@ -42,9 +42,12 @@ class Decoder(nn.Module):
         """Hash by config so the model can be a static argument of jax.jit."""
         return hash((type(self).__name__, dataclasses.astuple(self.cfg), self.name))
 
+    def __post_init__(self) -> None:
+        check_config(self.cfg)  # refuse at construction, not only at init/apply
+        super().__post_init__()
+
     def setup(self) -> None:
         c = self.cfg
-        check_config(c)
         self.word_emb = nn.Embed(c.n_token, c.d_model, embedding_init=init(c),
                                  param_dtype=jnp.float32)
         self.out_bias = self.param("out_bias", nn.initializers.zeros, (c.n_token,))

@@ -83,6 +83,32 @@ class DecoderLayer(nn.Module):
         x = self.drop(self.ff_out(x), deterministic=deterministic)
         return h + x if c.pre_lnorm else self.ff_norm(h + x)
 
+    def banded(self, h, r, rw, rr, mask, block: int, history: int, deterministic: bool):
+        """Blocked band attention, one query block at a time (lax.map keeps the working set
+        to C x (history+1)C scores, so cost stays linear in T and cache-friendly)."""
+        b, t = h.shape[:2]
+        q, k, v = self.project(h)
+        blocks = (
+            q.reshape(b, t // block, block, *q.shape[2:]).swapaxes(0, 1),
+            A.with_history(k, block, history).swapaxes(0, 1),
+            A.with_history(v, block, history).swapaxes(0, 1),
+            mask,
+        )
+        rate = self.cfg.dropatt
+        if rate > 0 and not deterministic:
+            keys = jax.random.split(self.make_rng("dropout"), t // block)
+        else:
+            keys, rate = jnp.zeros((t // block,), jnp.uint32), 0.0
+
+        def one(xs):
+            qq, kk, vv, mm, key = xs
+            drop = (lambda p: A.dropout(p, rate, key)) if rate > 0 else None
+            scores = A.rel_scores(qq, kk, r, rw, rr)  # [B, H, C, (m+1)C]
+            return A.attend(scores, mm[None, None], vv, drop)
+
+        vec = jax.lax.map(one, (*blocks, keys))  # [nb, B, C, H, D]
+        return vec.swapaxes(0, 1).reshape(b, t, *vec.shape[3:])
+
     # ------------------------------------------------------------------ whole layer
 
     def __call__(
@@ -111,13 +137,6 @@ class DecoderLayer(nn.Module):
             scores = A.rel_scores(q, k, r, rw, rr)
             vec = self.attend(scores, mask[:, None], v, deterministic)
         else:
-            b, t = h.shape[:2]
-            history = pos_emb.shape[0] // block - 1
-            q, k, v = self.project(h)
-            qb = q.reshape(b, t // block, block, *q.shape[2:])
-            kb = A.with_history(k, block, history)
-            vb = A.with_history(v, block, history)
-            scores = A.rel_scores(qb, kb, r, rw, rr)  # [B, nb, H, C, (m+1)C]
-            vec = self.attend(scores, mask[None, :, None], vb, deterministic)
-            vec = vec.reshape(b, t, *vec.shape[3:])
+            vec = self.banded(h, r, rw, rr, mask, block, pos_emb.shape[0] // block - 1,
+                              deterministic)
         return self.finish(h, vec, deterministic)
