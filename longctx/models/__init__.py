@@ -14,11 +14,14 @@ a matched config. Public API::
 `logits` is [B, T, n_token] float32 (bfloat16 compute included). XL: `new_memory` keeps the
 last mem_len rows of concat(old valid rows, new hidden states), gradient-stopped, with
 `valid = min(mem_len, valid + T)`; reset[b] empties row b's memory before the segment.
-Window: the full banded forward (blocked local attention, O(T*W)); the memory passes
-through unchanged. Vanilla: causal attention inside independent segments of ctx_len.
+Window: the full banded forward (blocked local attention: blocks of W queries against their
+own and the previous block's keys, one block at a time with lax.map; O(T*W), never T x T);
+the memory passes through unchanged (reset is ignored: each call is a fresh sequence).
+Vanilla: causal attention inside independent segments of ctx_len.
 
 Streaming and evaluation (all pure, static shapes; jit them with the model static, e.g.
-`jax.jit(xl_decode_step, static_argnums=0)` -- the model hashes by its config):
+`jax.jit(xl_decode_step, static_argnums=0)` -- the model hashes by its config, so do not
+mutate a config after building a model from it). Decode states advance all rows together:
 
     state = xl_decode_init(cfg, batch, memory=None)
     logits[B,V], state = xl_decode_step(model, params, token[B], state)     # == segment mode
