@@ -35,14 +35,29 @@ def _matched(span: int, tgt_len: int, seq_len: int) -> list[str]:
             f"model.tgt_len={tgt_len}", f"model.seq_len={seq_len}", f"data.span={span}"]
 
 
+def batch_overrides(arch: str, tokens_per_step: int, overrides: list[str]) -> list[str]:
+    """The batch that gives `arch` the same tokens per optimiser step as the others, so
+    equal token budgets are also equal numbers of updates (XL rows are tgt_len tokens,
+    window rows seq_len, vanilla rows ctx_len)."""
+    cfg = parse_overrides(get_config(), [*overrides, f"model.arch={arch}"])
+    from longctx.train.loop import tokens_per_row
+
+    row = tokens_per_row(cfg)
+    if tokens_per_step % row:
+        raise SystemExit(f"tokens_per_step {tokens_per_step} is not a multiple of the {arch} "
+                         f"row length {row}")
+    return [f"train.batch_size={tokens_per_step // row}"]
+
+
 SIZES: dict[str, dict] = {
     # README: one seed each; train + evaluate + compare within ~10 minutes on 2 cores.
     "readme": {
         "seeds": [0],
+        "tokens_per_step": 512,
         "overrides": _matched(span=64, tgt_len=64, seq_len=256) + [
             "model.n_layer=2", "model.n_head=4", "model.d_model=128", "model.d_head=32",
             "model.d_inner=512", "data.num_train=400", "data.num_validation=40",
-            "data.vocab_size=1024", "train.batch_size=8", "train.train_tokens=600000",
+            "data.vocab_size=1024", "train.train_tokens=600000",
             "optim.learning_rate=2e-3", "optim.warmup_steps=30",
             "eval.max_conversations=40", "eval.vanilla_stride=16",
             "eval.context_lengths=16,32,64",
@@ -52,10 +67,11 @@ SIZES: dict[str, dict] = {
     # above chance.
     "cpu": {
         "seeds": [0, 1, 2],
+        "tokens_per_step": 512,
         "overrides": _matched(span=64, tgt_len=64, seq_len=256) + [
             "model.n_layer=3", "model.n_head=4", "model.d_model=128", "model.d_head=32",
             "model.d_inner=512", "data.num_train=1000", "data.num_validation=60",
-            "data.vocab_size=1024", "train.batch_size=8", "train.train_tokens=1500000",
+            "data.vocab_size=1024", "train.train_tokens=1500000",
             "optim.learning_rate=2e-3", "optim.warmup_steps=50",
             "eval.max_conversations=60", "eval.vanilla_stride=16",
             "eval.context_lengths=16,32,64",
@@ -64,10 +80,11 @@ SIZES: dict[str, dict] = {
     # The GPU study (bfloat16 compute, larger model and span).
     "gpu": {
         "seeds": [0, 1, 2],
+        "tokens_per_step": 8192,
         "overrides": _matched(span=512, tgt_len=256, seq_len=2048) + [
             "model.n_layer=8", "model.n_head=8", "model.d_model=512", "model.d_head=64",
             "model.d_inner=2048", "model.dtype=bfloat16", "data.num_train=20000",
-            "data.num_validation=200", "data.vocab_size=8192", "train.batch_size=32",
+            "data.num_validation=200", "data.vocab_size=8192",
             "train.train_tokens=200000000", "optim.learning_rate=6e-4",
             "optim.warmup_steps=1000", "checkpoint.every_steps=1000", "train.log_every=100",
             "eval.vanilla_stride=64", "eval.context_lengths=64,128,256,512,1024",
@@ -111,8 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [f"name=dialogue_comparison_{args.size}", *size["overrides"], *args.overrides]
     start = time.time()
     print(f"[1/3] training {len(ARCHS)} models x {len(seeds)} seeds under {root}", flush=True)
-    runs = run_sweep(__file__, root, {"train.seed": seeds, "model.arch": list(ARCHS)},
-                     overrides, parallel=args.parallel)
+    runs = []
+    for arch in ARCHS:  # each with its own batch: the same tokens per step for all
+        common = overrides + batch_overrides(arch, size["tokens_per_step"], overrides)
+        runs += run_sweep(__file__, root, {"train.seed": seeds, "model.arch": [arch]}, common,
+                          parallel=args.parallel)
     failed = [r.workdir for r in runs if r.status == "failed"]
     if failed:
         raise SystemExit(f"training failed for {', '.join(map(str, failed))}")

@@ -20,6 +20,8 @@ def test_tiny_run_writes_a_complete_run_directory(tiny_run):
     assert any((tiny_run / "tb").glob("events.out.tfevents.*"))
     summary = json.loads((tiny_run / "summary.json").read_text())
     assert summary["done"] and summary["step"] == 12
+    # static shapes and device-resident state: the step was traced (compiled) once in 12 steps
+    assert summary["step_traces"] == 1
     rows = _rows(tiny_run)
     steps = [r["step"] for r in rows]
     assert steps == sorted(set(steps)) and steps[-1] == 12

@@ -158,10 +158,18 @@ def train(cfg: Config, workdir: str | Path) -> dict:
         if topo.is_primary:
             print(f"resumed from step {start} ({workdir})", flush=True)
 
-    p_step = jax.pmap(make_train_step(model, optimizer, schedule, cfg.optim.grad_accum),
-                      axis_name="data", donate_argnums=(0, 1))
-    state = parallel.replicate(TrainState(np.asarray(start, np.int32), params, opt_state, rng), topo)
-    mem_dev = parallel.memory_to_devices(memory, topo)
+    step_fn = make_train_step(model, optimizer, schedule, cfg.optim.grad_accum)
+    traces = [0]  # Python runs once per trace: more than one would mean a recompilation
+
+    def counted_step(*args):
+        traces[0] += 1
+        return step_fn(*args)
+
+    p_step = jax.pmap(counted_step, axis_name="data", donate_argnums=(0, 1))
+    # Placed the way the step returns them, so step 2 does not compile a second version.
+    state = parallel.to_devices(
+        parallel.replicate(TrainState(np.asarray(start, np.int32), params, opt_state, rng), topo))
+    mem_dev = parallel.to_devices(parallel.memory_to_devices(memory, topo))
     lane_ids = topo.process_lanes.reshape(topo.num_local, -1)
 
     writer = MetricsWriter(workdir, start, num_steps, enabled=topo.is_primary)
@@ -223,6 +231,7 @@ def train(cfg: Config, workdir: str | Path) -> dict:
         "num_params": count_params(final.params),
         "params_sha256": params_sha256(final.params),
         "session_seconds": round(time.time() - started, 2),
+        "step_traces": traces[0],  # 1: static shapes, the step compiled once this session
     }
     if topo.is_primary:
         (workdir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))

@@ -20,7 +20,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from longctx.train.step import memory_batch_axes
+from longctx.train.step import AXIS, memory_batch_axes
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,17 @@ def replicate(tree: Any, topo: Topology) -> Any:
         return np.broadcast_to(x, (topo.num_local,) + x.shape)
 
     return jax.tree.map(put, tree)
+
+
+def to_devices(tree: Any) -> Any:
+    """Per-device host stacks [num_local, ...] -> device arrays laid out exactly as a pmapped
+    function returns them (an identity pmap), so feeding them back never recompiles."""
+    if tree is None:
+        return None
+    return _identity(tree)
+
+
+_identity = jax.pmap(lambda tree: tree, axis_name=AXIS)  # outputs on the step's mesh axis
 
 
 def unreplicate(tree: Any) -> Any:
