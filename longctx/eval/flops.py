@@ -3,15 +3,15 @@
 Counts the multiply-adds (2 FLOPs each) of every matrix product the model computes in its
 training-shaped call, masked entries included, divided by the tokens the call predicts:
 
-- XL: a segment of T = tgt_len queries over K = mem_len + tgt_len keys; q, k, v are
-  projected for all K rows (the memory's keys are recomputed from its cached hidden states)
-  and r_net projects K distances;
+- XL: a segment of T = tgt_len queries over K = mem_len + tgt_len keys; q is projected for
+  the T query rows, k and v for all K rows (the memory's keys are recomputed from its cached
+  hidden states, as the original does) and r_net projects K distances;
 - window: blocked band attention over seq_len tokens in blocks of C = min(W, seq_len); each
   block's queries score (m + 1) C keys (itself and m = ceil((W - 1) / C) blocks before), r_net
   projects (m + 1) C distances per call;
 - vanilla: a dense forward over ctx_len tokens (every query scores all ctx_len keys).
 
-Per layer and call (H d_head = hd): qkv 2 Kp d 3hd, r_net 2 P d hd, scores (content and
+Per layer and call (H d_head = hd): q 2 T d hd, k and v 2 Kp d 2hd, r_net 2 P d hd, scores (content and
 position terms) 2 T K hd + 2 T K hd, weighted values 2 T K hd, o_net 2 T hd d, feed-forward
 2 T 2 d d_inner; plus the tied output layer 2 T d n_token. Element-wise work (softmax,
 LayerNorm, ReLU) and the optimiser update are left out (a few per cent at these sizes).
@@ -47,7 +47,7 @@ def flops_per_token(model_cfg: ModelConfig, training: bool) -> float:
     t, kp, k, p = call_shape(c)
     hd = c.n_head * c.d_head
     per_layer = (
-        2 * kp * c.d_model * 3 * hd  # qkv_net
+        2 * t * c.d_model * hd + 2 * kp * c.d_model * 2 * hd  # qkv_net (q, then k and v)
         + 2 * p * c.d_model * hd  # r_net
         + 3 * 2 * t * k * hd  # content scores, position scores, weighted values
         + 2 * t * hd * c.d_model  # o_net

@@ -82,10 +82,13 @@ class Decoder(nn.Module):
         return h @ self.word_emb.embedding.T + self.out_bias
 
     def masked_forward(
-        self, tokens: jax.Array, mask: jax.Array, deterministic: bool = True
+        self, tokens: jax.Array, mask: jax.Array, deterministic: bool = True,
+        last: int | None = None,
     ) -> jax.Array:
         """Dense forward of [B, T] tokens under an explicit visibility mask [B|1, T, T]
-        (query i sees key j where True; distances are i - j). Used by vanilla and tests."""
+        (query i sees key j where True; distances are i - j). Used by vanilla and tests.
+        `last`: logits of only the last `last` positions (the output layer is skipped for
+        the rest, as a sliding-recompute evaluation needs)."""
         t = tokens.shape[1]
         h = self.embed(tokens, deterministic)
         pos_emb = self.dropout(descending_pos_emb(self.cfg, t), deterministic)
@@ -93,6 +96,8 @@ class Decoder(nn.Module):
         empty = jnp.zeros((h.shape[0], 0, h.shape[2]), h.dtype)
         for layer in self.layers:
             h = layer(h, empty, pos_emb, mask, rw, rr, deterministic, 0)
+        if last is not None:
+            h = h[:, h.shape[1] - last :]
         return self.output(h, deterministic)
 
     # ------------------------------------------------------------------ entry point

@@ -16,6 +16,31 @@ from longctx.models import attention as A
 from longctx.models.blocks import compute_dtype, init
 
 
+class FusedQKV(nn.Module):
+    """The fused q/k/v projection (one [d_model, 3 H D] kernel, the original's `qkv_net`).
+
+    `__call__` projects every row to q, k and v in one matmul; `split` projects only the
+    query rows to q and all rows to k, v (XL: the memory rows need no queries), reading
+    slices of the same kernel.
+    """
+
+    features: int  # 3 * n_head * d_head
+    dtype: jnp.dtype
+    kernel_init: nn.initializers.Initializer
+
+    @nn.compact
+    def __call__(self, x: jax.Array, n_query: int | None = None):
+        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features), jnp.float32)
+        kernel = kernel.astype(self.dtype)
+        x = x.astype(self.dtype)
+        if n_query is None:
+            return jnp.split(x @ kernel, 3, axis=-1)
+        hd = self.features // 3
+        q = x[..., x.shape[-2] - n_query :, :] @ kernel[:, :hd]
+        k, v = jnp.split(x @ kernel[:, hd:], 2, axis=-1)
+        return q, k, v
+
+
 class DecoderLayer(nn.Module):
     """Parameters: qkv_net, r_net, o_net (no bias), attn_norm, ff_in, ff_out, ff_norm,
     and r_w_bias/r_r_bias [n_head, d_head] when cfg.untie_r."""
@@ -27,7 +52,7 @@ class DecoderLayer(nn.Module):
         dt = compute_dtype(c)
         hd = c.n_head * c.d_head
         dense = dict(dtype=dt, param_dtype=jnp.float32, kernel_init=init(c))
-        self.qkv_net = nn.Dense(3 * hd, use_bias=False, **dense)
+        self.qkv_net = FusedQKV(3 * hd, dtype=dt, kernel_init=init(c))
         self.r_net = nn.Dense(hd, use_bias=False, **dense)
         self.o_net = nn.Dense(c.d_model, use_bias=False, **dense)
         self.attn_norm = nn.LayerNorm(epsilon=1e-5, dtype=dt)
@@ -48,15 +73,20 @@ class DecoderLayer(nn.Module):
             return self.r_w_bias, self.r_r_bias
         return r_w_bias, r_r_bias
 
-    def project(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """Keys' source rows [..., T, d] -> q, k, v [..., T, H, D] (one fused matmul)."""
+    def project(
+        self, x: jax.Array, n_query: int | None = None
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Keys' source rows [..., K, d] -> q [..., Q, H, D] for the last Q = n_query rows
+        (default all K), k, v [..., K, H, D]."""
         c = self.cfg
         if c.pre_lnorm:
             x = self.attn_norm(x)
-        qkv = self.qkv_net(x)
-        q, k, v = jnp.split(qkv, 3, axis=-1)
-        shape = x.shape[:-1] + (c.n_head, c.d_head)
-        return q.reshape(shape), k.reshape(shape), v.reshape(shape)
+        q, k, v = self.qkv_net(x, None if n_query == x.shape[-2] else n_query)
+
+        def heads(y):
+            return y.reshape(y.shape[:-1] + (c.n_head, c.d_head))
+
+        return heads(q), heads(k), heads(v)
 
     def rel_proj(self, pos_emb: jax.Array) -> jax.Array:
         """Sinusoids [K, d_model] -> r [K, H, D]."""
@@ -132,8 +162,7 @@ class DecoderLayer(nn.Module):
         r = self.rel_proj(pos_emb)
         if block == 0:
             src = jnp.concatenate([mem.astype(h.dtype), h], axis=1)
-            q, k, v = self.project(src)
-            q = q[:, mem.shape[1] :]
+            q, k, v = self.project(src, n_query=h.shape[1])  # no queries for memory rows
             scores = A.rel_scores(q, k, r, rw, rr)
             vec = self.attend(scores, mask[:, None], v, deterministic)
         else:

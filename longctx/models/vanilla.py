@@ -75,19 +75,30 @@ def vanilla_strided_nll(
     starts, win, pos = strided_plan(seq_len, ctx_len, stride)
     length = min(ctx_len, seq_len - 1)
     n_win = len(starts)
-    per = max(1, min(windows_per_batch, n_win * batch))
     idx = starts[:, None] + np.arange(length + 1)[None, :]  # inputs and the next token
-    windows = tokens[:, idx].reshape(batch * n_win, length + 1)
-    n_batches = -(-windows.shape[0] // per)
-    windows = jnp.pad(windows, [(0, n_batches * per - windows.shape[0]), (0, 0)])
+    windows = tokens[:, idx]  # [B, nw, L+1]
     mask = jnp.tril(jnp.ones((length, length), bool))[None]
 
-    def score(w: jax.Array) -> jax.Array:
-        logits = model.apply({"params": params}, w[:, :-1], mask, method=Decoder.masked_forward)
+    def score(w: jax.Array, last: int) -> jax.Array:
+        logits = model.apply({"params": params}, w[:, :-1], mask, method=Decoder.masked_forward,
+                             last=last)
         logp = jax.nn.log_softmax(logits, axis=-1)
-        return -jnp.take_along_axis(logp, w[:, 1:, None], axis=-1)[..., 0]
+        return -jnp.take_along_axis(logp, w[:, -last:, None], axis=-1)[..., 0]
 
-    nll = jax.lax.map(score, windows.reshape(n_batches, per, length + 1))
-    nll = nll.reshape(-1, length)[: batch * n_win].reshape(batch, n_win, length)
-    out = nll[:, win, pos]
+    # The first window scores all its targets; every later one only its last `keep`
+    # positions (the targets new to it), so only those reach the output layer.
+    first = score(windows[:, 0], length)  # [B, L]
+    keep = min(stride, length)
+    rest = windows[:, 1:].reshape(batch * (n_win - 1), length + 1)
+    if rest.shape[0]:
+        per = max(1, min(windows_per_batch, rest.shape[0]))
+        n_batches = -(-rest.shape[0] // per)
+        rest = jnp.pad(rest, [(0, n_batches * per - rest.shape[0]), (0, 0)])
+        later = jax.lax.map(lambda w: score(w, keep), rest.reshape(n_batches, per, length + 1))
+        later = later.reshape(-1, keep)[: batch * (n_win - 1)].reshape(batch, n_win - 1, keep)
+    else:
+        later = jnp.zeros((batch, 0, keep), first.dtype)
+    is_first = win == 0
+    out = jnp.where(is_first[None], first[:, np.where(is_first, pos, 0)],
+                    later[:, np.maximum(win - 1, 0), np.clip(pos - (length - keep), 0, keep - 1)])
     return out[0] if squeeze else out
