@@ -1,0 +1,40 @@
+"""The main experiment's sizes are valid configs that are fair by construction."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from longctx.config import parse_overrides, validate
+from longctx.train.loop import tokens_per_row
+from tests.conftest import REPO
+
+
+def _experiment():
+    path = REPO / "experiments" / "dialogue_comparison.py"
+    spec = importlib.util.spec_from_file_location("dialogue_comparison", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("size", ["readme", "cpu", "gpu"])
+def test_every_size_matches_span_tokens_per_step_and_parameters(size):
+    exp = _experiment()
+    spec = exp.SIZES[size]
+    configs = {}
+    for arch in exp.ARCHS:
+        overrides = [*spec["overrides"], f"model.arch={arch}"]
+        overrides += exp.batch_overrides(arch, spec["tokens_per_step"], spec["overrides"])
+        cfg = parse_overrides(exp.get_config(), overrides)
+        validate(cfg)
+        configs[arch] = cfg
+    assert len({c.model.span for c in configs.values()}) == 1
+    assert configs["xl"].model.tgt_len <= configs["xl"].model.mem_len  # XL sees >= W keys
+    assert {c.train.batch_size * tokens_per_row(c) for c in configs.values()} == {
+        spec["tokens_per_step"]}
+    assert len({c.train.train_tokens for c in configs.values()}) == 1
+    shapes = {(c.model.n_layer, c.model.d_model, c.model.n_head, c.model.d_inner)
+              for c in configs.values()}
+    assert len(shapes) == 1  # one module tree: identical parameter counts
