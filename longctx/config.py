@@ -68,6 +68,10 @@ class DataConfig:
     num_validation: int = 40  # synthetic conversations in the validation split
     vocab_size: int = 2048  # BPE vocabulary trained on the training split
     seed: int = 0  # dataset generation seed (independent of the training seed)
+    # share of synthetic answers that repeat the fact's own statement instead of a
+    # paraphrase: 0 = the benchmark as designed; > 0 adds a plain copy (induction) signal
+    # that small models learn within CPU budgets
+    echo: float = 0.0
 
 
 @dataclass
@@ -167,6 +171,7 @@ def validate(cfg: Config, num_devices: int = 1, num_processes: int = 1) -> Confi
     _check(d.name in ("synthetic", "msc", "qmsum"), "data.name",
            f"must be 'synthetic', 'msc' or 'qmsum', got {d.name!r}")
     _check(d.span > 0, "data.span", f"must be > 0, got {d.span}")
+    _check(0.0 <= d.echo <= 1.0, "data.echo", f"must be in [0, 1], got {d.echo}")
     _check(d.vocab_size >= 300, "data.vocab_size", f"must be >= 300 (bytes + specials), got {d.vocab_size}")
     _check(d.num_train > 0 and d.num_validation > 0, "data.num_train",
            "num_train and num_validation must be > 0")

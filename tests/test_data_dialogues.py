@@ -83,3 +83,17 @@ def test_probe_value_not_in_answer_is_an_error():
         validate(bad)
     with pytest.raises(UserError, match="c-8.*no turns"):
         validate(Conversation("c-8", [], [""]))
+
+
+def test_echo_answers_repeat_the_statement_and_zero_echo_changes_nothing():
+    plain = generate_split("validation", 3, 64, seed=5)
+    assert generate_split("validation", 3, 64, seed=5, echo=0.0) == plain
+    echoed = generate_split("validation", 3, 64, seed=5, echo=1.0)
+    for conv in echoed:
+        for p in conv.probes:
+            stated, answer = conv.turns[p.fact_turn].text, conv.turns[p.answer_turn].text
+            assert answer == stated and p.answer_chars == p.fact_chars
+            assert answer[slice(*p.answer_chars)] == p.value
+    paraphrased = sum(c.turns[p.answer_turn].text != c.turns[p.fact_turn].text
+                      for c in plain for p in c.probes)
+    assert paraphrased > 0.9 * sum(len(c.probes) for c in plain)

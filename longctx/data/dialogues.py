@@ -79,8 +79,9 @@ class _Dialogue:
     """Writes one conversation turn by turn, tracking the estimated stream position."""
 
     def __init__(self, span: int, chars_per_token: float, n_templates: int,
-                 rng: np.random.Generator) -> None:
+                 rng: np.random.Generator, echo: float = 0.0) -> None:
         self.span, self.cpt, self.n_templates, self.rng = span, chars_per_token, n_templates, rng
+        self.echo = echo
         self.turns: list[Turn] = []
         self.headers: list[str] = []
         self.probes: list[Probe] = []
@@ -118,11 +119,14 @@ class _Dialogue:
         self.chatting = False
 
     def ask(self, fact: _Fact) -> None:
-        """The other speaker asks about the fact; the owner's answer states the value."""
+        """The other speaker asks about the fact; the owner's answer states the value (with
+        probability `echo`, in the very words of the statement)."""
         slot = fact.slot
         self.say(1 - fact.speaker, slot.questions[self.rng.integers(len(slot.questions))])
         text, chars = _with_value(slot.answers[self.rng.integers(len(slot.answers))],
                                   fact.value)
+        if self.echo > 0 and self.rng.random() < self.echo:
+            text, chars = self.turns[fact.turn].text, fact.chars
         turn = self.say(fact.speaker, text)
         self.probes.append(Probe(slot.name, fact.speaker, fact.value, fact.turn, turn,
                                  fact.chars, chars))
@@ -153,10 +157,12 @@ class _Dialogue:
 def generate_conversation(conv_id: str, span: int, held_out_templates: bool,
                           rng: np.random.Generator,
                           values: dict[str, tuple[str, ...]] | None = None,
-                          chars_per_token: float = CHARS_PER_TOKEN) -> Conversation:
+                          chars_per_token: float = CHARS_PER_TOKEN,
+                          echo: float = 0.0) -> Conversation:
     """One conversation with 2 x len(SLOTS) probes (both speakers have every slot);
     `values` restricts what each slot draws from (default: all its values);
-    `chars_per_token` converts planned token distances to text."""
+    `chars_per_token` converts planned token distances to text; `echo` is the share of
+    answers that repeat their statement word for word."""
     facts = []
     for slot in SLOTS:
         pool = set(values[slot.name]) if values else None
@@ -166,7 +172,7 @@ def generate_conversation(conv_id: str, span: int, held_out_templates: bool,
     to_state = sorted(facts, key=lambda f: -f.target)
     pending: list[_Fact] = []
     n_templates = len(SLOTS[0].statements) if held_out_templates else TRAIN_TEMPLATES
-    d = _Dialogue(span, chars_per_token, n_templates, rng)
+    d = _Dialogue(span, chars_per_token, n_templates, rng, echo)
     d.new_session()
     while to_state or pending:
         if d.pos - d.session_start >= d.session_len:
@@ -191,12 +197,14 @@ def generate_conversation(conv_id: str, span: int, held_out_templates: bool,
 
 def generate_split(split: str, num: int, span: int, seed: int,
                    values: dict[str, tuple[str, ...]] | None = None,
-                   chars_per_token: float = CHARS_PER_TOKEN) -> list[Conversation]:
+                   chars_per_token: float = CHARS_PER_TOKEN,
+                   echo: float = 0.0) -> list[Conversation]:
     """`num` conversations of `split`; validation also uses the held-out statement templates."""
     code = SPLIT_CODES[split]
     return [
         generate_conversation(f"synthetic-{split}-{i:05d}", span, split == "validation",
-                              np.random.default_rng([seed, code, i]), values, chars_per_token)
+                              np.random.default_rng([seed, code, i]), values, chars_per_token,
+                              echo)
         for i in range(num)
     ]
 
