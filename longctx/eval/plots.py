@@ -38,6 +38,12 @@ def _mean_std(series: list[list[float | None]]) -> tuple[np.ndarray, np.ndarray]
     return mean, std
 
 
+def _legend(row: Row) -> str:
+    """The row's run name with its architecture (rows of one experiment share the name)."""
+    arch = row.runs[0].ev.get("run", {}).get("arch")
+    return f"{row.label} ({arch})" if arch else row.label
+
+
 def _save(plt, fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -60,7 +66,7 @@ def recall_vs_distance(rows: list[Row], path: Path) -> Path | None:
         if np.all(np.isnan(mean)):
             continue
         ax.errorbar(range(len(BUCKET_NAMES)), mean, yerr=std, marker="o", capsize=3,
-                    label=row.label)
+                    label=_legend(row))
         drawn = True
     if not drawn:
         plt.close(fig)
@@ -93,7 +99,7 @@ def perplexity_vs_session(rows: list[Row], path: Path) -> Path | None:
         if not keys:
             continue
         mean, std = _mean_std(series)
-        ax.errorbar(keys, mean, yerr=std, marker="o", capsize=3, label=row.label)
+        ax.errorbar(keys, mean, yerr=std, marker="o", capsize=3, label=_legend(row))
         drawn = True
     if not drawn:
         plt.close(fig)
@@ -118,7 +124,7 @@ def context_curve(rows: list[Row], path: Path) -> Path | None:
                    if c in cc.get("context_lengths", []) else None for c in lengths]
                   for cc in curves]
         mean, std = _mean_std(series)
-        ax.errorbar(lengths, mean, yerr=std, marker="o", capsize=3, label=row.label)
+        ax.errorbar(lengths, mean, yerr=std, marker="o", capsize=3, label=_legend(row))
         drawn = True
     if not drawn:
         plt.close(fig)
