@@ -42,6 +42,7 @@ import numpy as np
 from longctx.config import ModelConfig, OptimConfig
 from longctx.eval.flops import flops_per_token
 from longctx.models import build_model, count_params, init_memory
+from longctx.train import parallel
 from longctx.train.optimizer import learning_rate_schedule, make_optimizer
 from longctx.train.step import TrainState, make_train_step
 
@@ -64,10 +65,6 @@ def model_config(arch: str, size: str, dtype: str, remat: bool, span: int = SPAN
                        **SIZES[size])
 
 
-def row_len(cfg: ModelConfig) -> int:
-    return {"xl": cfg.tgt_len, "window": cfg.seq_len, "vanilla": cfg.ctx_len}[cfg.arch]
-
-
 def matmul_flops(dtype: str, n: int = 2048, repeats: int = 10) -> float:
     """FLOP/s of an n x n x n matrix product on the default device (median of repeats)."""
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.dtype(dtype))
@@ -82,30 +79,27 @@ def matmul_flops(dtype: str, n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 / statistics.median(times)
 
 
-def _inputs(cfg: ModelConfig, n_dev: int):
-    """Replicated train state, per-device memory, batch and lane ids for one step."""
+def _inputs(cfg: ModelConfig):
+    """Train state, memory, batch and lane ids laid out per local device as `longctx train`
+    lays them out (longctx.train.parallel)."""
     model = build_model(cfg)
     optim = OptimConfig(warmup_steps=10)
     optimizer = make_optimizer(optim, 1000)
     schedule = learning_rate_schedule(optim, 1000)
-    t = row_len(cfg)
+    t = cfg.row_len
     params = model.init({"params": jax.random.key(0)}, jnp.zeros((1, t), jnp.int32),
                         init_memory(cfg, 1), jnp.zeros((1,), bool))["params"]
     state = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params),
                        jax.random.key_data(jax.random.key(1)))
-    per = BATCH // n_dev
-    tokens = np.asarray(jax.random.randint(jax.random.key(2), (n_dev, per, t + 1), 0, cfg.n_token))
-    batch = {"inputs": tokens[..., :-1].astype(np.int32),
-             "targets": tokens[..., 1:].astype(np.int32),
-             "mask": np.ones((n_dev, per, t), np.float32),
-             "reset": np.zeros((n_dev, per), bool)}
-    memory = init_memory(cfg, per)
-    def replicate(tree):
-        return jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n_dev, *x.shape)), tree)
-
-    rep = replicate(state)
-    mem = None if memory is None else replicate(memory)
-    lanes = np.arange(BATCH, dtype=np.int32).reshape(n_dev, per)
+    topo = parallel.topology(BATCH)
+    tokens = np.asarray(jax.random.randint(jax.random.key(2), (BATCH, t + 1), 0, cfg.n_token))
+    batch = parallel.shard_batch({"inputs": tokens[:, :-1].astype(np.int32),
+                                  "targets": tokens[:, 1:].astype(np.int32),
+                                  "mask": np.ones((BATCH, t), np.float32),
+                                  "reset": np.zeros((BATCH,), bool)}, topo.num_local)
+    rep = parallel.to_devices(parallel.replicate(state, topo))
+    mem = parallel.to_devices(parallel.memory_to_devices(init_memory(cfg, BATCH), topo))
+    lanes = topo.process_lanes.reshape(topo.num_local, -1)
     step = jax.pmap(make_train_step(model, optimizer, schedule), axis_name="data",
                     donate_argnums=(0, 1))
     return step, rep, mem, batch, lanes, count_params(params)
@@ -113,8 +107,7 @@ def _inputs(cfg: ModelConfig, n_dev: int):
 
 def measure(cfg: ModelConfig, steps: int) -> dict:
     """Compile, warm up, then time `steps` train steps of one configuration."""
-    n_dev = jax.local_device_count()
-    step, state, mem, batch, lanes, n_params = _inputs(cfg, n_dev)
+    step, state, mem, batch, lanes, n_params = _inputs(cfg)
     t0 = time.perf_counter()
     compiled = step.lower(state, mem, batch, lanes).compile()
     compile_s = time.perf_counter() - t0
@@ -137,7 +130,7 @@ def measure(cfg: ModelConfig, steps: int) -> dict:
     if not np.all(np.isfinite(np.asarray(metrics["loss"]))):
         raise SystemExit(f"bench_train: non-finite loss for {cfg.arch}")
     step_s = statistics.median(times)
-    tokens = BATCH * row_len(cfg)
+    tokens = BATCH * cfg.row_len
     return {"arch": cfg.arch, "d_model": cfg.d_model, "n_layer": cfg.n_layer,
             "dtype": cfg.dtype, "remat": cfg.remat, "params": n_params,
             "tokens_per_step": tokens, "compile_s": compile_s, "step_s": step_s,

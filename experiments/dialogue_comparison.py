@@ -39,10 +39,7 @@ def batch_overrides(arch: str, tokens_per_step: int, overrides: list[str]) -> li
     """The batch that gives `arch` the same tokens per optimiser step as the others, so
     equal token budgets are also equal numbers of updates (XL rows are tgt_len tokens,
     window rows seq_len, vanilla rows ctx_len)."""
-    cfg = parse_overrides(get_config(), [*overrides, f"model.arch={arch}"])
-    from longctx.train.loop import tokens_per_row
-
-    row = tokens_per_row(cfg)
+    row = parse_overrides(get_config(), [*overrides, f"model.arch={arch}"]).model.row_len
     if tokens_per_step % row:
         raise SystemExit(f"tokens_per_step {tokens_per_step} is not a multiple of the {arch} "
                          f"row length {row}")

@@ -55,6 +55,12 @@ class ModelConfig:
         """The matched attention span W of this architecture."""
         return {"xl": self.mem_len, "window": self.window, "vanilla": self.ctx_len}[self.arch]
 
+    @property
+    def row_len(self) -> int:
+        """Tokens one lane consumes per training step: XL a segment, window/vanilla a whole
+        sequence."""
+        return {"xl": self.tgt_len, "window": self.seq_len, "vanilla": self.ctx_len}[self.arch]
+
 
 @dataclass
 class DataConfig:

@@ -7,7 +7,6 @@ import importlib.util
 import pytest
 
 from longctx.config import parse_overrides, validate
-from longctx.train.loop import tokens_per_row
 from tests.conftest import REPO
 
 
@@ -32,7 +31,7 @@ def test_every_size_matches_span_tokens_per_step_and_parameters(size):
         configs[arch] = cfg
     assert len({c.model.span for c in configs.values()}) == 1
     assert configs["xl"].model.tgt_len <= configs["xl"].model.mem_len  # XL sees >= W keys
-    assert {c.train.batch_size * tokens_per_row(c) for c in configs.values()} == {
+    assert {c.train.batch_size * c.model.row_len for c in configs.values()} == {
         spec["tokens_per_step"]}
     assert len({c.train.train_tokens for c in configs.values()}) == 1
     shapes = {(c.model.n_layer, c.model.d_model, c.model.n_head, c.model.d_inner)

@@ -38,16 +38,10 @@ class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
 
 
-def tokens_per_row(cfg: Config) -> int:
-    """Tokens one lane consumes per step: XL a segment, window/vanilla a whole sequence."""
-    m = cfg.model
-    return {"xl": m.tgt_len, "window": m.seq_len, "vanilla": m.ctx_len}[m.arch]
-
-
 def resolve_num_steps(cfg: Config) -> int:
     """Steps for the configured budget: a token budget (fair across models) wins over num_steps."""
     if cfg.train.train_tokens > 0:
-        per_step = cfg.train.batch_size * tokens_per_row(cfg)
+        per_step = cfg.train.batch_size * cfg.model.row_len
         return max(1, math.ceil(cfg.train.train_tokens / per_step))
     return cfg.train.num_steps
 
@@ -122,7 +116,7 @@ def train(cfg: Config, workdir: str | Path) -> dict:
             (workdir / "tokenizer.tmp").replace(workdir / "tokenizer")
 
     num_steps = resolve_num_steps(cfg)
-    seg_len = tokens_per_row(cfg)
+    seg_len = cfg.model.row_len
     model = build_model(cfg.model)
     optimizer = make_optimizer(cfg.optim, num_steps)
     schedule = learning_rate_schedule(cfg.optim, max(num_steps // cfg.optim.grad_accum, 1))
