@@ -15,6 +15,16 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
+
+def load_script(name: str):
+    """Import `experiments/NAME.py` as a module (the scripts are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 

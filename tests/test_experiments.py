@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 from longctx.config import parse_overrides, validate
-from tests.conftest import REPO
+from tests.conftest import load_script
 
 
 def _experiment():
-    path = REPO / "experiments" / "dialogue_comparison.py"
-    spec = importlib.util.spec_from_file_location("dialogue_comparison", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("dialogue_comparison")
 
 
 @pytest.mark.parametrize("size", ["readme", "cpu", "gpu"])

@@ -1,16 +1,12 @@
 """The generation benchmark's smoke mode runs and reports sane, flat per-token costs."""
 
-import importlib.util
 import json
 
-from tests.conftest import REPO
+from tests.conftest import load_script
 
 
 def test_bench_generate_smoke(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("bench_generate",
-                                                  REPO / "experiments" / "bench_generate.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench_generate")
     out = tmp_path / "rows.json"
     assert bench.main(["--smoke", "--histories", "400,40", "--tokens", "50",
                        "--out", str(out)]) == 0

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-
-from tests.conftest import REPO
+from tests.conftest import load_script
 
 
 def test_bench_attention_smoke(capsys):
-    path = REPO / "experiments" / "bench_attention.py"
-    spec = importlib.util.spec_from_file_location("bench_attention", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("bench_attention")
     assert module.main(["--smoke"]) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| xl") or line.startswith("| window")]

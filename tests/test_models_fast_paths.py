@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import jax
 import jax.numpy as jnp
 import pytest
 
 from longctx.config import ModelConfig
 from longctx.models.layer import DecoderLayer
-from tests.conftest import REPO
+from tests.conftest import load_script
 
 
 @pytest.mark.parametrize("pre_lnorm", [False, True])
@@ -29,10 +27,7 @@ def test_queries_only_for_the_segment_match_the_fused_projection(pre_lnorm):
 
 
 def test_eval_benchmark_smoke(capsys):
-    path = REPO / "experiments" / "bench_eval.py"
-    spec = importlib.util.spec_from_file_location("bench_eval", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("bench_eval")
     assert module.main(["--smoke"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 8 ")
             or line.startswith("| 16 ")]
