@@ -6,7 +6,7 @@ Each row of the table is one line (mean over its seeds, error bars = sample std)
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -51,89 +51,85 @@ def _save(plt, fig, path: Path) -> Path:
     return path
 
 
-def recall_vs_distance(rows: list[Row], path: Path) -> Path | None:
-    """Forced-choice recall per distance bucket (relative to W), chance level dashed."""
+def _lines(rows: list[Row], path: Path, series_of, xlabel: str, ylabel: str,
+           finish=None) -> Path | None:
+    """One line a row: mean ± std over its seeds of `series_of(row)` -> (x, one list of
+    values a run) or None (nothing to draw); `finish(ax)` adds what the plot needs. Writes
+    nothing and returns None when no row has data."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    drawn, chance = False, None
+    drawn = False
     for row in rows:
-        series = []
-        for r in row.runs:
-            buckets = (r.ev.get("recall") or {}).get("buckets") or {}
-            series.append([(buckets.get(b) or {}).get("accuracy") for b in BUCKET_NAMES])
-            chance = (r.ev.get("recall") or {}).get("chance", chance)
+        got = series_of(row)
+        if got is None:
+            continue
+        x, series = got
         mean, std = _mean_std(series)
         if np.all(np.isnan(mean)):
             continue
-        ax.errorbar(range(len(BUCKET_NAMES)), mean, yerr=std, marker="o", capsize=3,
-                    label=_legend(row))
+        ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=_legend(row))
         drawn = True
     if not drawn:
         plt.close(fig)
         return None
-    if chance:
-        ax.axhline(chance, ls="--", color="grey", label="chance")
-    ax.set_xticks(range(len(BUCKET_NAMES)), [f"{b} W" if b != "inside" else "≤ W"
-                                              for b in BUCKET_NAMES])
-    ax.set_xlabel("distance from fact to answer")
-    ax.set_ylabel("forced-choice recall")
-    ax.set_ylim(0, 1.02)
+    if finish is not None:
+        finish(ax)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
     return _save(plt, fig, path)
 
 
-def _keyed_series(row: Row, getter) -> tuple[list[int], list[list[Any]]]:
-    dicts = [getter(r.ev) or {} for r in row.runs]
-    keys = sorted({int(k) for d in dicts for k in d})
-    return keys, [[(d.get(str(k)) or {}).get("ppl") for k in keys] for d in dicts]
+def recall_vs_distance(rows: list[Row], path: Path) -> Path | None:
+    """Forced-choice recall per distance bucket (relative to W), chance level dashed."""
+    chance = None
+    for row in rows:
+        for r in row.runs:
+            chance = (r.ev.get("recall") or {}).get("chance", chance)
+
+    def series_of(row: Row):
+        buckets = [(r.ev.get("recall") or {}).get("buckets") or {} for r in row.runs]
+        return range(len(BUCKET_NAMES)), [[(b.get(name) or {}).get("accuracy")
+                                           for name in BUCKET_NAMES] for b in buckets]
+
+    def finish(ax) -> None:
+        if chance:
+            ax.axhline(chance, ls="--", color="grey", label="chance")
+        ax.set_xticks(range(len(BUCKET_NAMES)), [f"{b} W" if b != "inside" else "≤ W"
+                                                  for b in BUCKET_NAMES])
+        ax.set_ylim(0, 1.02)
+
+    return _lines(rows, path, series_of, "distance from fact to answer", "forced-choice recall",
+                  finish)
 
 
 def perplexity_vs_session(rows: list[Row], path: Path) -> Path | None:
     """Turn-token perplexity per session index."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    drawn = False
-    for row in rows:
-        keys, series = _keyed_series(
-            row, lambda ev: (ev.get("perplexity") or {}).get("by_session"))
+
+    def series_of(row: Row):
+        dicts = [(r.ev.get("perplexity") or {}).get("by_session") or {} for r in row.runs]
+        keys = sorted({int(k) for d in dicts for k in d})
         if not keys:
-            continue
-        mean, std = _mean_std(series)
-        ax.errorbar(keys, mean, yerr=std, marker="o", capsize=3, label=_legend(row))
-        drawn = True
-    if not drawn:
-        plt.close(fig)
-        return None
-    ax.set_xlabel("session index")
-    ax.set_ylabel("perplexity")
-    ax.legend(fontsize=8)
-    return _save(plt, fig, path)
+            return None
+        return keys, [[(d.get(str(k)) or {}).get("ppl") for k in keys] for d in dicts]
+
+    return _lines(rows, path, series_of, "session index", "perplexity")
 
 
 def context_curve(rows: list[Row], path: Path) -> Path | None:
     """Mean NLL of the fixed targets against the context length made available."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    drawn = False
-    for row in rows:
+
+    def series_of(row: Row):
         curves = [r.ev.get("context_curve") or {} for r in row.runs]
         lengths = sorted({c for cc in curves for c in cc.get("context_lengths", [])})
         if not lengths:
-            continue
-        series = [[cc["mean_nll"][cc["context_lengths"].index(c)]
-                   if c in cc.get("context_lengths", []) else None for c in lengths]
-                  for cc in curves]
-        mean, std = _mean_std(series)
-        ax.errorbar(lengths, mean, yerr=std, marker="o", capsize=3, label=_legend(row))
-        drawn = True
-    if not drawn:
-        plt.close(fig)
-        return None
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("context length (tokens)")
-    ax.set_ylabel("mean NLL of the fixed targets")
-    ax.legend(fontsize=8)
-    return _save(plt, fig, path)
+            return None
+        return lengths, [[cc["mean_nll"][cc["context_lengths"].index(c)]
+                          if c in cc.get("context_lengths", []) else None for c in lengths]
+                         for cc in curves]
+
+    return _lines(rows, path, series_of, "context length (tokens)", "mean NLL of the fixed targets",
+                  lambda ax: ax.set_xscale("log", base=2))
 
 
 def write_all(rows: list[Row], out: Path) -> list[Path]:
