@@ -95,6 +95,29 @@ class DialogueBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                                        out_dir), {}
 
 
+class FileCorpusBuilder(DialogueBuilder, skip_registration=True):
+    """A real corpus read from one JSON-lines file (`data.source`, else DEFAULT_SOURCE):
+    one conversation a line (`parse`), split by a hash of its id, named by the file's
+    digest so a different file builds a different dataset."""
+
+    PREFIX: ClassVar[str] = ""  # the dataset folder's name starts with it
+    DEFAULT_SOURCE: ClassVar[Path] = Path()
+
+    @staticmethod
+    def parse(obj: dict, where: str, lineno: int) -> Conversation:
+        raise NotImplementedError
+
+    @classmethod
+    def dir_name(cls, cfg: DataConfig) -> str:
+        path = source_path(cfg, cls.DEFAULT_SOURCE)
+        return f"{cls.PREFIX}-{cls.VERSION}-v{cfg.vocab_size}-{file_digest(path)}"
+
+    @classmethod
+    def read(cls, cfg: DataConfig) -> dict[str, list[Conversation]]:
+        path = source_path(cfg, cls.DEFAULT_SOURCE)
+        return split_by_hash(read_conversations(path, cls.parse), path)
+
+
 def training_texts(convs: list[Conversation]) -> Iterator[str]:
     """The texts the tokenizer learns from: session headers and turns, in order."""
     for conv in convs:

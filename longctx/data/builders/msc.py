@@ -8,20 +8,9 @@ A session header says the gap in time, e.g. '5 days later'.
 
 from __future__ import annotations
 
-from longctx.config import DataConfig
-from longctx.data.builders.base import (
-    SHARED_DATA,
-    DialogueBuilder,
-    file_digest,
-    read_conversations,
-    require,
-    source_path,
-    split_by_hash,
-)
+from longctx.data.builders.base import SHARED_DATA, FileCorpusBuilder, require
 from longctx.data.conversation import Conversation, Turn
 from longctx.errors import UserError
-
-DEFAULT_SOURCE = SHARED_DATA / "msc" / "msc_dialogue_session_3_test.txt"
 
 
 def _episode(obj: dict, where: str, lineno: int) -> Conversation:
@@ -45,7 +34,7 @@ def _episode(obj: dict, where: str, lineno: int) -> Conversation:
     return Conversation(conv_id, turns, headers)
 
 
-class MscDialogues(DialogueBuilder, skip_registration=True):
+class MscDialogues(FileCorpusBuilder, skip_registration=True):
     """Multi-Session Chat: 3 sessions an episode; 10% of episodes (by id hash) validate."""
 
     name = "longctx_msc"
@@ -53,12 +42,6 @@ class MscDialogues(DialogueBuilder, skip_registration=True):
     CITATION = ("Xu, Szlam and Weston. Beyond Goldfish Memory: Long-Term Open-Domain "
                 "Conversation. ACL 2022.")
 
-    @classmethod
-    def dir_name(cls, cfg: DataConfig) -> str:
-        path = source_path(cfg, DEFAULT_SOURCE)
-        return f"msc-{cls.VERSION}-v{cfg.vocab_size}-{file_digest(path)}"
-
-    @classmethod
-    def read(cls, cfg: DataConfig) -> dict[str, list[Conversation]]:
-        path = source_path(cfg, DEFAULT_SOURCE)
-        return split_by_hash(read_conversations(path, _episode), path)
+    PREFIX = "msc"
+    DEFAULT_SOURCE = SHARED_DATA / "msc" / "msc_dialogue_session_3_test.txt"
+    parse = staticmethod(_episode)

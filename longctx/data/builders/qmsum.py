@@ -11,20 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 
-from longctx.config import DataConfig
-from longctx.data.builders.base import (
-    SHARED_DATA,
-    DialogueBuilder,
-    file_digest,
-    read_conversations,
-    require,
-    source_path,
-    split_by_hash,
-)
+from longctx.data.builders.base import SHARED_DATA, FileCorpusBuilder, require
 from longctx.data.conversation import Conversation, Turn
 from longctx.errors import UserError
-
-DEFAULT_SOURCE = SHARED_DATA / "qmsum" / "train.jsonl"
 
 
 def _meeting(obj: dict, where: str, lineno: int) -> Conversation:
@@ -43,7 +32,7 @@ def _meeting(obj: dict, where: str, lineno: int) -> Conversation:
     return Conversation(conv_id, turns, [""])
 
 
-class QmsumMeetings(DialogueBuilder, skip_registration=True):
+class QmsumMeetings(FileCorpusBuilder, skip_registration=True):
     """QMSum training meetings; 10% of meetings (by id hash) validate."""
 
     name = "longctx_qmsum"
@@ -51,12 +40,6 @@ class QmsumMeetings(DialogueBuilder, skip_registration=True):
     CITATION = ("Zhong et al. QMSum: A New Benchmark for Query-based Multi-domain Meeting "
                 "Summarization. NAACL 2021.")
 
-    @classmethod
-    def dir_name(cls, cfg: DataConfig) -> str:
-        path = source_path(cfg, DEFAULT_SOURCE)
-        return f"qmsum-{cls.VERSION}-v{cfg.vocab_size}-{file_digest(path)}"
-
-    @classmethod
-    def read(cls, cfg: DataConfig) -> dict[str, list[Conversation]]:
-        path = source_path(cfg, DEFAULT_SOURCE)
-        return split_by_hash(read_conversations(path, _meeting), path)
+    PREFIX = "qmsum"
+    DEFAULT_SOURCE = SHARED_DATA / "qmsum" / "train.jsonl"
+    parse = staticmethod(_meeting)
