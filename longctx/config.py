@@ -78,6 +78,9 @@ class DataConfig:
     # paraphrase: 0 = the benchmark as designed; > 0 adds a plain copy (induction) signal
     # that small models learn within CPU budgets
     echo: float = 0.0
+    # share of TRAINING-split facts planned inside W (validation keeps the benchmark's
+    # uniform buckets): more short-range recall to learn from, so copying emerges sooner
+    train_near: float = 0.0
 
 
 @dataclass
@@ -178,6 +181,8 @@ def validate(cfg: Config, num_devices: int = 1, num_processes: int = 1) -> Confi
            f"must be 'synthetic', 'msc' or 'qmsum', got {d.name!r}")
     _check(d.span > 0, "data.span", f"must be > 0, got {d.span}")
     _check(0.0 <= d.echo <= 1.0, "data.echo", f"must be in [0, 1], got {d.echo}")
+    _check(0.0 <= d.train_near <= 1.0, "data.train_near",
+           f"must be in [0, 1], got {d.train_near}")
     _check(d.vocab_size >= 300, "data.vocab_size", f"must be >= 300 (bytes + specials), got {d.vocab_size}")
     _check(d.num_train > 0 and d.num_validation > 0, "data.num_train",
            "num_train and num_validation must be > 0")

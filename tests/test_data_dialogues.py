@@ -2,8 +2,10 @@
 
 import re
 
+import numpy as np
 import pytest
 
+from longctx.data import dialogues
 from longctx.data.conversation import Conversation, Probe, Turn, validate
 from longctx.data.dialogues import generate_split
 from longctx.data.slots import SLOTS, TRAIN_TEMPLATES
@@ -97,3 +99,26 @@ def test_echo_answers_repeat_the_statement_and_zero_echo_changes_nothing():
     paraphrased = sum(c.turns[p.answer_turn].text != c.turns[p.fact_turn].text
                       for c in plain for p in c.probes)
     assert paraphrased > 0.9 * sum(len(c.probes) for c in plain)
+
+
+def _estimated_distance(conv, probe) -> float:
+    """Tokens from the stated value's end to the answer's value, estimated from characters
+    (as the generator plans them): the rest of the fact turn, the turns between, the lead-in."""
+    cpt = dialogues.CHARS_PER_TOKEN
+    turns = conv.turns
+    gap = (len(turns[probe.fact_turn].text) - probe.fact_chars[1] + probe.answer_chars[0]) / cpt
+    return gap + 2 + sum(len(turns[k].text) / cpt + 2
+                         for k in range(probe.fact_turn + 1, probe.answer_turn))
+
+
+def test_train_near_moves_training_facts_inside_w_and_leaves_validation_alone():
+    assert generate_split("train", 3, 64, seed=3, train_near=0.0) == generate_split(
+        "train", 3, 64, seed=3)
+    assert generate_split("validation", 3, 64, seed=3, train_near=1.0) == generate_split(
+        "validation", 3, 64, seed=3)
+    share = {}
+    for near in (0.0, 1.0):
+        convs = generate_split("train", 20, 64, seed=3, train_near=near)
+        dist = [_estimated_distance(c, p) for c in convs for p in c.probes]
+        share[near] = np.mean(np.asarray(dist) <= 64)
+    assert share[0.0] < 0.4 and share[1.0] > 0.9, share

@@ -53,9 +53,11 @@ def _with_value(template: str, value: str) -> tuple[str, tuple[int, int]]:
     return prefix + value + suffix, (len(prefix), len(prefix) + len(value))
 
 
-def sample_target(rng: np.random.Generator, span: int) -> float:
-    """A planned distance: a uniform bucket of W, log-uniform inside it."""
-    lo, hi = BUCKETS[rng.integers(len(BUCKETS))]
+def sample_target(rng: np.random.Generator, span: int, near: float = 0.0) -> float:
+    """A planned distance: a uniform bucket of W (with probability `near`, the inside-W
+    bucket), log-uniform inside it."""
+    inside = near > 0 and rng.random() < near  # no extra draw at 0: same conversations
+    lo, hi = BUCKETS[0 if inside else rng.integers(len(BUCKETS))]
     return span * math.exp(rng.uniform(math.log(lo), math.log(hi)))
 
 
@@ -158,16 +160,17 @@ def generate_conversation(conv_id: str, span: int, held_out_templates: bool,
                           rng: np.random.Generator,
                           values: dict[str, tuple[str, ...]] | None = None,
                           chars_per_token: float = CHARS_PER_TOKEN,
-                          echo: float = 0.0) -> Conversation:
+                          echo: float = 0.0, near: float = 0.0) -> Conversation:
     """One conversation with 2 x len(SLOTS) probes (both speakers have every slot);
     `values` restricts what each slot draws from (default: all its values);
     `chars_per_token` converts planned token distances to text; `echo` is the share of
-    answers that repeat their statement word for word."""
+    answers that repeat their statement word for word; `near` the share of facts planned
+    inside W."""
     facts = []
     for slot in SLOTS:
         pool = set(values[slot.name]) if values else None
         for speaker, value in enumerate(_two_values(slot, pool, rng)):
-            facts.append(_Fact(slot, speaker, value, sample_target(rng, span)))
+            facts.append(_Fact(slot, speaker, value, sample_target(rng, span, near)))
     # longest first: the conversation then lasts about the longest target + the exchanges
     to_state = sorted(facts, key=lambda f: -f.target)
     pending: list[_Fact] = []
@@ -198,13 +201,15 @@ def generate_conversation(conv_id: str, span: int, held_out_templates: bool,
 def generate_split(split: str, num: int, span: int, seed: int,
                    values: dict[str, tuple[str, ...]] | None = None,
                    chars_per_token: float = CHARS_PER_TOKEN,
-                   echo: float = 0.0) -> list[Conversation]:
-    """`num` conversations of `split`; validation also uses the held-out statement templates."""
+                   echo: float = 0.0, train_near: float = 0.0) -> list[Conversation]:
+    """`num` conversations of `split`; validation also uses the held-out statement templates.
+    `train_near` (training split only) is the share of facts planned inside W."""
     code = SPLIT_CODES[split]
+    near = train_near if split == "train" else 0.0
     return [
         generate_conversation(f"synthetic-{split}-{i:05d}", span, split == "validation",
                               np.random.default_rng([seed, code, i]), values, chars_per_token,
-                              echo)
+                              echo, near)
         for i in range(num)
     ]
 
