@@ -76,10 +76,9 @@ class DataConfig:
     seed: int = 0  # dataset generation seed (independent of the training seed)
     # share of synthetic answers that repeat the fact's own statement instead of a
     # paraphrase: 0 = the benchmark as designed; > 0 adds a plain copy (induction) signal
-    # that small models learn within CPU budgets
     echo: float = 0.0
     # share of TRAINING-split facts planned inside W (validation keeps the benchmark's
-    # uniform buckets): more short-range recall to learn from, so copying emerges sooner
+    # uniform buckets): up to 5x more short-range recall examples per token to learn from
     train_near: float = 0.0
 
 
