@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--split", default="train", help="train (default) or validation")
     parser.add_argument("--conversations", type=int, default=30)
+    parser.add_argument("--step", type=int, default=None, help="checkpoint (default: latest)")
     args = parser.parse_args(argv)
 
     from longctx.errors import UserError
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     from longctx.train.checkpoint import load_run
 
     try:
-        run = load_run(args.workdir)
+        run = load_run(args.workdir, args.step)
         _, convs, _ = load_conversations(run, None, args.split, args.conversations)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
