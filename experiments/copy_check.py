@@ -3,6 +3,9 @@
 1. Value NLL: for every probe, the NLL of the value's tokens where it is first stated
    (nothing can predict them beyond the slot's prior) against the NLL of the same tokens in
    the answer (a model that copies makes these far cheaper). A gap near 0 = no copying.
+   Use the training split (the default): on validation, statements in the held-out
+   templates make the stated value dearer, so even a model that cannot see the fact
+   shows a gap of ~0.7 nats there.
 2. Repeat NLL: random token blocks shown twice; the NLL of the second showing falls only
    if the model copies from context (an induction head).
 
