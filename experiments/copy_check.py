@@ -45,11 +45,14 @@ def value_nll(convs, lps, span: int) -> dict[str, dict[str, float]]:
 
 def repeat_nll(scorer, n_token: int, block: int = 30, rows: int = 8, seed: int = 0):
     """Mean NLL of a random block's first and second showing (after <|bos|>)."""
+    from longctx.data.tokenizer import BOS, SPECIAL_TOKENS
+
+    bos = SPECIAL_TOKENS.index(BOS)
     rng = np.random.default_rng(seed)
     streams = []
     for _ in range(rows):
         x = rng.integers(min(300, n_token // 2), n_token, block)
-        streams.append(np.concatenate([[1], x, x]).astype(np.int32))
+        streams.append(np.concatenate([[bos], x, x]).astype(np.int32))
     nll = -np.stack(scorer.stream_logprobs(streams)[0])
     return float(nll[:, :block].mean()), float(nll[:, block:].mean())
 

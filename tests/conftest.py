@@ -15,6 +15,13 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import pytest  # noqa: E402
+
+SMOKE = REPO / "experiments" / "smoke.py"
+
 
 def load_script(name: str):
     """Import `experiments/NAME.py` as a module (the scripts are not a package)."""
@@ -24,13 +31,6 @@ def load_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-
-import pytest  # noqa: E402
-
-SMOKE = REPO / "experiments" / "smoke.py"
 
 
 def subprocess_env(devices: int = 1, **extra: str) -> dict:
