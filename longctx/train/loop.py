@@ -23,7 +23,7 @@ import numpy as np
 
 from longctx.config import Config, ConfigError, validate
 from longctx.errors import UserError
-from longctx.train import checkpoint, parallel
+from longctx.train import budget, checkpoint, parallel
 from longctx.train.metrics import MetricsWriter
 from longctx.train.optimizer import learning_rate_schedule, make_optimizer
 from longctx.train.step import TrainState, make_train_step
@@ -90,6 +90,7 @@ def train(cfg: Config, workdir: str | Path) -> dict:
     workdir = Path(workdir)
     topo = parallel.topology(cfg.train.batch_size)
     validate(cfg, num_devices=topo.num_local, num_processes=topo.process_count)
+    budget.check_fits(cfg, list(topo.local_devices), topo.process_count)  # before any allocation
     _check_workdir_config(workdir, cfg)
 
     if topo.is_primary:
