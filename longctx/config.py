@@ -196,7 +196,8 @@ RANGES: dict[str, str] = {
     "optim.warmup_steps": "[0, inf)", "optim.weight_decay": "[0, inf)", "optim.b1": "[0, 1)",
     "optim.b2": "[0, 1)", "optim.eps": "(0, inf)", "optim.clip_norm": "(0, inf)",
     "optim.grad_accum": "[1, inf)",
-    "train.seed": "[0, inf)", "train.batch_size": "[1, inf)", "train.train_tokens": "[0, inf)",
+    "train.seed": "[0, inf)", "train.batch_size": "[1, inf)",
+    "train.train_tokens": "[0, 1e18]",  # a token count, never an int32 on the device
     "train.num_steps": "[0, inf)", "train.log_every": "[1, inf)",
     "train.host_sync_every": "[1, 25]",  # XLA CPU collectives abort past ~50 queued steps
     "checkpoint.every_steps": "[1, inf)", "checkpoint.keep": "[1, inf)",
