@@ -120,8 +120,12 @@ def device_available(device) -> int | None:
     return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
 
 
-def _gib(n: float) -> str:
-    return f"{n / GIB:,.1f} GiB" if n < 1024 * GIB else f"{n / 1024 / GIB:,.1f} TiB"
+def _size(n: float) -> str:
+    """Bytes in MiB, GiB or TiB."""
+    for unit, scale in (("TiB", 1024 * GIB), ("GiB", GIB)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n / 2**20:,.1f} MiB"
 
 
 # The keys that size a run; the one whose default value would shrink it most is named.
@@ -150,9 +154,9 @@ def _refuse(cfg: Config, need: Callable[[Config], int], have: int, where: str,
     if est.activations > est.state and not cfg.model.remat:
         also += ", or set model.remat=true"
     raise ConfigError(
-        f"config key '{key}': the run needs about {_gib(need(cfg))} of {where} memory (state "
-        f"{_gib(est.state)}, XL memory {_gib(est.memory)}, activations "
-        f"{_gib(est.activations)} per device) but {_gib(have)} is free; lower {key} "
+        f"config key '{key}': the run needs about {_size(need(cfg))} of {where} memory (state "
+        f"{_size(est.state)}, XL memory {_size(est.memory)}, activations "
+        f"{_size(est.activations)} per device) but {_size(have)} is free; lower {key} "
         f"(default {default}){also}", key)
 
 
