@@ -8,8 +8,6 @@ import typing
 import pytest
 
 from longctx.config import (
-    INT_MAX,
-    RANGES,
     Config,
     ConfigError,
     from_dict,
@@ -17,6 +15,7 @@ from longctx.config import (
     parse_overrides,
     validate,
 )
+from longctx.config_rules import INT_MAX, RANGES
 from tests.conftest import REPO
 
 

@@ -87,7 +87,7 @@ def test_cli_refuses_before_writing_anything(tmp_path):
     ]
     for args, words in cases:
         workdir = tmp_path / "run"
-        proc = run_cli(["train", "--workdir", str(workdir), *args], check=False, timeout=120)
+        proc = run_cli(["train", "--workdir", str(workdir), *args], check=False, timeout=240)
         err = proc.stderr.strip()
         assert proc.returncode == 2 and len(err.splitlines()) == 1, proc.stderr[-2000:]
         assert err.startswith("longctx train: error: ")

@@ -21,7 +21,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from longctx.config import Config, ConfigError, validate
+from longctx.config import Config, ConfigError, resolved_steps, validate
 from longctx.errors import UserError
 from longctx.train import budget, checkpoint, parallel
 from longctx.train.metrics import MetricsWriter
@@ -40,10 +40,7 @@ class TrainingDiverged(UserError):
 
 def resolve_num_steps(cfg: Config) -> int:
     """Steps for the configured budget: a token budget (fair across models) wins over num_steps."""
-    if cfg.train.train_tokens > 0:
-        per_step = cfg.train.batch_size * cfg.model.row_len
-        return max(1, math.ceil(cfg.train.train_tokens / per_step))
-    return cfg.train.num_steps
+    return resolved_steps(cfg)
 
 
 def _check_workdir_config(workdir: Path, cfg: Config) -> None:
