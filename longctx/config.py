@@ -1,8 +1,11 @@
 """The one typed config schema for longctx, its validation, and override parsing.
 
 Every experiment is a `Config`. Experiment files (`experiments/NAME.py`) define
-`get_config() -> Config`; the command line applies `section.key=value` overrides on top.
-Errors name the key and the problem in one line (`ConfigError`).
+`get_config() -> Config` (loaded by `longctx.experiment_file`: a misspelt key, a wrong
+type or an exception there is one line naming the file and line); the command line applies
+`section.key=value` overrides on top. `validate` checks types, the range of every numeric
+field and the cross-field rules (`longctx.config_rules`). Errors name the key and the
+problem in one line (`ConfigError`).
 """
 
 from __future__ import annotations
