@@ -1,16 +1,19 @@
 """The one typed config schema for longctx, its validation, and override parsing.
 
 Every experiment is a `Config`. Experiment files (`experiments/NAME.py`) define
-`get_config() -> Config`; the command line applies `section.key=value` overrides on top.
-Errors name the key and the problem in one line (`ConfigError`).
+`get_config() -> Config` (loaded by `longctx.experiment_file`: a misspelt key, a wrong
+type or an exception there is one line naming the file and line); the command line applies
+`section.key=value` overrides on top. `validate` checks types, the range of every numeric
+field and the cross-field rules (`longctx.config_rules`). Errors name the key and the
+problem in one line (`ConfigError`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
-import types
+import math
+import numbers
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -18,14 +21,39 @@ from typing import Any
 
 ARCHS = ("xl", "window", "vanilla")
 DTYPES = ("float32", "bfloat16")
+DATASETS = ("synthetic", "msc", "qmsum")
 
 
 class ConfigError(ValueError):
     """A bad configuration value; the message names the key and the problem."""
 
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key  # the dotted key at fault, when there is one
+
+
+class UnknownKeyError(AttributeError):
+    """An assignment to a name the schema does not have (a typo in an experiment file)."""
+
+    def __init__(self, section: str, key: str, known: list[str]) -> None:
+        super().__init__(f"unknown key '{section}.{key}' (known in {section}: "
+                         f"{', '.join(known)}); check the spelling")
+        self.key = f"{section}.{key}"
+
+
+class _Strict:
+    """Base of the config dataclasses: setting a name that is not a field raises
+    UnknownKeyError, so a misspelt key in an experiment file is never silently ignored."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        known = [f.name for f in fields(self)]  # type: ignore[arg-type]
+        if name not in known:
+            raise UnknownKeyError(_SECTION_NAMES.get(type(self).__name__, "config"), name, known)
+        object.__setattr__(self, name, value)
+
 
 @dataclass
-class ModelConfig:
+class ModelConfig(_Strict):
     """Decoder shape and the memory/attention span of each architecture."""
 
     arch: str = "xl"  # 'xl' (Transformer-XL memory), 'window' (sliding window), 'vanilla'
@@ -63,7 +91,7 @@ class ModelConfig:
 
 
 @dataclass
-class DataConfig:
+class DataConfig(_Strict):
     """Which dataset, where it lives, and how batches are laid out."""
 
     name: str = "synthetic"  # 'synthetic', 'msc' or 'qmsum'
@@ -83,7 +111,7 @@ class DataConfig:
 
 
 @dataclass
-class OptimConfig:
+class OptimConfig(_Strict):
     """AdamW with warm-up then cosine decay, global-norm clipping."""
 
     learning_rate: float = 3e-3
@@ -98,7 +126,7 @@ class OptimConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(_Strict):
     """How long to train, on how many lanes, how often to log."""
 
     seed: int = 0
@@ -110,7 +138,7 @@ class TrainConfig:
 
 
 @dataclass
-class CheckpointConfig:
+class CheckpointConfig(_Strict):
     """Orbax checkpointing of the whole training state."""
 
     every_steps: int = 50
@@ -119,7 +147,7 @@ class CheckpointConfig:
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(_Strict):
     """The coherence suite's knobs."""
 
     num_candidates: int = 8  # N of the forced-choice recall and hits@1
@@ -131,7 +159,7 @@ class EvalConfig:
 
 
 @dataclass
-class Config:
+class Config(_Strict):
     """A whole experiment."""
 
     name: str = "default"
@@ -149,65 +177,32 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
+_SECTION_NAMES = {"ModelConfig": "model", "DataConfig": "data", "OptimConfig": "optim",
+                  "TrainConfig": "train", "CheckpointConfig": "checkpoint", "EvalConfig": "eval"}
+
+
 # ----------------------------------------------------------------------------- validation
 
 
 def _check(cond: bool, key: str, problem: str) -> None:
     if not cond:
-        raise ConfigError(f"config key '{key}': {problem}")
+        raise ConfigError(f"config key '{key}': {problem}", key)
 
 
 def validate(cfg: Config, num_devices: int = 1, num_processes: int = 1) -> Config:
-    """Raise ConfigError on the first impossible value; return cfg unchanged otherwise."""
-    m, d, o, t, c = cfg.model, cfg.data, cfg.optim, cfg.train, cfg.checkpoint
-    _check(m.arch in ARCHS, "model.arch", f"must be one of {ARCHS}, got {m.arch!r}")
-    _check(m.dtype in DTYPES, "model.dtype", f"must be one of {DTYPES}, got {m.dtype!r}")
-    for key in ("n_layer", "n_head", "d_model", "d_head", "d_inner", "tgt_len"):
-        _check(getattr(m, key) > 0, f"model.{key}", f"must be > 0, got {getattr(m, key)}")
-    _check(m.n_token >= 0, "model.n_token", f"must be >= 0 (0 = from tokenizer), got {m.n_token}")
-    _check(m.mem_len >= 0, "model.mem_len", f"must be >= 0, got {m.mem_len}")
-    _check(m.window > 0, "model.window", f"must be > 0, got {m.window}")
-    _check(m.ctx_len > 0, "model.ctx_len", f"must be > 0, got {m.ctx_len}")
-    _check(m.seq_len > 0, "model.seq_len", f"must be > 0, got {m.seq_len}")
-    _check(0.0 <= m.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {m.dropout}")
-    _check(0.0 <= m.dropatt < 1.0, "model.dropatt", f"must be in [0, 1), got {m.dropatt}")
-    _check(
-        not (m.same_length and m.mem_len == 0),
-        "model.same_length",
-        "needs mem_len > 0 (with mem_len = 0 every key would be masked)",
-    )
-    _check(d.name in ("synthetic", "msc", "qmsum"), "data.name",
-           f"must be 'synthetic', 'msc' or 'qmsum', got {d.name!r}")
-    _check(d.span > 0, "data.span", f"must be > 0, got {d.span}")
-    _check(0.0 <= d.echo <= 1.0, "data.echo", f"must be in [0, 1], got {d.echo}")
-    _check(0.0 <= d.train_near <= 1.0, "data.train_near",
-           f"must be in [0, 1], got {d.train_near}")
-    _check(d.vocab_size >= 300, "data.vocab_size", f"must be >= 300 (bytes + specials), got {d.vocab_size}")
-    _check(d.num_train > 0 and d.num_validation > 0, "data.num_train",
-           "num_train and num_validation must be > 0")
-    _check(o.learning_rate > 0, "optim.learning_rate", f"must be > 0, got {o.learning_rate}")
-    _check(o.warmup_steps >= 0, "optim.warmup_steps", f"must be >= 0, got {o.warmup_steps}")
-    _check(o.clip_norm > 0, "optim.clip_norm", f"must be > 0, got {o.clip_norm}")
-    _check(o.grad_accum >= 1, "optim.grad_accum", f"must be >= 1, got {o.grad_accum}")
-    _check(t.batch_size > 0, "train.batch_size", f"must be > 0, got {t.batch_size}")
-    shards = num_devices * num_processes
-    _check(
-        t.batch_size % shards == 0,
-        "train.batch_size",
-        f"{t.batch_size} lanes do not split over {shards} devices; use a multiple of {shards}",
-    )
-    _check(t.num_steps > 0 or t.train_tokens > 0, "train.num_steps",
-           "give num_steps > 0 or train_tokens > 0")
-    _check(t.train_tokens >= 0, "train.train_tokens", f"must be >= 0, got {t.train_tokens}")
-    _check(t.log_every > 0, "train.log_every", f"must be > 0, got {t.log_every}")
-    _check(0 < t.host_sync_every <= 25, "train.host_sync_every",
-           f"must be in 1..25 (XLA CPU collectives abort past ~50 queued steps), got {t.host_sync_every}")
-    _check(c.every_steps > 0, "checkpoint.every_steps", f"must be > 0, got {c.every_steps}")
-    _check(c.keep > 0, "checkpoint.keep", f"must be > 0, got {c.keep}")
-    e = cfg.eval
-    _check(e.num_candidates >= 2, "eval.num_candidates", f"must be >= 2, got {e.num_candidates}")
-    _check(e.vanilla_stride >= 1, "eval.vanilla_stride", f"must be >= 1, got {e.vanilla_stride}")
-    return cfg
+    """Raise ConfigError on the first impossible value (types, every field's range in
+    `longctx.config_rules.RANGES`, the cross-field rules); return cfg otherwise."""
+    from longctx.config_rules import check
+
+    return check(cfg, num_devices, num_processes)
+
+
+def resolved_steps(cfg: Config) -> int:
+    """Steps for the configured budget: a token budget (fair across models) wins over num_steps."""
+    if cfg.train.train_tokens > 0:
+        per_step = cfg.train.batch_size * cfg.model.row_len
+        return max(1, math.ceil(cfg.train.train_tokens / per_step))
+    return cfg.train.num_steps
 
 
 # ----------------------------------------------------------------------------- (de)serialising
@@ -231,16 +226,20 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value.lower() in ("true", "1", "yes")
         raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
     if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
-        try:
-            if isinstance(value, str):
-                value = value.replace("_", "")
-            as_float = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"config key '{key}': expected an integer, got {value!r}") from None
-        _check(as_float == int(as_float), key, f"expected an integer, got {value!r}")
-        return int(as_float)
+        if isinstance(value, str):  # '128', '1_000', '1e6'
+            text = value.replace("_", "").strip()
+            try:
+                return int(text)
+            except ValueError:
+                try:
+                    value = float(text)
+                except ValueError:
+                    raise ConfigError(f"config key '{key}': expected an integer, "
+                                      f"got {value!r}") from None
+        ok = (isinstance(value, numbers.Real) and not isinstance(value, bool)
+              and math.isfinite(value) and value == int(value))
+        _check(ok, key, f"expected an integer, got {value!r}")
+        return int(value)
     if tp is float:
         try:
             return float(value)
@@ -296,24 +295,45 @@ def parse_overrides(cfg: Config, overrides: list[str]) -> Config:
     return cfg
 
 
-def load_experiment(path: str | Path) -> Config:
-    """Import `experiments/NAME.py` and return its `get_config()`."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file '{path}': not found; pass e.g. --config experiments/smoke.py")
-    spec = importlib.util.spec_from_file_location(f"longctx_experiment_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:  # surface the file, not a traceback
-        raise ConfigError(f"config file '{path}': failed to import: {exc}") from exc
-    get_config = getattr(module, "get_config", None)
-    if not isinstance(get_config, types.FunctionType):
-        raise ConfigError(f"config file '{path}': defines no get_config() function")
-    cfg = get_config()
-    if not isinstance(cfg, Config):
-        raise ConfigError(f"config file '{path}': get_config() must return longctx.config.Config")
-    if cfg.name == "default":
-        cfg.name = path.stem
+def check_types(cfg: Config) -> Config:
+    """Refuse a value of the wrong type (e.g. the string '2' set in an experiment file) with
+    ConfigError naming the key; ints given for floats become floats, lists tuples."""
+    _check(isinstance(cfg.name, str), "name", f"expected a string, got {cfg.name!r}")
+    for section, f in _SECTIONS.items():
+        if section == "name":
+            continue
+        sub = getattr(cfg, section)
+        _check(type(sub) is f.default_factory, section,  # type: ignore[union-attr]
+               f"expected a {f.default_factory.__name__}, got {type(sub).__name__}")  # type: ignore[union-attr]
+        for key, tp in _field_types(type(sub)).items():
+            value = getattr(sub, key)
+            object.__setattr__(sub, key, _strict_value(value, tp, f"{section}.{key}"))
     return cfg
+
+
+def _strict_value(value: Any, tp: Any, key: str) -> Any:
+    """`value` as type `tp` when it already is one (no parsing of strings), else ConfigError."""
+    if typing.get_origin(tp) is tuple:
+        _check(isinstance(value, list | tuple), key, f"expected a tuple of integers, got {value!r}")
+        return tuple(_strict_value(v, int, key) for v in value)
+    if tp is bool:
+        _check(isinstance(value, bool), key, f"expected True or False, got {value!r}")
+        return value
+    if tp is str:
+        _check(isinstance(value, str), key, f"expected a string, got {value!r}")
+        return value
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if tp is int:
+        _check(isinstance(value, numbers.Integral) and number, key,
+               f"expected an integer, got {value!r}")
+        return int(value)
+    _check(number, key, f"expected a number, got {value!r}")
+    return float(value)
+
+
+def load_experiment(path: str | Path) -> Config:
+    """Import `experiments/NAME.py` and return its `get_config()`, type-checked; any problem
+    is one ConfigError naming the file (and the line where it can be found)."""
+    from longctx.experiment_file import load
+
+    return load(Path(path))

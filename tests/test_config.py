@@ -1,6 +1,9 @@
 """The config schema: overrides, validation errors that name the key, experiment files."""
 
+import dataclasses
 import json
+import math
+import typing
 
 import pytest
 
@@ -12,6 +15,7 @@ from longctx.config import (
     parse_overrides,
     validate,
 )
+from longctx.config_rules import INT_MAX, RANGES
 from tests.conftest import REPO
 
 
@@ -70,3 +74,110 @@ def test_experiment_files_load_and_validate():
 def test_missing_experiment_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_experiment(tmp_path / "nope.py")
+
+
+def _numeric_fields():
+    """(dotted key, annotated type) of every numeric field of every section."""
+    for section in ("model", "data", "optim", "train", "checkpoint", "eval"):
+        sub = getattr(Config(), section)
+        for f in dataclasses.fields(sub):
+            tp = typing.get_type_hints(type(sub))[f.name]
+            if tp in (int, float) or typing.get_origin(tp) is tuple:
+                yield f"{section}.{f.name}", tp
+
+
+def _set(cfg, key, value):
+    section, name = key.split(".")
+    setattr(getattr(cfg, section), name, value)
+    return cfg
+
+
+@pytest.mark.parametrize("key, tp", list(_numeric_fields()))
+def test_every_numeric_field_has_a_range_that_is_enforced(key, tp):
+    assert key in RANGES, f"{key} has no range in longctx.config.RANGES"
+    lo = float(RANGES[key][1:].split(",")[0])
+    below = lo if RANGES[key][0] == "(" else lo - 1
+    bad = {int: [int(below), INT_MAX + 1], float: [below, math.nan, math.inf, -math.inf]}
+    for value in bad.get(tp, [(int(below),), (8, INT_MAX + 1)]):
+        if key == "train.train_tokens" and value == INT_MAX + 1:
+            continue  # a token count, not int32: its own upper bound
+        cfg = _set(Config(), key, value)
+        with pytest.raises(ConfigError) as err:
+            validate(cfg)
+        assert f"'{key}'" in str(err.value) and "\n" not in str(err.value), (key, value)
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["model.arch=window", "model.window=128", "model.seq_len=64"], "model.window"),
+    (["optim.end_learning_rate=nan"], "optim.end_learning_rate"),
+    (["optim.learning_rate=inf"], "optim.learning_rate"),
+    (["optim.b1=1.5"], "optim.b1"),
+    (["optim.b2=1"], "optim.b2"),
+    (["optim.weight_decay=-1"], "optim.weight_decay"),
+    (["optim.eps=0"], "optim.eps"),
+    (["optim.learning_rate=1e-4", "optim.end_learning_rate=1e-3"], "optim.end_learning_rate"),
+    (["optim.grad_accum=8", "train.num_steps=4"], "optim.grad_accum"),
+    (["eval.max_conversations=-3"], "eval.max_conversations"),
+    (["eval.context_lengths=256,32"], "eval.context_lengths"),
+    (["eval.context_lengths=32,32"], "eval.context_lengths"),
+    (["eval.context_lengths=0,32"], "eval.context_lengths"),
+    (["model.d_model=65"], "model.d_model"),
+    (["model.mem_len=1000000000000"], "model.mem_len"),
+    (["train.train_tokens=1e15"], "train.train_tokens"),  # more steps than int32 holds
+    (["model.n_layer=inf"], "model.n_layer"),
+    (["data.data_dir= "], "data.data_dir"),
+])
+def test_impossible_combinations_name_the_key(overrides, key):
+    with pytest.raises(ConfigError) as err:
+        validate(parse_overrides(Config(), overrides))
+    assert f"'{key}'" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_rules_follow_the_architecture():
+    """window <= seq_len binds the window model only; same_length needs memory only in XL."""
+    validate(parse_overrides(Config(), ["model.arch=xl", "model.window=512", "model.seq_len=64"]))
+    validate(parse_overrides(Config(), ["model.arch=window", "model.same_length=true",
+                                        "model.mem_len=0"]))
+
+
+EXPERIMENT = """from longctx.config import Config
+
+
+def get_config():
+    c = Config(name="t")
+    c.model.tgt_len, c.model.mem_len = 16, 32
+{line}
+    return c
+"""
+
+
+@pytest.mark.parametrize("line, words", [
+    ("    c.model.n_layers = 4", ["line 7", "unknown key 'model.n_layers'", "n_layer"]),
+    ("    c.modle = 4", ["line 7", "unknown key", "modle"]),
+    ('    c.model.n_layer = "2"', ["line 7", "'model.n_layer'", "expected an integer", "'2'"]),
+    ("    c.optim.b1 = None", ["line 7", "'optim.b1'", "expected a number"]),
+    ("    c.model.tgt_len, c.model.same_length = 8, 1", ["line 7", "'model.same_length'"]),
+    ("    c.model = {}", ["line 7", "'model'", "expected a ModelConfig"]),
+    ("    raise ValueError('no such size')", ["line 7", "get_config() raised ValueError: "
+                                               "no such size"]),
+    ("    c.model.d_inner = 1 / 0", ["line 7", "ZeroDivisionError"]),
+    ("    c.model.d_inner = = 3", ["line 7", "syntax error"]),
+])
+def test_experiment_file_problems_are_one_line_with_file_and_line(tmp_path, line, words):
+    path = tmp_path / "bad.py"
+    path.write_text(EXPERIMENT.format(line=line))
+    with pytest.raises(ConfigError) as err:
+        load_experiment(path)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"config file '{path}'"), msg
+    for w in words:
+        assert w in msg, msg
+
+
+def test_experiment_file_values_get_the_same_range_checks(tmp_path):
+    path = tmp_path / "ok.py"
+    path.write_text(EXPERIMENT.format(line="    c.optim.b1 = 1  # an int for a float: fine"))
+    cfg = load_experiment(path)
+    assert cfg.optim.b1 == 1.0 and isinstance(cfg.optim.b1, float)
+    with pytest.raises(ConfigError, match="'optim.b1': must be in"):
+        validate(cfg)

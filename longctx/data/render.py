@@ -9,7 +9,9 @@ Stream layout (every conversation)::
     <|eos|>
 
 Each turn's text is tokenized on its own, so a turn's tokens never depend on its
-neighbours. A probe value always follows a space in its turn, so its tokens are exactly
+neighbours. Text is always tokenized as text (`encode_text`): a turn that spells
+'<|eot|>' gets byte tokens, never a control token id; control tokens come only from the
+layout above. A probe value always follows a space in its turn, so its tokens are exactly
 `encode(' ' + value)` wherever it appears (`value_ids`): distractors tokenized the same way
 are comparable.
 """
@@ -23,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from longctx.data.conversation import Conversation
-from longctx.data.tokenizer import MAX_SPEAKERS, special_ids
+from longctx.data.tokenizer import MAX_SPEAKERS, encode_text, encode_texts, special_ids
 from longctx.errors import UserError
 
 
@@ -78,13 +80,9 @@ class TokenizedConversation:
     sessions: list[tuple[int, int]] = field(default_factory=list)
 
 
-def _encode(tokenizer, text: str):
-    return tokenizer.backend_tokenizer.encode(text, add_special_tokens=False)
-
-
 def value_ids(tokenizer, value: str) -> np.ndarray:
     """The tokens of a slot value as it appears inside a turn (after a space)."""
-    return np.asarray(_encode(tokenizer, " " + value).ids, np.int32)
+    return np.asarray(encode_text(tokenizer, " " + value).ids, np.int32)
 
 
 def _value_span(conv: Conversation, enc, base: int, chars: tuple[int, int], value: str,
@@ -103,9 +101,8 @@ def _value_span(conv: Conversation, enc, base: int, chars: tuple[int, int], valu
 def render(conv: Conversation, tokenizer) -> TokenizedConversation:
     """Tokenize `conv` into one stream; raise UserError if a probe value cannot be located."""
     sp = special_ids(tokenizer)
-    backend = tokenizer.backend_tokenizer
-    texts = backend.encode_batch([t.text for t in conv.turns], add_special_tokens=False)
-    headers = [_encode(tokenizer, h).ids if h else [] for h in conv.session_headers]
+    texts = encode_texts(tokenizer, [t.text for t in conv.turns])
+    headers = [encode_text(tokenizer, h).ids if h else [] for h in conv.session_headers]
     ids: list[int] = [sp["bos"]]
     turns: list[TurnSpan] = []
     sessions: list[tuple[int, int]] = []

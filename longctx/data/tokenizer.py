@@ -67,6 +67,26 @@ def load_tokenizer(path: str | Path):
     return PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
 
 
+def text_backend(tokenizer) -> Tokenizer:
+    """The fast backend of `tokenizer`, set to read special-token spellings in text as plain
+    text (`encode_special_tokens`): a corpus line or a chat message that contains
+    '<|eot|>' becomes the bytes '<', '|', 'eot', ... and never the control token. Control
+    tokens enter a stream only where `render` (or chat) inserts them as ids."""
+    backend = tokenizer.backend_tokenizer
+    backend.encode_special_tokens = True
+    return backend
+
+
+def encode_text(tokenizer, text: str):
+    """`text` as plain-text tokens (a `tokenizers.Encoding`; no special token ids)."""
+    return text_backend(tokenizer).encode(text, add_special_tokens=False)
+
+
+def encode_texts(tokenizer, texts: list[str]) -> list:
+    """Several texts as plain-text tokens (`encode_text` for each, batched)."""
+    return text_backend(tokenizer).encode_batch(texts, add_special_tokens=False)
+
+
 def special_ids(tokenizer) -> dict[str, int]:
     """Ids of the special tokens by name ('pad', 'bos', 'eos', 'eot', 'session', 'spk0'..)."""
     ids = {name: tokenizer.convert_tokens_to_ids(tok)

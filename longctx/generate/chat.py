@@ -20,7 +20,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from longctx.data.tokenizer import special_ids
+from longctx.data.tokenizer import encode_text, special_ids
 from longctx.errors import UserError
 from longctx.generate import state as saved
 from longctx.generate.sampler import SamplerSettings
@@ -53,7 +53,7 @@ class Chat:
         if not text:
             raise UserError("empty turn: type something, or /help for the commands")
         sp = self.special
-        body = self.tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).ids
+        body = encode_text(self.tokenizer, text).ids  # '<|eot|>' typed is text, not a token
         opens = [sp[f"spk{MODEL}"]] if speaker == USER else []
         return np.asarray([sp[f"spk{speaker}"], *body, sp["eot"], *opens], np.int32)
 
@@ -121,7 +121,7 @@ class Chat:
 
     def _start_session(self, conv: Conversation, header: str) -> Conversation:
         sp = self.special
-        head = self.tokenizer.backend_tokenizer.encode(header, add_special_tokens=False).ids
+        head = encode_text(self.tokenizer, header).ids
         tokens = ([sp["bos"]] if not conv.tokens else []) + [sp["session"], *head]
         _, decode = self.stream.feed(conv.decode, np.asarray(tokens, np.int32))
         return self.commit(conv, decode, tokens, [Turn("session", header)], conv.rng)

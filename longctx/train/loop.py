@@ -21,9 +21,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from longctx.config import Config, ConfigError, validate
+from longctx.config import Config, ConfigError, resolved_steps, validate
 from longctx.errors import UserError
-from longctx.train import checkpoint, parallel
+from longctx.train import budget, checkpoint, parallel
 from longctx.train.metrics import MetricsWriter
 from longctx.train.optimizer import learning_rate_schedule, make_optimizer
 from longctx.train.step import TrainState, make_train_step
@@ -40,10 +40,7 @@ class TrainingDiverged(UserError):
 
 def resolve_num_steps(cfg: Config) -> int:
     """Steps for the configured budget: a token budget (fair across models) wins over num_steps."""
-    if cfg.train.train_tokens > 0:
-        per_step = cfg.train.batch_size * cfg.model.row_len
-        return max(1, math.ceil(cfg.train.train_tokens / per_step))
-    return cfg.train.num_steps
+    return resolved_steps(cfg)
 
 
 def _check_workdir_config(workdir: Path, cfg: Config) -> None:
@@ -90,6 +87,7 @@ def train(cfg: Config, workdir: str | Path) -> dict:
     workdir = Path(workdir)
     topo = parallel.topology(cfg.train.batch_size)
     validate(cfg, num_devices=topo.num_local, num_processes=topo.process_count)
+    budget.check_fits(cfg, list(topo.local_devices), topo.process_count)  # before any allocation
     _check_workdir_config(workdir, cfg)
 
     if topo.is_primary:

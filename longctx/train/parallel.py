@@ -20,6 +20,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from longctx.errors import UserError
 from longctx.train.step import AXIS, memory_batch_axes
 
 
@@ -51,6 +52,46 @@ class Topology:
         return self.process_index == 0
 
 
+def _env_int(name: str) -> int | None:
+    """An integer environment variable, None when unset; UserError when not an integer."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        return int(raw.strip())
+    except ValueError:
+        raise UserError(f"environment variable {name}={raw!r}: expected an integer, "
+                        f"e.g. {name}=2") from None
+
+
+def process_layout(coordinator: str | None, num_processes: int | None,
+                   process_id: int | None) -> tuple[str, int, int] | None:
+    """The checked (coordinator, num_processes, process_id) of a multi-host run, from the
+    flags or LONGCTX_COORDINATOR / _NUM_PROCESSES / _PROCESS_ID; None for a single process.
+    Raises UserError (one line naming the flag) for an impossible combination."""
+    coordinator = coordinator or os.environ.get("LONGCTX_COORDINATOR") or None
+    flag_n = "--num-processes" if num_processes is not None else "LONGCTX_NUM_PROCESSES"
+    flag_id = "--process-id" if process_id is not None else "LONGCTX_PROCESS_ID"
+    num_processes = num_processes if num_processes is not None else _env_int("LONGCTX_NUM_PROCESSES")
+    process_id = process_id if process_id is not None else _env_int("LONGCTX_PROCESS_ID")
+    n = 1 if num_processes is None else num_processes
+    pid = 0 if process_id is None else process_id
+    if n < 1:
+        raise UserError(f"{flag_n} {n}: must be >= 1")
+    if not 0 <= pid < n:
+        raise UserError(f"{flag_id} {pid}: must be in 0..{n - 1} for {n} process(es)")
+    if not coordinator:
+        if n > 1:
+            raise UserError(f"{flag_n} {n} without a coordinator: pass --coordinator HOST:PORT "
+                            "(or LONGCTX_COORDINATOR) for a multi-host run")
+        return None
+    host, _, port = coordinator.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"--coordinator {coordinator!r}: expected HOST:PORT, e.g. 10.0.0.1:1234")
+    num_processes, process_id = n, pid
+    return coordinator, num_processes, process_id
+
+
 def init_distributed(coordinator: str | None, num_processes: int | None, process_id: int | None,
                      timeout_s: int = 30) -> None:
     """Join a multi-host run (flags or LONGCTX_COORDINATOR / _NUM_PROCESSES / _PROCESS_ID).
@@ -58,21 +99,25 @@ def init_distributed(coordinator: str | None, num_processes: int | None, process
     Heartbeat and shutdown timeouts are short so that a dead peer makes the others fail
     within a minute instead of hanging.
     """
-    coordinator = coordinator or os.environ.get("LONGCTX_COORDINATOR")
-    if not coordinator:
+    layout = process_layout(coordinator, num_processes, process_id)
+    if layout is None:
         return
-    num_processes = num_processes or int(os.environ.get("LONGCTX_NUM_PROCESSES", "1"))
-    if process_id is None:
-        process_id = int(os.environ.get("LONGCTX_PROCESS_ID", "0"))
+    coordinator, num_processes, process_id = layout
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(
-        coordinator_address=coordinator,
-        num_processes=num_processes,
-        process_id=process_id,
-        initialization_timeout=timeout_s * 2,
-        heartbeat_timeout_seconds=timeout_s,
-        shutdown_timeout_seconds=timeout_s,
-    )
+    try:
+        jax.distributed.initialize(
+            coordinator_address=coordinator,
+            num_processes=num_processes,
+            process_id=process_id,
+            initialization_timeout=timeout_s * 2,
+            heartbeat_timeout_seconds=timeout_s,
+            shutdown_timeout_seconds=timeout_s,
+        )
+    except Exception as exc:  # the runtime's errors are long; one line says what failed
+        detail = " ".join(str(exc).split())[:300]
+        raise UserError(f"--coordinator {coordinator}: could not join as process {process_id} "
+                        f"of {num_processes} ({type(exc).__name__}: {detail}); check that every "
+                        "process uses the same coordinator and --num-processes") from None
 
 
 def topology(global_batch: int) -> Topology:

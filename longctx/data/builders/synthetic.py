@@ -13,7 +13,7 @@ from longctx.data.conversation import Conversation
 from longctx.data.dialogues import NUM_CANDIDATES
 from longctx.data.render import value_ids
 from longctx.data.slots import SLOTS
-from longctx.data.tokenizer import train_tokenizer
+from longctx.data.tokenizer import encode_texts, train_tokenizer
 from longctx.errors import UserError
 
 RATIO_TOLERANCE = 0.05
@@ -86,6 +86,5 @@ def _common_lengths(tokenizer, pool: tuple[str, ...]) -> tuple[str, ...]:
 def _chars_per_token(tokenizer, convs: list[Conversation], sample: int = 100) -> float:
     """Characters per token of the turns of (the first `sample`) conversations."""
     texts = [t.text for c in convs[:sample] for t in c.turns]
-    tokens = sum(len(e.ids) for e in tokenizer.backend_tokenizer.encode_batch(
-        texts, add_special_tokens=False))
+    tokens = sum(len(e.ids) for e in encode_texts(tokenizer, texts))
     return sum(map(len, texts)) / max(tokens, 1)
