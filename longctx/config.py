@@ -80,6 +80,12 @@ class DataConfig:
     # share of TRAINING-split facts planned inside W (validation keeps the benchmark's
     # uniform buckets): up to 5x more short-range recall examples per token to learn from
     train_near: float = 0.0
+    # share of TRAINING-split acknowledgements that say the stated value back: a copy over a
+    # few tokens, the easiest to learn (validation keeps plain acknowledgements)
+    train_ack: float = 0.0
+    # upper end, in units of W, of the training split's near distances (from W/4): > 1 also
+    # shows the model facts just beyond the span
+    train_near_max: float = 1.0
 
 
 @dataclass
@@ -182,6 +188,9 @@ def validate(cfg: Config, num_devices: int = 1, num_processes: int = 1) -> Confi
     _check(0.0 <= d.echo <= 1.0, "data.echo", f"must be in [0, 1], got {d.echo}")
     _check(0.0 <= d.train_near <= 1.0, "data.train_near",
            f"must be in [0, 1], got {d.train_near}")
+    _check(0.0 <= d.train_ack <= 1.0, "data.train_ack", f"must be in [0, 1], got {d.train_ack}")
+    _check(0.25 < d.train_near_max <= 12.0, "data.train_near_max",
+           f"must be in (0.25, 12] (units of W), got {d.train_near_max}")
     _check(d.vocab_size >= 300, "data.vocab_size", f"must be >= 300 (bytes + specials), got {d.vocab_size}")
     _check(d.num_train > 0 and d.num_validation > 0, "data.num_train",
            "num_train and num_validation must be > 0")
