@@ -30,7 +30,6 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 EDGES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, np.inf)  # in units of W
-VALIDATION = ["data.num_validation=120", "eval.max_conversations=120"]
 
 
 def _comparison():
@@ -63,14 +62,17 @@ def fine_buckets(distances, credits, span: int) -> dict[str, dict[str, float | i
     return out
 
 
-def variants(depths: list[int], cost_depth: int, span: int, tgt_len: int) -> list[dict]:
-    """(label, arch, overrides) of every model of the study."""
+def variants(depths: list[int], cost_depth: int, span: int, tgt_len: int,
+             part: str = "all") -> list[dict]:
+    """(label, arch, overrides) of the study's models: `part` 'depth' (XL and the window
+    at each depth), 'cost' (the equal-attention-cost pairs) or 'all'."""
     out = []
-    for depth in depths:
+    for depth in depths if part in ("depth", "all") else ():
         for arch in ("xl", "window"):
             out.append({"label": f"{arch} L{depth}", "arch": arch, "depth": depth,
                         "overrides": [f"model.n_layer={depth}"]})
-    for mem in (span, 2 * span):  # XL memory W and 2W, each against a window of equal cost
+    for mem in (span, 2 * span) if part in ("cost", "all") else ():
+        # XL memory W and 2W, each against a window of equal attention cost
         cost = mem + (tgt_len + 1) // 2
         if mem != span:
             out.append({"label": f"xl L{cost_depth} mem {mem}", "arch": "xl", "depth": cost_depth,
@@ -172,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cost-depth", type=int, default=2,
                         help="depth of the equal-attention-cost XL/window pairs")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--part", choices=("all", "depth", "cost"), default="all",
+                        help="depth sweep, equal-cost pairs, or both")
     parser.add_argument("--parallel", type=int, default=1, help="trainings at a time")
     parser.add_argument("overrides", nargs="*", help="extra section.key=value for every run")
     args = parser.parse_args(argv)
@@ -182,10 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     size = comparison.SIZES["readme"]
     root = Path(args.root)
     seeds = args.seeds.split(",")
-    base = [f"name=reach_study", *size["overrides"], *VALIDATION, *args.overrides]
+    base = ["name=reach_study", *size["overrides"], *args.overrides]
     cfg = comparison.parse_overrides(comparison.get_config(), base)
     models = variants([int(d) for d in args.depths.split(",")], args.cost_depth,
-                      cfg.data.span, cfg.model.tgt_len)
+                      cfg.data.span, cfg.model.tgt_len, args.part)
     start = time.time()
     rows = []
     for model in models:
