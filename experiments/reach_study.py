@@ -24,6 +24,7 @@ import importlib.util
 import json
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,11 @@ def variants(depths: list[int], cost_depth: int, span: int, tgt_len: int,
                     "overrides": [f"model.n_layer={cost_depth}", f"model.window={cost}",
                                   f"model.seq_len={max(4 * cost, 256)}"]})
     return out
+
+
+def _tag(label: str) -> str:
+    """A folder name for a model label ('window L2 W'=96' -> 'window_L2_W96')."""
+    return label.replace(" ", "_").replace("'", "").replace("=", "")
 
 
 def evaluate_reach(workdir: Path) -> dict:
@@ -191,19 +197,26 @@ def main(argv: list[str] | None = None) -> int:
     models = variants([int(d) for d in args.depths.split(",")], args.cost_depth,
                       cfg.data.span, cfg.model.tgt_len, args.part)
     start = time.time()
-    rows = []
-    for model in models:
+
+    def train_and_evaluate(job: tuple[dict, str]) -> dict:
+        """One (model, seed): train (skipped when done), then its reach.json."""
+        model, seed = job
         common = base + model["overrides"]
         common += comparison.batch_overrides(model["arch"], size["tokens_per_step"], common)
-        tag = model["label"].replace(" ", "_").replace("'", "").replace("=", "")
-        runs = run_sweep(str(HERE / "dialogue_comparison.py"), root / tag,
-                         {"train.seed": seeds, "model.arch": [model["arch"]]}, common,
-                         parallel=args.parallel)
-        failed = [str(r.workdir) for r in runs if r.status == "failed"]
-        if failed:
-            raise SystemExit(f"training failed for {', '.join(failed)}")
-        rows.append((model["label"], [evaluate_reach(r.workdir) for r in runs]))
-        print(f"{model['label']}: done ({time.time() - start:.0f}s so far)", flush=True)
+        (run,) = run_sweep(str(HERE / "dialogue_comparison.py"), root / _tag(model["label"]),
+                           {"train.seed": [seed], "model.arch": [model["arch"]]}, common)
+        if run.status == "failed":
+            raise SystemExit(f"training failed for {run.workdir}")
+        result = evaluate_reach(run.workdir)
+        print(f"{model['label']} seed {seed}: done ({time.time() - start:.0f}s so far)",
+              flush=True)
+        return result
+
+    jobs = [(model, seed) for model in models for seed in seeds]
+    with ThreadPoolExecutor(max_workers=max(args.parallel, 1)) as pool:
+        results = list(pool.map(train_and_evaluate, jobs))
+    rows = [(model["label"], results[i * len(seeds):(i + 1) * len(seeds)])
+            for i, model in enumerate(models)]
     text = table(rows)
     out = root / "results"
     out.mkdir(parents=True, exist_ok=True)
