@@ -63,6 +63,28 @@ def fine_buckets(distances, credits, span: int) -> dict[str, dict[str, float | i
     return out
 
 
+def direct_split(result: dict, tgt_len: int, lo: float = 1.0, hi: float = 2.0
+                 ) -> dict[str, dict[str, float | int | None]]:
+    """XL probes lo-hi W back, split by whether ONE attention step can reach the fact: the
+    query predicting the answer's first value token sits at offset i = (pos - 1) mod
+    tgt_len of its segment and sees mem_len + i + 1 positions back, so the fact's last token
+    is in view exactly when distance <= mem_len + i + 1. Recall on the probes out of view
+    is what depth (memory carried layer to layer) adds."""
+    span, mem = result["span"], result["mem_len"]
+    d = np.asarray(result["probes"]["distance"])
+    pos = np.asarray(result["probes"]["position"])
+    c = np.asarray(result["probes"]["credit"], dtype=float)
+    band = (d > lo * span) & (d <= hi * span)
+    in_view = d <= mem + (pos - 1) % tgt_len + 1
+    out = {}
+    for name, sel in (("in view", band & in_view), ("out of view", band & ~in_view)):
+        x = c[sel]
+        out[name] = {"accuracy": float(x.mean()) if x.size else None,
+                     "stderr": float(x.std(ddof=1) / np.sqrt(x.size)) if x.size > 1 else None,
+                     "count": int(x.size)}
+    return out
+
+
 def variants(depths: list[int], cost_depth: int, span: int, tgt_len: int,
              part: str = "all") -> list[dict]:
     """(label, arch, overrides) of the study's models: `part` 'depth' (XL and the window
@@ -143,6 +165,24 @@ def table(rows: list[tuple[str, list[dict]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def view_table(rows: list[tuple[str, list[dict]]], tgt_len: int) -> str:
+    """Markdown: XL recall beyond W with the fact in one attention step's view or not
+    (`direct_split`), mean over seeds with the probe count of all seeds."""
+    lines = ["| model | 1-2W in view | 1-2W out of view | 2-4W out of view |",
+             "|---|---|---|---|"]
+    for label, results in rows:
+        if results[0]["arch"] != "xl" or "position" not in results[0]["probes"]:
+            continue
+        cells = []
+        for lo, hi, part in ((1, 2, "in view"), (1, 2, "out of view"), (2, 4, "out of view")):
+            parts = [direct_split(r, tgt_len, lo, hi)[part] for r in results]
+            vals = [p["accuracy"] for p in parts if p["accuracy"] is not None]
+            n = sum(p["count"] for p in parts)
+            cells.append(f"{np.mean(vals):.3f} (n={n})" if vals else "–")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
+
+
 def plot(rows: list[tuple[str, list[dict]]], path: Path) -> Path:
     """Recall against distance / W (bucket centres), one line per model, chance dashed."""
     import matplotlib
@@ -217,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         results = list(pool.map(train_and_evaluate, jobs))
     rows = [(model["label"], results[i * len(seeds):(i + 1) * len(seeds)])
             for i, model in enumerate(models)]
-    text = table(rows)
+    text = table(rows) + "\n" + view_table(rows, cfg.model.tgt_len)
     out = root / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "reach.md").write_text("# Reach study\n\n" + text)

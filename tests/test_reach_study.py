@@ -48,3 +48,15 @@ def test_evaluate_reach_writes_every_probe_once(tiny_run):
     text = reach.table([("xl L2", [result])])
     assert text.startswith("| model | seeds | 0-0.5W") and "| xl L2 | 1 |" in text
     (tiny_run / "reach.json").unlink()  # the run is shared with other tests
+
+
+def test_direct_split_uses_the_query_offset_in_its_segment():
+    # W = mem_len = tgt_len = 64: a query at offset i sees 64 + i + 1 positions back
+    result = {"span": 64, "mem_len": 64, "probes": {
+        "distance": [100, 100, 130, 70],
+        "position": [1 + 64 * 5 + 40, 1 + 64 * 5 + 10, 1 + 64 * 7 + 63, 1 + 64 * 2],
+        "credit": [1.0, 0.0, 0.5, 1.0]}}
+    out = reach.direct_split(result, tgt_len=64)
+    # 100 <= 64+40+1 in view; 100 > 64+10+1 out; 130 > 128 (2W) outside the band; 70 > 65 out
+    assert out["in view"] == {"accuracy": 1.0, "stderr": None, "count": 1}
+    assert out["out of view"]["count"] == 2 and out["out of view"]["accuracy"] == 0.5
