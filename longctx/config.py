@@ -108,6 +108,12 @@ class DataConfig(_Strict):
     # share of TRAINING-split facts planned inside W (validation keeps the benchmark's
     # uniform buckets): up to 5x more short-range recall examples per token to learn from
     train_near: float = 0.0
+    # share of TRAINING-split acknowledgements that say the stated value back: a copy over a
+    # few tokens, the easiest to learn (validation keeps plain acknowledgements)
+    train_ack: float = 0.0
+    # upper end, in units of W, of the training split's near distances (from W/4): > 1 also
+    # shows the model facts just beyond the span
+    train_near_max: float = 1.0
 
 
 @dataclass

@@ -29,7 +29,7 @@ RANGES: dict[str, str] = {
     "model.ctx_len": "[1, inf)", "model.seq_len": "[1, inf)", "model.init_std": "(0, inf)",
     "data.span": "[1, inf)", "data.num_train": "[1, inf)", "data.num_validation": "[1, inf)",
     "data.vocab_size": "[300, inf)", "data.seed": "[0, inf)", "data.echo": "[0, 1]",
-    "data.train_near": "[0, 1]",
+    "data.train_near": "[0, 1]", "data.train_ack": "[0, 1]", "data.train_near_max": "(0.25, 12]",
     "optim.learning_rate": "(0, inf)", "optim.end_learning_rate": "[0, inf)",
     "optim.warmup_steps": "[0, inf)", "optim.weight_decay": "[0, inf)", "optim.b1": "[0, 1)",
     "optim.b2": "[0, 1)", "optim.eps": "(0, inf)", "optim.clip_norm": "(0, inf)",
@@ -43,9 +43,6 @@ RANGES: dict[str, str] = {
     "eval.max_conversations": "[0, inf)", "eval.shuffle_window_turns": "[2, inf)",
     "eval.context_lengths": "[1, inf)", "eval.speed_tokens": "[1, inf)",
 }
-
-
-
 
 def _check_range(key: str, value: float, interval: str) -> None:
     """Refuse a value outside `interval` (e.g. '[0, 1)'), NaN, infinities and non-int32 ints."""
@@ -66,7 +63,6 @@ def _check_range(key: str, value: float, interval: str) -> None:
         else:
             want = f"in {interval}"
         raise ConfigError(f"config key '{key}': must be {want}, got {value}", key)
-
 
 def _check_relations(cfg: Config, shards: int) -> None:
     """The rules that tie fields together (each names the key to change)."""
@@ -97,7 +93,6 @@ def _check_relations(cfg: Config, shards: int) -> None:
     _check(len(lengths) > 0, "eval.context_lengths", "give at least one length, e.g. 32,64")
     _check(all(a < b for a, b in zip(lengths, lengths[1:], strict=False)), "eval.context_lengths",
            f"must increase strictly, got {','.join(map(str, lengths))}")
-
 
 def check(cfg: Config, num_devices: int = 1, num_processes: int = 1) -> Config:
     """`longctx.config.validate`: types, ranges, then the cross-field rules."""

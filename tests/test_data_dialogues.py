@@ -122,3 +122,24 @@ def test_train_near_moves_training_facts_inside_w_and_leaves_validation_alone():
         dist = [_estimated_distance(c, p) for c in convs for p in c.probes]
         share[near] = np.mean(np.asarray(dist) <= 64)
     assert share[0.0] < 0.4 and share[1.0] > 0.9, share
+
+
+def test_train_near_max_spreads_training_facts_to_2w():
+    convs = generate_split("train", 20, 64, seed=3, train_near=1.0, train_near_max=2.0)
+    dist = np.asarray([_estimated_distance(c, p) for c in convs for p in c.probes])
+    beyond = np.mean((dist > 64) & (dist <= 2 * 64 + 16))
+    assert 0.2 < beyond < 0.6 and np.mean(dist <= 2 * 64 + 16) > 0.95, beyond
+    assert generate_split("validation", 3, 64, seed=3, train_near=1.0, train_near_max=2.0) == (
+        generate_split("validation", 3, 64, seed=3))
+
+
+def test_train_ack_says_the_value_back_in_training_only():
+    assert generate_split("validation", 3, 64, seed=3, train_ack=1.0) == generate_split(
+        "validation", 3, 64, seed=3)
+    for ack, expected in ((1.0, True), (0.0, False)):
+        for conv in generate_split("train", 5, 64, seed=3, train_ack=ack):
+            for p in conv.probes:
+                reply = conv.turns[p.fact_turn + 1]
+                assert reply.speaker != p.speaker
+                # a value follows a space, so it is tokenized as in the statement
+                assert (f" {p.value}" in reply.text) is expected, (reply.text, p.value)

@@ -98,3 +98,17 @@ def test_compare_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "config.json" in err
+
+
+def test_single_seed_recall_shows_standard_error_and_memory_check(tmp_path):
+    xl = _eval_json("xl", 64, 0.9, 25, 10.0, 0.7, 0.5, CURVE_XL0, 1000.0)
+    win = _eval_json("window", 64, 0.9, 25, 10.0, 0.7, 0.5, CURVE_WIN, 1000.0)
+    xl["recall"]["buckets"]["1-2x"].update(accuracy=0.5, stderr=0.04)
+    win["recall"]["buckets"]["1-2x"].update(accuracy=0.13, stderr=0.03)
+    dirs = [_run(tmp_path, "a", "xl", 0, xl), _run(tmp_path, "b", "window", 0, win)]
+    table = compare(dirs, tmp_path / "out")
+    assert "0.500 ± 0.040" in table and "0.130 ± 0.030" in table
+    # (0.5 - 0.13) / hypot(0.04, 0.03) = 7.4; (0.5 - 0.125) / 0.04 = 9.4
+    line = next(x for x in table.splitlines() if x.startswith("- 1-2x"))
+    assert "XL − window z = +7.4" in line and "XL − chance z = +9.4" in line, line
+    assert "window − chance z = +0.2" in line

@@ -39,9 +39,11 @@ def test_buckets_follow_recorded_distances():
     credits = [1.0, 0.0, 0.5, 0.125, 0.125, 0.0]
     exact = [True, False, False, False, True, False]
     res = metrics.recall_by_bucket(credits, exact, distances, span)
-    assert res["inside"] == {"accuracy": 1.0, "exact_match": 1.0, "count": 1}
-    assert res["1-2x"] == {"accuracy": 0.25, "exact_match": 0.0, "count": 2}
-    assert res["2-4x"] == {"accuracy": None, "exact_match": None, "count": 0}
+    assert res["inside"] == {"accuracy": 1.0, "stderr": None, "exact_match": 1.0, "count": 1}
+    # two probes, credits 0 and 0.5: sample std 0.3536, over sqrt(2) = 0.25
+    assert res["1-2x"] == {"accuracy": 0.25, "stderr": pytest.approx(0.25), "exact_match": 0.0,
+                           "count": 2}
+    assert res["2-4x"] == {"accuracy": None, "stderr": None, "exact_match": None, "count": 0}
     assert res[">4x"]["count"] == 3 and res[">4x"]["accuracy"] == pytest.approx(0.25 / 3)
     assert res[">4x"]["exact_match"] == pytest.approx(1 / 3)
     assert res["all"]["count"] == 6

@@ -53,11 +53,13 @@ def _with_value(template: str, value: str) -> tuple[str, tuple[int, int]]:
     return prefix + value + suffix, (len(prefix), len(prefix) + len(value))
 
 
-def sample_target(rng: np.random.Generator, span: int, near: float = 0.0) -> float:
-    """A planned distance: a uniform bucket of W (with probability `near`, the inside-W
-    bucket), log-uniform inside it."""
+def sample_target(rng: np.random.Generator, span: int, near: float = 0.0,
+                  near_max: float = 1.0) -> float:
+    """A planned distance: a uniform bucket of W, log-uniform inside it; with probability
+    `near`, log-uniform in [BUCKETS[0][0], near_max] W instead."""
     inside = near > 0 and rng.random() < near  # no extra draw at 0: same conversations
     lo, hi = BUCKETS[0 if inside else rng.integers(len(BUCKETS))]
+    hi = near_max if inside else hi
     return span * math.exp(rng.uniform(math.log(lo), math.log(hi)))
 
 
@@ -81,9 +83,9 @@ class _Dialogue:
     """Writes one conversation turn by turn, tracking the estimated stream position."""
 
     def __init__(self, span: int, chars_per_token: float, n_templates: int,
-                 rng: np.random.Generator, echo: float = 0.0) -> None:
+                 rng: np.random.Generator, echo: float = 0.0, ack: float = 0.0) -> None:
         self.span, self.cpt, self.n_templates, self.rng = span, chars_per_token, n_templates, rng
-        self.echo = echo
+        self.echo, self.ack = echo, ack
         self.turns: list[Turn] = []
         self.headers: list[str] = []
         self.probes: list[Probe] = []
@@ -111,13 +113,17 @@ class _Dialogue:
         self.chatting = False
 
     def state(self, fact: _Fact) -> None:
-        """The owner states the fact; the other speaker acknowledges it."""
+        """The owner states the fact; the other speaker acknowledges it (with probability
+        `ack`, saying the value back)."""
         template = fact.slot.statements[self.rng.integers(self.n_templates)]
         text, fact.chars = _with_value(template, fact.value)
         before = self.pos
         fact.turn = self.say(fact.speaker, text)
         fact.value_end = before + 1 + fact.chars[1] / self.cpt
-        self.say(1 - fact.speaker, filler.acknowledgement(self.rng))
+        if self.ack > 0 and self.rng.random() < self.ack:  # no extra draw at 0
+            self.say(1 - fact.speaker, filler.value_acknowledgement(fact.value, self.rng))
+        else:
+            self.say(1 - fact.speaker, filler.acknowledgement(self.rng))
         self.chatting = False
 
     def ask(self, fact: _Fact) -> None:
@@ -160,22 +166,25 @@ def generate_conversation(conv_id: str, span: int, held_out_templates: bool,
                           rng: np.random.Generator,
                           values: dict[str, tuple[str, ...]] | None = None,
                           chars_per_token: float = CHARS_PER_TOKEN,
-                          echo: float = 0.0, near: float = 0.0) -> Conversation:
+                          echo: float = 0.0, near: float = 0.0, ack: float = 0.0,
+                          near_max: float = 1.0) -> Conversation:
     """One conversation with 2 x len(SLOTS) probes (both speakers have every slot);
     `values` restricts what each slot draws from (default: all its values);
     `chars_per_token` converts planned token distances to text; `echo` is the share of
     answers that repeat their statement word for word; `near` the share of facts planned
-    inside W."""
+    inside W (up to `near_max` W); `ack` the share of acknowledgements that say the stated
+    value back."""
     facts = []
     for slot in SLOTS:
         pool = set(values[slot.name]) if values else None
         for speaker, value in enumerate(_two_values(slot, pool, rng)):
-            facts.append(_Fact(slot, speaker, value, sample_target(rng, span, near)))
+            facts.append(_Fact(slot, speaker, value,
+                               sample_target(rng, span, near, near_max)))
     # longest first: the conversation then lasts about the longest target + the exchanges
     to_state = sorted(facts, key=lambda f: -f.target)
     pending: list[_Fact] = []
     n_templates = len(SLOTS[0].statements) if held_out_templates else TRAIN_TEMPLATES
-    d = _Dialogue(span, chars_per_token, n_templates, rng, echo)
+    d = _Dialogue(span, chars_per_token, n_templates, rng, echo, ack)
     d.new_session()
     while to_state or pending:
         if d.pos - d.session_start >= d.session_len:
@@ -201,15 +210,19 @@ def generate_conversation(conv_id: str, span: int, held_out_templates: bool,
 def generate_split(split: str, num: int, span: int, seed: int,
                    values: dict[str, tuple[str, ...]] | None = None,
                    chars_per_token: float = CHARS_PER_TOKEN,
-                   echo: float = 0.0, train_near: float = 0.0) -> list[Conversation]:
+                   echo: float = 0.0, train_near: float = 0.0, train_ack: float = 0.0,
+                   train_near_max: float = 1.0) -> list[Conversation]:
     """`num` conversations of `split`; validation also uses the held-out statement templates.
-    `train_near` (training split only) is the share of facts planned inside W."""
+    `train_near` and `train_ack` (training split only) are the shares of facts planned
+    near (up to `train_near_max` W) and of acknowledgements that say the stated value
+    back."""
     code = SPLIT_CODES[split]
     near = train_near if split == "train" else 0.0
+    ack = train_ack if split == "train" else 0.0
     return [
         generate_conversation(f"synthetic-{split}-{i:05d}", span, split == "validation",
                               np.random.default_rng([seed, code, i]), values, chars_per_token,
-                              echo, near)
+                              echo, near, ack, train_near_max)
         for i in range(num)
     ]
 

@@ -131,6 +131,10 @@ FIRST_GREETINGS = (
 )
 ACKS = ("Oh nice, good to know.", "That is lovely.", "Really? That is interesting.",
         "Ha, I will remember that.", "Cool, tell me more some time.", "I see, sounds great.")
+# acknowledgements that say the stated value back (the training split's `train_ack` share):
+# a copy over a few tokens, the easiest kind to learn, before the far copies of the answers
+VALUE_ACKS = ("Oh, {v}? Nice.", "So {v}, I will remember that.", "Ha, {v}, that is lovely.",
+              "Really, {v}? Interesting.")
 SESSION_HEADERS = ("{n} days later", "{n} hours later", "{n} weeks later", "the next day")
 
 
@@ -158,6 +162,11 @@ def greeting(first: bool, rng: np.random.Generator) -> tuple[str, str]:
 
 def acknowledgement(rng: np.random.Generator) -> str:
     return ACKS[rng.integers(len(ACKS))]
+
+
+def value_acknowledgement(value: str, rng: np.random.Generator) -> str:
+    """An acknowledgement that repeats the value just stated."""
+    return VALUE_ACKS[rng.integers(len(VALUE_ACKS))].format(v=value)
 
 
 def session_header(rng: np.random.Generator) -> str:

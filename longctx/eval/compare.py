@@ -116,7 +116,8 @@ def columns(ratios=context_curve.DEFAULT_RATIOS) -> list[tuple[str, Any, int]]:
     for b in BUCKET_NAMES:
         cols.append((f"recall {b}", lambda r, b=b: (
             _get(r.ev, "recall", "buckets", b, "accuracy"),
-            _get(r.ev, "recall", "buckets", b, "count")), 3))
+            _get(r.ev, "recall", "buckets", b, "count"),
+            _get(r.ev, "recall", "buckets", b, "stderr")), 3))
     cols += [
         ("exact match", lambda r: (_get(r.ev, "recall", "buckets", "all", "exact_match"),
                                    _get(r.ev, "recall", "buckets", "all", "count")), 3),
@@ -141,14 +142,22 @@ class Row:
     cells: dict[str, dict[str, Any]]  # header -> {mean, std, n, min_count, marked}
 
 
-def _aggregate(values: list[float | None], counts: list[int | None]) -> dict[str, Any]:
+def _aggregate(values: list[float | None], counts: list[int | None],
+               stderrs: list[float | None] | None = None) -> dict[str, Any]:
+    """Mean, sample std over seeds, item counts, and the standard error of the mean: over
+    seeds (std / sqrt(seeds)) with several seeds, over items (eval.json's) with one."""
     vals = [float(v) for v in values if v is not None]
     cnts = [c for c in counts if c is not None]
     mean = float(np.mean(vals)) if vals else None
     std = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
+    if std is not None:
+        stderr = std / np.sqrt(len(vals))
+    else:
+        stderr = next((float(e) for e in (stderrs or []) if e is not None), None)
     min_count = min(cnts) if cnts else None
     marked = min_count is not None and min_count < MIN_RELIABLE_COUNT
-    return {"mean": mean, "std": std, "n": len(vals), "min_count": min_count, "marked": marked}
+    return {"mean": mean, "std": std, "stderr": stderr, "n": len(vals),
+            "min_count": min_count, "marked": marked}
 
 
 def build_rows(results: list[RunResult]) -> list[Row]:
@@ -161,8 +170,9 @@ def build_rows(results: list[RunResult]) -> list[Row]:
     for runs in groups.values():
         cells = {}
         for header, getter, _ in columns():
-            pairs = [getter(r) for r in runs]
-            cells[header] = _aggregate([p[0] for p in pairs], [p[1] for p in pairs])
+            got = [getter(r) for r in runs]
+            cells[header] = _aggregate([g[0] for g in got], [g[1] for g in got],
+                                       [g[2] if len(g) > 2 else None for g in got])
         rows.append(Row(_label(runs), runs, cells))
     return rows
 
@@ -172,9 +182,10 @@ _SETUP = ("params", "train FLOPs/token", "train tokens", "span W")
 
 
 def _fmt(cell: dict[str, Any], decimals: int, spread: bool = True) -> str:
+    """'mean ± std over seeds'; with one seed, 'mean ± standard error' where items give one."""
     if cell["mean"] is None:
         return "–"
-    std = cell["std"] if spread else None
+    std = (cell["std"] if cell["std"] is not None else cell["stderr"]) if spread else None
     if decimals == 0 and abs(cell["mean"]) >= 1e6:
         text = f"{cell['mean']:.3g}" + (f" ± {std:.2g}" if std is not None else "")
     else:
@@ -203,15 +214,44 @@ def markdown(rows: list[Row]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     notes = [
         "",
-        f"Mean ± sample std over seeds; `*` marks a metric with fewer than "
-        f"{MIN_RELIABLE_COUNT} items in some seed. Recall buckets are probe distances "
+        f"Mean ± sample std over seeds (a single seed's recall: ± its standard error over "
+        f"probes, sample std of the per-probe credit / √n); `*` marks a metric with fewer "
+        f"than {MIN_RELIABLE_COUNT} items in some seed. Recall buckets are probe distances "
         "relative to the span W (inside ≤ W, 1–2×, 2–4×, >4×); chance is 1/N.",
     ]
+    notes += memory_check(rows)
     if any(r.recl for row in rows for r in row.runs):
         size = max(v["group_size"] for row in rows for r in row.runs for v in r.recl.values())
         notes.append(f"RECL over the {size} compared runs sharing context targets (threshold "
                      "0.01, r = share of hardest targets; ≥: the longest length measured).")
     return "\n".join(lines + notes) + "\n"
+
+
+def memory_check(rows: list[Row]) -> list[str]:
+    """Lines saying, per recall bucket, how far XL's recall stands above the window's and
+    above chance, in standard errors (the errors of independent means combined: z =
+    difference / sqrt(se_xl² + se_window²)); empty without one XL and one window row."""
+    by_arch: dict[str, list[Row]] = {}
+    for row in rows:
+        by_arch.setdefault(row.runs[0].ev.get("run", {}).get("arch", "?"), []).append(row)
+    if len(by_arch.get("xl", [])) != 1 or len(by_arch.get("window", [])) != 1:
+        return []
+    xl, win = by_arch["xl"][0], by_arch["window"][0]
+    chance = _get(xl.runs[0].ev, "recall", "chance")
+    lines = ["", "XL against the window and chance, by recall bucket (z = difference / "
+             "combined standard error; |z| ≥ 3 is a clear effect):", ""]
+    for b in BUCKET_NAMES:
+        a, w = xl.cells[f"recall {b}"], win.cells[f"recall {b}"]
+        if None in (a["mean"], w["mean"], a["stderr"], w["stderr"], chance):
+            continue
+        z_win = (a["mean"] - w["mean"]) / max(np.hypot(a["stderr"], w["stderr"]), 1e-12)
+        z_xl = (a["mean"] - chance) / max(a["stderr"], 1e-12)
+        z_w = (w["mean"] - chance) / max(w["stderr"], 1e-12)
+        lines.append(f"- {b}: XL {a['mean']:.3f} ± {a['stderr']:.3f}, window "
+                     f"{w['mean']:.3f} ± {w['stderr']:.3f}, chance {chance:.3f}: XL − window "
+                     f"z = {z_win:+.1f}; XL − chance z = {z_xl:+.1f}; window − chance "
+                     f"z = {z_w:+.1f}")
+    return lines if len(lines) > 3 else []
 
 
 def write_csv(rows: list[Row], path: Path) -> None:

@@ -38,7 +38,10 @@ eval.json (schema_version 1); every metric carries the count of items behind it.
             by_turn {"<turn index>": {nll, ppl, tokens}}, by_session {"<session>": ...}
   recall:   null without probes; else {num_candidates, chance (1/N), skipped (probes
             without N-1 same-length distractors), buckets {inside, 1-2x, 2-4x, >4x, all:
-            {accuracy (forced choice, ties split), exact_match (greedy), count}}}
+            {accuracy (forced choice, ties split), stderr (over probes), exact_match
+            (greedy), count}}, probes {distance [P], position [P] (stream position of the
+            answer value's first token), credit [P], exact [P]} (one entry per scored probe,
+            for finer buckets)}
   shuffle:  {accuracy, count, chance: 0.5}
   hits_at_1: {accuracy, count, num_candidates, chance}
   context_curve: {context_lengths [C], num_targets, fingerprint (of the targets),
@@ -108,8 +111,13 @@ def recall(items: list[probes.RecallItem], scored, skipped: int, span: int, n: i
         return None
     credits = [metrics.forced_choice_credit([lp.sum() for lp in s.logprobs], 0) for s in scored]
     exact = [bool(s.greedy[0].all()) for s in scored]
-    buckets = metrics.recall_by_bucket(credits, exact, [it.distance for it in items], span)
-    return {"num_candidates": n, "chance": 1.0 / n, "skipped": skipped, "buckets": buckets}
+    distances = [int(it.distance) for it in items]
+    buckets = metrics.recall_by_bucket(credits, exact, distances, span)
+    # per probe, so that finer distance buckets (experiments/reach_study.py) need no re-run
+    per_probe = {"distance": distances, "position": [int(it.request.pos) for it in items],
+                 "credit": [float(c) for c in credits], "exact": [int(e) for e in exact]}
+    return {"num_candidates": n, "chance": 1.0 / n, "skipped": skipped, "buckets": buckets,
+            "probes": per_probe}
 
 
 def hits(scored, n: int) -> dict[str, Any]:

@@ -52,13 +52,21 @@ def mean_with_count(values: Iterable[float]) -> dict[str, float | int | None]:
     return {"value": float(v.mean()) if v.size else None, "count": int(v.size)}
 
 
+def standard_error(values: Iterable[float]) -> float | None:
+    """Standard error of the mean of independent items: sample std (ddof 1) / sqrt(n); None
+    below two items."""
+    v = np.asarray(list(values), dtype=np.float64)
+    return float(v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else None
+
+
 def recall_by_bucket(
     credits: Sequence[float],
     exact: Sequence[bool],
     distances: Sequence[int],
     span: int,
 ) -> dict[str, dict[str, float | int | None]]:
-    """Forced-choice accuracy and greedy exact match per distance bucket and overall."""
+    """Forced-choice accuracy (with its standard error over probes) and greedy exact match
+    per distance bucket and overall."""
     if not len(credits) == len(exact) == len(distances):
         raise ValueError("credits, exact and distances must have one entry per probe")
     names = [distance_bucket(int(d), span) for d in distances]
@@ -67,7 +75,8 @@ def recall_by_bucket(
         idx = [i for i, n in enumerate(names) if bucket in ("all", n)]
         acc = mean_with_count(credits[i] for i in idx)
         em = mean_with_count(float(exact[i]) for i in idx)
-        out[bucket] = {"accuracy": acc["value"], "exact_match": em["value"], "count": acc["count"]}
+        out[bucket] = {"accuracy": acc["value"], "stderr": standard_error(credits[i] for i in idx),
+                       "exact_match": em["value"], "count": acc["count"]}
     return out
 
 

@@ -31,15 +31,18 @@ class SyntheticDialogues(DialogueBuilder, skip_registration=True):
     def dir_name(cls, cfg: DataConfig) -> str:
         echo = f"-e{cfg.echo:g}" if cfg.echo > 0 else ""
         near = f"-near{cfg.train_near:g}" if cfg.train_near > 0 else ""
+        near += f"to{cfg.train_near_max:g}" if near and cfg.train_near_max != 1.0 else ""
+        ack = f"-ack{cfg.train_ack:g}" if cfg.train_ack > 0 else ""
         return (f"synthetic-{cls.VERSION}-n{cfg.num_train}-{cfg.num_validation}"
-                f"-w{cfg.span}-v{cfg.vocab_size}-s{cfg.seed}{echo}{near}")
+                f"-w{cfg.span}-v{cfg.vocab_size}-s{cfg.seed}{echo}{near}{ack}")
 
     @classmethod
     def read(cls, cfg: DataConfig, values: dict[str, tuple[str, ...]] | None = None,
              chars_per_token: float = dialogues.CHARS_PER_TOKEN
              ) -> dict[str, list[Conversation]]:
         return {split: dialogues.generate_split(split, num, cfg.span, cfg.seed, values,
-                                                chars_per_token, cfg.echo, cfg.train_near)
+                                                chars_per_token, cfg.echo, cfg.train_near,
+                                                cfg.train_ack, cfg.train_near_max)
                 for split, num in (("train", cfg.num_train),
                                    ("validation", cfg.num_validation))}
 
