@@ -7,9 +7,7 @@ import pytest
 from longctx.data import prepare_dataset
 from longctx.data.conversation import Conversation, Turn
 from longctx.data.render import render
-from longctx.eval.metrics import BUCKET_NAMES
-from longctx.eval.recurrence import (NEW, RECURRENCE_BUCKETS, WordTable, occurrences,
-                                     recurrence_nll)
+from longctx.eval.recurrence import NEW, RECURRENCE_BUCKETS, WordTable, occurrences, recurrence_nll
 from tests.data_fixtures import real_config
 
 

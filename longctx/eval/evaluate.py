@@ -8,7 +8,6 @@ fixed batch shapes), so evaluating twice gives identical numbers.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -20,8 +19,8 @@ from longctx.config import Config
 from longctx.errors import UserError
 from longctx.eval import context_curve, metrics, probes, shuffle, speed
 from longctx.eval.corpus import load_corpus
-from longctx.eval.recurrence import WordTable, recurrence_nll
 from longctx.eval.flops import flops_per_token
+from longctx.eval.recurrence import WordTable, recurrence_nll
 from longctx.eval.scoring import Request, Scorer
 
 SCHEMA_VERSION = 2
