@@ -109,6 +109,10 @@ def test_bad_source_files_are_one_line(run_dir, tmp_path, capsys):
     # a QMSum file read as MSC: the first line lacks MSC's keys
     _one_line_error(capsys, [*base, "--dataset", "msc", "--source", str(QMSUM_SAMPLE)],
                     f"{QMSUM_SAMPLE}:1: missing 'previous_dialogs'")
+    one = tmp_path / "one.jsonl"
+    one.write_text(MSC_SAMPLE.read_text().splitlines()[0] + "\n")
+    _one_line_error(capsys, [*base[:-1], "validation", "--dataset", "msc", "--source", str(one)],
+                    f"{one}: 1 conversation(s)", "--split all")
     _one_line_error(capsys, [*base, "--dataset", "synthetic", "--source", str(MSC_SAMPLE)],
                     "--source does not apply")
     _one_line_error(capsys, [*base[:-1], "test", "--dataset", "msc", "--source",

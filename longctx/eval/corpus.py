@@ -64,10 +64,16 @@ def _source_file(source: str) -> Path:
 
 def _text_split(builder_cls, data_cfg, split: str, path: Path | None) -> list:
     """The text conversations of `split`, read and checked by the corpus's builder."""
-    from longctx.data.builders.base import FileCorpusBuilder, read_conversations
+    from longctx.data.builders.base import FileCorpusBuilder, read_conversations, split_by_hash
 
-    if issubclass(builder_cls, FileCorpusBuilder) and split == "all":
-        return read_conversations(path, builder_cls.parse)
+    if issubclass(builder_cls, FileCorpusBuilder):
+        convs = read_conversations(path, builder_cls.parse)
+        if split == "all":
+            return convs
+        try:
+            return split_by_hash(convs, path)[split]
+        except UserError as exc:
+            raise UserError(f"{exc}; or evaluate every conversation with --split all") from None
     splits = builder_cls.read(data_cfg)
     if split == "all":
         return splits["train"] + splits["validation"]
