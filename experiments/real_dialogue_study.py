@@ -143,6 +143,16 @@ def study_tables(evals: dict[str, list[dict]], corpus: str) -> str:
                  f" (n={min(e['recurrence']['buckets'][b]['count'] for e in evs)})"
                  for b in RECURRENCE]
         body.append([arch, str(len(evs)), *cells])
+    base = evals.get("window")
+    for arch, evs in evals.items():  # the memory effect: NLL difference to the window model
+        if base is None or arch == "window":
+            continue
+        diffs = [np.mean([e["recurrence"]["buckets"][b]["nll"] for e in evs
+                          if e["recurrence"]["buckets"][b]["nll"] is not None] or [np.nan])
+                 - np.mean([e["recurrence"]["buckets"][b]["nll"] for e in base
+                            if e["recurrence"]["buckets"][b]["nll"] is not None] or [np.nan])
+                 for b in RECURRENCE]
+        body.append([f"{arch} − window", "", *(f"{d:+.3f}" for d in diffs)])
     out.append(_table(f"{corpus}: recurrence NLL (nats per content word) by distance to the "
                       "previous mention", ["arch", "seeds", "new", "≤ W", "1-2 W", "2-4 W",
                                            "> 4 W"], body))
