@@ -13,8 +13,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     from longctx.train.checkpoint import load_run
 
     run = load_run(args.workdir)
-    result = evaluate.evaluate(run, args.dataset, args.split, with_speed=not args.no_speed)
-    path = evaluate.write(result, args.workdir)
+    result = evaluate.evaluate(run, args.dataset, args.split, with_speed=not args.no_speed,
+                               source=args.source)
+    path = evaluate.write(result, args.out or Path(args.workdir) / "eval.json")
     print(summary_lines(result))
     print(f"wrote {path}")
     return 0
@@ -28,6 +29,13 @@ def summary_lines(result: dict) -> str:
              f"{r['num_params']:,} params) on {ds['name']}/{ds['split']}: "
              f"{ds['conversations']} conversations, {ds['tokens']:,} tokens",
              f"  perplexity {ppl['ppl']:.3f} over {ppl['tokens']:,} turn tokens"]
+    if ds.get("source"):
+        lines.insert(1, f"  source {ds['source']['path']} (sha256 {ds['source']['sha256'][:12]})")
+    rec_nll = (result.get("recurrence") or {}).get("buckets")
+    if rec_nll:
+        cells = [f"{b} {v['nll']:.2f} (n={v['count']})" if v["nll"] is not None
+                 else f"{b} – (n=0)" for b, v in rec_nll.items()]
+        lines.append("  recurrence NLL/word: " + ", ".join(cells))
     rec = result.get("recall")
     if rec:
         cells = [f"{b} {v['accuracy']:.3f} (n={v['count']})" if v["accuracy"] is not None
@@ -56,8 +64,9 @@ def _compare(args: argparse.Namespace) -> int:
     from longctx.eval.compare import compare
 
     for d in args.workdirs:
-        if not Path(d).is_dir():
-            raise UserError(f"'{d}' is not a directory; pass run directories to compare")
+        if not (Path(d).is_dir() or Path(d).is_file()):
+            raise UserError(f"'{d}': no such directory or file; pass run directories (or "
+                            "their evaluation files, RUN/NAME.json) to compare")
     table = compare(args.workdirs, args.out)
     print(table)
     print(f"wrote {Path(args.out) / 'results.md'}, results.csv and plots")
@@ -87,13 +96,21 @@ def add_parser(subparsers) -> None:
     """Register `evaluate`, `compare` and `import-txl`."""
     p = subparsers.add_parser("evaluate", help="run the coherence suite; writes DIR/eval.json")
     p.add_argument("--workdir", required=True, help="run directory (from longctx train)")
-    p.add_argument("--dataset", default=None, help="dataset name (default: the run's)")
-    p.add_argument("--split", default="validation", help="split to evaluate (validation)")
+    p.add_argument("--dataset", default=None,
+                   help="synthetic, msc or qmsum (default: the run's own dataset)")
+    p.add_argument("--source", default=None,
+                   help="corpus file to read (msc/qmsum JSON lines), tokenized with the "
+                        "run's own tokenizer; default: the dataset's source")
+    p.add_argument("--split", default="validation",
+                   help="train, validation (the builder's split) or all (default validation)")
+    p.add_argument("--out", default=None, help="where to write (default WORKDIR/eval.json)")
     p.add_argument("--no-speed", action="store_true", help="skip the timing measurements")
     p.set_defaults(func=_evaluate)
 
     p = subparsers.add_parser("compare", help="table and plots over evaluated run directories")
-    p.add_argument("workdirs", nargs="+", help="run directories holding eval.json")
+    p.add_argument("workdirs", nargs="+",
+                   help="run directories holding eval.json, or evaluation files "
+                        "(RUN/NAME.json from evaluate --out); datasets get separate tables")
     p.add_argument("--out", default="results", help="output folder (default ./results)")
     p.set_defaults(func=_compare)
 

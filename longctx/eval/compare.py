@@ -22,6 +22,7 @@ import numpy as np
 from longctx.errors import UserError
 from longctx.eval import context_curve
 from longctx.eval.metrics import BUCKET_NAMES, MIN_RELIABLE_COUNT
+from longctx.eval.recurrence import RECURRENCE_BUCKETS
 
 # Keys that do not make two runs different experiments.
 _IGNORED = {("name",), ("train", "seed"), ("checkpoint",), ("data", "data_dir"),
@@ -38,10 +39,14 @@ class RunResult:
     recl: dict[str, dict[str, Any]] = field(default_factory=dict)  # 'r=0.1' -> result
 
 
-def load_result(workdir: str | Path) -> RunResult:
-    """Read DIR/config.json and DIR/eval.json (UserError naming the missing file)."""
-    workdir = Path(workdir)
-    paths = {name: workdir / f"{name}.json" for name in ("config", "eval")}
+def load_result(where: str | Path) -> RunResult:
+    """Read DIR/config.json and DIR/eval.json, or, given an evaluation file
+    DIR/NAME.json (`evaluate --out`), that file and DIR/config.json (UserError naming the
+    missing file)."""
+    where = Path(where)
+    workdir = where.parent if where.is_file() else where
+    paths = {"config": workdir / "config.json",
+             "eval": where if where.is_file() else workdir / "eval.json"}
     if not paths["config"].is_file():
         raise UserError(f"{paths['config']}: missing; is '{workdir}' a longctx run directory?")
     if not paths["eval"].is_file():
@@ -63,8 +68,15 @@ def group_key(r: RunResult) -> str:
         for key in path[:-1]:
             node = node.get(key, {})
         node.pop(path[-1], None)
+    return json.dumps([cfg, dataset_key(r)], sort_keys=True)
+
+
+def dataset_key(r: RunResult) -> str:
+    """What the run was evaluated on: dataset/split, and the source file's digest."""
     ds = r.ev.get("dataset", {})
-    return json.dumps([cfg, ds.get("name"), ds.get("split")], sort_keys=True)
+    src = ds.get("source") or {}
+    digest = f" @ {src['sha256'][:12]}" if src.get("sha256") else ""
+    return f"{ds.get('name')}/{ds.get('split')}{digest}"
 
 
 def _label(runs: list[RunResult]) -> str:
@@ -123,6 +135,12 @@ def columns(ratios=context_curve.DEFAULT_RATIOS) -> list[tuple[str, Any, int]]:
                                    _get(r.ev, "recall", "buckets", "all", "count")), 3),
         ("ppl", lambda r: (_get(r.ev, "perplexity", "overall", "ppl"),
                            _get(r.ev, "perplexity", "overall", "tokens")), 2),
+    ]
+    for b in RECURRENCE_BUCKETS:
+        cols.append((f"recur NLL {b}", lambda r, b=b: (
+            _get(r.ev, "recurrence", "buckets", b, "nll"),
+            _get(r.ev, "recurrence", "buckets", b, "count")), 3))
+    cols += [
         ("shuffle acc", lambda r: (_get(r.ev, "shuffle", "accuracy"),
                                    _get(r.ev, "shuffle", "count")), 3),
         ("hits@1", lambda r: (_get(r.ev, "hits_at_1", "accuracy"),
@@ -217,7 +235,9 @@ def markdown(rows: list[Row]) -> str:
         f"Mean ± sample std over seeds (a single seed's recall: ± its standard error over "
         f"probes, sample std of the per-probe credit / √n); `*` marks a metric with fewer "
         f"than {MIN_RELIABLE_COUNT} items in some seed. Recall buckets are probe distances "
-        "relative to the span W (inside ≤ W, 1–2×, 2–4×, >4×); chance is 1/N.",
+        "relative to the span W (inside ≤ W, 1–2×, 2–4×, >4×); chance is 1/N. Recurrence "
+        "NLL: nats per content word by distance to its previous occurrence (new = first "
+        "occurrence; docs/eval_json.md).",
     ]
     notes += memory_check(rows)
     if any(r.recl for row in rows for r in row.runs):
@@ -254,37 +274,58 @@ def memory_check(rows: list[Row]) -> list[str]:
     return lines if len(lines) > 3 else []
 
 
-def write_csv(rows: list[Row], path: Path) -> None:
-    """One line per row: mean, std and min item count of every column, full precision."""
+def write_csv(rows: list[tuple[str, Row]], path: Path) -> None:
+    """One line per (dataset, row): mean, std and min item count of every column."""
     cols = columns()
-    head = ["run", "arch", "seeds", "workdirs"]
+    head = ["run", "arch", "seeds", "dataset", "workdirs"]
     for h, _, _ in cols:
         head += [f"{h} mean", f"{h} std", f"{h} count"]
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(head)
-        for row in rows:
+        for key, row in rows:
             arch = row.runs[0].ev.get("run", {}).get("arch", "?")
-            line = [row.label, arch, len(row.runs), ";".join(str(r.workdir) for r in row.runs)]
+            line = [row.label, arch, len(row.runs), key,
+                    ";".join(str(r.workdir) for r in row.runs)]
             for h, _, _ in cols:
                 c = row.cells[h]
                 line += ["" if c[k] is None else repr(c[k]) for k in ("mean", "std", "min_count")]
             w.writerow(line)
 
 
+def sections(results: list[RunResult]) -> dict[str, list[RunResult]]:
+    """Results by what they were evaluated on (dataset_key), in the order first seen:
+    numbers on different corpora are never rows of one table."""
+    out: dict[str, list[RunResult]] = {}
+    for r in results:
+        out.setdefault(dataset_key(r), []).append(r)
+    return out
+
+
+def _slug(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", key.split(" @ ")[0]).strip("_")
+
+
 def compare(workdirs: list[str | Path], out: str | Path) -> str:
-    """Load, group, write results.md/.csv and plots to `out`; return the markdown table."""
+    """Load, group, write results.md/.csv and plots to `out`; return the markdown. Runs
+    evaluated on different datasets (or source files) get separate sections, CSV rows
+    tagged with the dataset, and plots named `<dataset>_<split>_*.png`."""
     if not workdirs:
         raise UserError("compare needs at least one run directory")
-    results = [load_result(d) for d in workdirs]
-    rows = build_rows(results)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    table = markdown(rows)
-    (out / "results.md").write_text("# Results\n\n" + table)
-    write_csv(rows, out / "results.csv")
     from longctx.eval import plots
 
-    plots.write_all(rows, out)
-    return table
-
+    results = [load_result(d) for d in workdirs]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    parts = sections(results)
+    texts, all_rows = [], []
+    for key, members in parts.items():
+        rows = build_rows(members)
+        all_rows += [(key, row) for row in rows]
+        table = markdown(rows)
+        texts.append(f"## {key}\n\n{table}" if len(parts) > 1 else table)
+        plots.write_all(rows, out, prefix=f"{_slug(key)}_" if len(parts) > 1 else "")
+    text = "\n".join(texts)
+    (out / "results.md").write_text("# Results\n\n" + text)
+    write_csv(all_rows, out / "results.csv")
+    return text

@@ -8,7 +8,6 @@ fixed batch shapes), so evaluating twice gives identical numbers.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -19,23 +18,31 @@ import numpy as np
 from longctx.config import Config
 from longctx.errors import UserError
 from longctx.eval import context_curve, metrics, probes, shuffle, speed
+from longctx.eval.corpus import load_corpus
 from longctx.eval.flops import flops_per_token
+from longctx.eval.recurrence import WordTable, recurrence_nll
 from longctx.eval.scoring import Request, Scorer
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SEED = 20240601  # every random choice of the suite (distractors, shuffles, targets)
 CONTEXT_TARGETS = 256  # target tokens of the context curve
+PARTS = 4  # perplexity.by_part: each conversation's turn tokens in this many equal parts
 
 SCHEMA = """\
-eval.json (schema_version 1); every metric carries the count of items behind it.
-  schema_version: 1
+eval.json (schema_version 2); every metric carries the count of items behind it.
+  schema_version: 2
   run:      workdir, name, arch, step, span (W), num_params, train_tokens (null if unknown),
             flops_per_token {train, eval} (longctx.eval.flops)
-  dataset:  name, split, conversations, tokens, probes
+  dataset:  name, split, source ({path, sha256} of the corpus file; null if generated),
+            conversations, tokens, probes
   settings: num_candidates, vanilla_stride, streaming (the mode in words),
             shuffle_window_turns, hits_max_tokens, context_lengths, seed
   perplexity: overall {nll, ppl, tokens} over turn tokens (content + end-of-turn),
-            by_turn {"<turn index>": {nll, ppl, tokens}}, by_session {"<session>": ...}
+            by_turn {"<turn index>": {nll, ppl, tokens}}, by_session {"<session>": ...},
+            by_part {"<part>": ...} (each conversation's turn tokens in PARTS equal parts)
+  recurrence: content words by distance to their previous occurrence (longctx.eval.
+            recurrence): unit, min_letters, span, buckets {new, inside, 1-2x, 2-4x, >4x:
+            {nll (per word), nll_per_token, count, tokens}}, by_session {"<s>": buckets}
   recall:   null without probes; else {num_candidates, chance (1/N), skipped (probes
             without N-1 same-length distractors), buckets {inside, 1-2x, 2-4x, >4x, all:
             {accuracy (forced choice, ties split), stderr (over probes), exact_match
@@ -52,56 +59,37 @@ eval.json (schema_version 1); every metric carries the count of items behind it.
 """
 
 
-def load_conversations(run, dataset: str | None, split: str, max_conversations: int):
-    """The split's conversations tokenized with the run's tokenizer, and the value encoder."""
-    from longctx.data.dataset import prepare_dataset
-    from longctx.data.render import render, value_ids
-
-    data_cfg = run.cfg.data
-    if dataset and dataset != data_cfg.name:  # another corpus, read from its default source
-        data_cfg = dataclasses.replace(data_cfg, name=dataset, source="")
-    ds = prepare_dataset(data_cfg)
-    tok = run.tokenizer if run.tokenizer is not None else ds.tokenizer
-    if tok.get_vocab() == ds.tokenizer.get_vocab():
-        convs = ds.conversations(split)
-    else:  # another dataset's tokenizer: render its texts with the run's own
-        convs = [render(c, tok) for c in ds.texts(split)]
-    if max_conversations > 0:
-        convs = convs[:max_conversations]
-    if not convs:
-        raise UserError(f"dataset '{data_cfg.name}' split '{split}' has no conversations")
-    top = max(int(c.ids.max()) for c in convs)
-    if top >= run.cfg.model.n_token:
-        raise UserError(f"{run.workdir}: token id {top} of dataset '{data_cfg.name}' is outside "
-                        f"the model's vocabulary ({run.cfg.model.n_token}); give the run a "
-                        "tokenizer/ folder matching its weights")
-    cache: dict[str, list[np.ndarray]] = {}
-
-    def value_tokens(slot: str) -> list[np.ndarray]:
-        if slot not in cache:
-            cache[slot] = [value_ids(tok, v) for v in ds.slot_values(slot)]
-        return cache[slot]
-
-    return data_cfg.name, convs, value_tokens
+def load_conversations(run, dataset: str | None, split: str, max_conversations: int,
+                       source: str | None = None):
+    """(dataset name, conversations tokenized with the run's tokenizer, value encoder)."""
+    c = load_corpus(run, dataset, split, max_conversations, source)
+    return c.name, c.convs, c.value_tokens
 
 
 def perplexity(convs, lps: list[np.ndarray]) -> dict[str, Any]:
-    """Turn-token NLL overall, by turn index and by session index."""
-    nll, by_turn, by_session = [], [], []
+    """Turn-token NLL overall, by turn index, by session index and by part (the turn
+    tokens of each conversation cut into PARTS equal consecutive parts: position within a
+    single-session meeting)."""
+    nll, by_turn, by_session, by_part = [], [], [], []
     for conv, lp in zip(convs, lps, strict=True):
         turn_key = np.full(conv.ids.size, -1)
         session_key = np.full(conv.ids.size, -1)
         for t in conv.turns:
             turn_key[t.start : t.end] = t.turn_index
             session_key[t.start : t.end] = t.session
+        part_key = np.full(conv.ids.size - 1, -1)
+        inside = np.nonzero(turn_key[1:] >= 0)[0]
+        part_key[inside] = np.arange(inside.size) * PARTS // max(inside.size, 1)
         nll.append(-lp)
         by_turn.append(turn_key[1:])
         by_session.append(session_key[1:])
+        by_part.append(part_key)
     nll_all, turn_all = np.concatenate(nll), np.concatenate(by_turn)
     return {
         "overall": metrics.summarise_nll(nll_all[turn_all >= 0]),
         "by_turn": metrics.perplexity_by_key(nll_all, turn_all),
         "by_session": metrics.perplexity_by_key(nll_all, np.concatenate(by_session)),
+        "by_part": metrics.perplexity_by_key(nll_all, np.concatenate(by_part)),
     }
 
 
@@ -161,7 +149,7 @@ def _summary(workdir: Path) -> dict[str, Any]:
 
 
 def evaluate(run, dataset: str | None = None, split: str = "validation",
-             with_speed: bool = True) -> dict[str, Any]:
+             with_speed: bool = True, source: str | None = None) -> dict[str, Any]:
     """Run the whole suite on `run` (longctx.train.checkpoint.Run); return eval.json's dict."""
     from longctx.models import count_params
 
@@ -169,7 +157,8 @@ def evaluate(run, dataset: str | None = None, split: str = "validation",
     cfg: Config = run.cfg
     ev, m = cfg.eval, cfg.model
     n = ev.num_candidates
-    name, convs, value_tokens = load_conversations(run, dataset, split, ev.max_conversations)
+    corpus = load_corpus(run, dataset, split, ev.max_conversations, source)
+    name, convs, value_tokens = corpus.name, corpus.convs, corpus.value_tokens
     rng = np.random.default_rng(SEED)
     scorer = Scorer(m, run.params, ev.vanilla_stride)
 
@@ -189,7 +178,8 @@ def evaluate(run, dataset: str | None = None, split: str = "validation",
             "flops_per_token": {"train": flops_per_token(m, True),
                                 "eval": flops_per_token(m, False)},
         },
-        "dataset": {"name": name, "split": split, "conversations": len(convs),
+        "dataset": {"name": name, "split": split, "source": corpus.source,
+                    "conversations": len(convs),
                     "tokens": int(sum(c.ids.size for c in convs)),
                     "probes": int(sum(len(c.probes) for c in convs))},
         "settings": {"num_candidates": n, "vanilla_stride": ev.vanilla_stride,
@@ -198,6 +188,7 @@ def evaluate(run, dataset: str | None = None, split: str = "validation",
                      "hits_max_tokens": probes.HITS_MAX_TOKENS,
                      "context_lengths": list(ev.context_lengths), "seed": SEED},
         "perplexity": perplexity(convs, lps),
+        "recurrence": recurrence_nll(convs, lps, m.span, WordTable(corpus.tokenizer)),
         "recall": recall(recall_items, scored[: len(recall_items)], skipped, m.span, n),
         "shuffle": metrics.shuffle_accuracy([float(lp.sum()) for lp in pair_lps[0::2]],
                                             [float(lp.sum()) for lp in pair_lps[1::2]]),
@@ -211,9 +202,12 @@ def evaluate(run, dataset: str | None = None, split: str = "validation",
     return out
 
 
-def write(result: dict[str, Any], workdir: str | Path) -> Path:
-    """Write eval.json atomically (a temporary file renamed into place)."""
-    path = Path(workdir) / "eval.json"
+def write(result: dict[str, Any], where: str | Path) -> Path:
+    """Write eval.json (into `where` if it is a directory, else to that file) atomically
+    (a temporary file renamed into place)."""
+    path = Path(where) / "eval.json" if Path(where).is_dir() else Path(where)
+    if not path.parent.is_dir():
+        raise UserError(f"--out '{path}': folder {path.parent} does not exist")
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=1) + "\n")
     tmp.replace(path)

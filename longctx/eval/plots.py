@@ -1,4 +1,5 @@
-"""PNG plots of a comparison: recall vs distance, perplexity vs session, context curve.
+"""PNG plots of a comparison: recall vs distance, perplexity vs session and vs part,
+recurrence NLL vs distance, context curve.
 
 Each row of the table is one line (mean over its seeds, error bars = sample std).
 """
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from longctx.eval.metrics import BUCKET_NAMES
+from longctx.eval.recurrence import RECURRENCE_BUCKETS
 
 if TYPE_CHECKING:
     from longctx.eval.compare import Row
@@ -132,11 +134,47 @@ def context_curve(rows: list[Row], path: Path) -> Path | None:
                   lambda ax: ax.set_xscale("log", base=2))
 
 
-def write_all(rows: list[Row], out: Path) -> list[Path]:
-    """Write every plot that has data; return the files written."""
+def recurrence_vs_distance(rows: list[Row], path: Path) -> Path | None:
+    """Mean NLL per content word by distance to its previous occurrence (new = first)."""
+
+    def series_of(row: Row):
+        buckets = [(r.ev.get("recurrence") or {}).get("buckets") for r in row.runs]
+        if not any(buckets):
+            return None
+        return range(len(RECURRENCE_BUCKETS)), [[((b or {}).get(name) or {}).get("nll")
+                                                 for name in RECURRENCE_BUCKETS]
+                                                for b in buckets]
+
+    def finish(ax) -> None:
+        ax.set_xticks(range(len(RECURRENCE_BUCKETS)),
+                      [{"new": "new", "inside": "≤ W"}.get(b, f"{b} W")
+                       for b in RECURRENCE_BUCKETS])
+
+    return _lines(rows, path, series_of, "distance to the previous occurrence",
+                  "NLL per content word (nats)", finish)
+
+
+def perplexity_vs_part(rows: list[Row], path: Path) -> Path | None:
+    """Turn-token perplexity per equal part of each conversation (position in a meeting)."""
+
+    def series_of(row: Row):
+        dicts = [(r.ev.get("perplexity") or {}).get("by_part") or {} for r in row.runs]
+        keys = sorted({int(k) for d in dicts for k in d})
+        if not keys:
+            return None
+        return [k + 1 for k in keys], [[(d.get(str(k)) or {}).get("ppl") for k in keys]
+                                       for d in dicts]
+
+    return _lines(rows, path, series_of, "part of the conversation", "perplexity")
+
+
+def write_all(rows: list[Row], out: Path, prefix: str = "") -> list[Path]:
+    """Write every plot that has data (file names start with `prefix`); return them."""
     made = [
-        recall_vs_distance(rows, out / "recall_vs_distance.png"),
-        perplexity_vs_session(rows, out / "perplexity_vs_session.png"),
-        context_curve(rows, out / "context_curve.png"),
+        recall_vs_distance(rows, out / f"{prefix}recall_vs_distance.png"),
+        perplexity_vs_session(rows, out / f"{prefix}perplexity_vs_session.png"),
+        perplexity_vs_part(rows, out / f"{prefix}perplexity_vs_part.png"),
+        recurrence_vs_distance(rows, out / f"{prefix}recurrence_vs_distance.png"),
+        context_curve(rows, out / f"{prefix}context_curve.png"),
     ]
     return [p for p in made if p is not None]

@@ -1,0 +1,231 @@
+"""Does memory help on real conversations? XL vs window vs vanilla trained on Multi-Session
+Chat, evaluated on MSC validation and, with the same models and tokenizer, on QMSum.
+
+Fair as in experiments/dialogue_comparison.py: one tokenizer and dataset (MSC, trained on
+its training split), the same token budget and tokens per optimiser step, one module tree
+(identical parameter counts), and a matched span W (XL `mem_len = W` with `tgt_len <= W`,
+`window = W`, `ctx_len = W`). Real text has no planted facts, so the memory metric is the
+recurrence NLL (docs/eval_json.md): content words by distance to their previous mention.
+
+    python experiments/real_dialogue_study.py --size tiny     # end-to-end check, minutes
+    python experiments/real_dialogue_study.py --size cpu \\
+        --msc /path/msc_dialogue_session_3_test.txt --qmsum /path/qmsum/train.jsonl
+
+Every (model, seed) trains in its own run directory under --root (finished runs skipped,
+unfinished resumed); each is evaluated on MSC validation (`eval.json`) and on the QMSum
+file's validation meetings (`--source`, `eval_qmsum.json`, the MSC run's own tokenizer);
+then `longctx compare` writes one section per corpus, and this script prints (and writes
+to ROOT/results/study.md) perplexity by session (MSC: sessions 1-3), by part (QMSum: each
+meeting cut into 4 equal parts) and recurrence NLL by distance, mean ± std over seeds.
+`longctx train --config experiments/real_dialogue_study.py --workdir DIR` trains the cpu
+size's XL by hand (set data.source=MSC_FILE).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from longctx.config import Config, parse_overrides
+
+ARCHS = ("xl", "window", "vanilla")
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "tests" / "data"
+RECURRENCE = ("new", "inside", "1-2x", "2-4x", ">4x")
+
+
+def _matched(span: int, tgt_len: int, seq_len: int) -> list[str]:
+    """Overrides that give the three architectures the same span W."""
+    return [f"model.mem_len={span}", f"model.window={span}", f"model.ctx_len={span}",
+            f"model.tgt_len={tgt_len}", f"model.seq_len={seq_len}", f"data.span={span}"]
+
+
+def batch_overrides(arch: str, tokens_per_step: int, overrides: list[str]) -> list[str]:
+    """The batch giving `arch` the same tokens per optimiser step as the others."""
+    row = parse_overrides(get_config(), [*overrides, f"model.arch={arch}"]).model.row_len
+    if tokens_per_step % row:
+        raise SystemExit(f"tokens_per_step {tokens_per_step} is not a multiple of the {arch} "
+                         f"row length {row}")
+    return [f"train.batch_size={tokens_per_step // row}"]
+
+
+SIZES: dict[str, dict] = {
+    # End-to-end check on the 8-episode / 3-meeting samples in tests/data (a smoke model).
+    "tiny": {
+        "seeds": [0],
+        "tokens_per_step": 256,
+        "sources": (SAMPLES / "msc_sample.jsonl", SAMPLES / "qmsum_sample.jsonl"),
+        "qmsum_split": "all",  # the sample's 3 meetings (its validation split has one)
+        "overrides": _matched(span=32, tgt_len=32, seq_len=64) + [
+            "model.n_layer=2", "model.n_head=2", "model.d_model=32", "model.d_head=16",
+            "model.d_inner=64", "data.vocab_size=400", "train.train_tokens=8192",
+            "optim.warmup_steps=4", "checkpoint.every_steps=16", "train.log_every=8",
+            "eval.max_conversations=2", "eval.vanilla_stride=16",
+            "eval.context_lengths=16,32",
+        ],
+    },
+    # The CPU study: 3 seeds. MSC's ~450 training episodes are ~0.6M tokens (vocab 2048),
+    # so 2.4M tokens is ~4 epochs: dropout 0.1 against overfitting. Eval on all 50 MSC
+    # validation episodes and the QMSum file's 16 validation meetings (~190k tokens).
+    "cpu": {
+        "seeds": [0, 1, 2],
+        "tokens_per_step": 512,
+        "sources": None,  # the builders' defaults, or --msc / --qmsum
+        "qmsum_split": "validation",
+        "overrides": _matched(span=64, tgt_len=64, seq_len=256) + [
+            "model.n_layer=3", "model.n_head=4", "model.d_model=128", "model.d_head=32",
+            "model.d_inner=512", "model.dropout=0.1", "data.vocab_size=2048",
+            "train.train_tokens=2400000", "optim.learning_rate=2e-3",
+            "optim.end_learning_rate=1e-4", "optim.warmup_steps=50",
+            "checkpoint.every_steps=500", "train.log_every=50",
+            "eval.max_conversations=60", "eval.vanilla_stride=16",
+            "eval.context_lengths=16,32,64,128,256",
+        ],
+    },
+}
+
+
+def get_config() -> Config:
+    """The cpu size's XL on MSC; pick another model with `model.arch=window|vanilla`."""
+    cfg = Config(name="real_dialogue_study")
+    cfg.data.name = "msc"
+    cfg.train.host_sync_every = 25
+    cfg.checkpoint.keep = 2
+    return parse_overrides(cfg, SIZES["cpu"]["overrides"])
+
+
+def _longctx(*args: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "longctx.cli", *args])
+    if proc.returncode != 0:
+        raise SystemExit(f"failed ({proc.returncode}): longctx {' '.join(args)}")
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def _cell(values: list[float | None], decimals: int = 3) -> str:
+    v = [x for x in values if x is not None]
+    if not v:
+        return "–"
+    text = f"{np.mean(v):.{decimals}f}"
+    return text + (f" ± {np.std(v, ddof=1):.{decimals}f}" if len(v) > 1 else "")
+
+
+def _table(title: str, head: list[str], body: list[list[str]]) -> str:
+    lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines) + "\n"
+
+
+def study_tables(evals: dict[str, list[dict]], corpus: str) -> str:
+    """Perplexity by session / part and recurrence NLL by distance, one row per arch
+    (mean ± std over its seeds' eval dicts `evals[arch]`)."""
+    out = []
+    for key, label in (("by_session", "session"), ("by_part", "part")):
+        keys = sorted({int(k) for evs in evals.values() for e in evs
+                       for k in e["perplexity"][key]})
+        if len(keys) < 2:
+            continue
+        body = [[arch, str(len(evs))] + [_cell([e["perplexity"][key].get(str(k), {}).get("ppl")
+                                                for e in evs], 2) for k in keys]
+                for arch, evs in evals.items()]
+        out.append(_table(f"{corpus}: perplexity by {label}", ["arch", "seeds"] + [
+            f"{label} {k + 1}" for k in keys], body))
+    body = []
+    for arch, evs in evals.items():
+        cells = [_cell([e["recurrence"]["buckets"][b]["nll"] for e in evs]) +
+                 f" (n={min(e['recurrence']['buckets'][b]['count'] for e in evs)})"
+                 for b in RECURRENCE]
+        body.append([arch, str(len(evs)), *cells])
+    base = evals.get("window")
+    for arch, evs in evals.items():  # the memory effect: NLL difference to the window model
+        if base is None or arch == "window":
+            continue
+        diffs = [np.mean([e["recurrence"]["buckets"][b]["nll"] for e in evs
+                          if e["recurrence"]["buckets"][b]["nll"] is not None] or [np.nan])
+                 - np.mean([e["recurrence"]["buckets"][b]["nll"] for e in base
+                            if e["recurrence"]["buckets"][b]["nll"] is not None] or [np.nan])
+                 for b in RECURRENCE]
+        body.append([f"{arch} − window", "", *(f"{d:+.3f}" for d in diffs)])
+    out.append(_table(f"{corpus}: recurrence NLL (nats per content word) by distance to the "
+                      "previous mention", ["arch", "seeds", "new", "≤ W", "1-2 W", "2-4 W",
+                                           "> 4 W"], body))
+    return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
+    parser.add_argument("--root", default=None, help="default: runs/real_<size>")
+    parser.add_argument("--seeds", default=None, help="comma list (default: the size's)")
+    parser.add_argument("--parallel", type=int, default=1, help="trainings at a time")
+    parser.add_argument("--msc", default=None, help="MSC session-3 JSON-lines file (training)")
+    parser.add_argument("--qmsum", default=None, help="QMSum JSON-lines file (evaluation)")
+    parser.add_argument("overrides", nargs="*", help="extra section.key=value for every run")
+    args = parser.parse_args(argv)
+
+    from longctx.data.builders.msc import MscDialogues
+    from longctx.data.builders.qmsum import QmsumMeetings
+    from longctx.train.sweep import run_sweep
+
+    size = SIZES[args.size]
+    defaults = size["sources"] or (MscDialogues.DEFAULT_SOURCE, QmsumMeetings.DEFAULT_SOURCE)
+    msc, qmsum = Path(args.msc or defaults[0]), Path(args.qmsum or defaults[1])
+    for flag, path in (("--msc", msc), ("--qmsum", qmsum)):
+        if not path.is_file():
+            raise SystemExit(f"{flag} '{path}': not found; pass the corpus file")
+    root = Path(args.root or f"runs/real_{args.size}")
+    seeds = args.seeds.split(",") if args.seeds else [str(s) for s in size["seeds"]]
+    overrides = [f"name=real_dialogue_{args.size}", "data.name=msc",
+                 f"data.source={msc.resolve()}", *size["overrides"], *args.overrides]
+    start = time.time()
+    print(f"[1/4] training {len(ARCHS)} models x {len(seeds)} seeds on {msc} under {root}",
+          flush=True)
+    runs = []
+    for arch in ARCHS:
+        common = overrides + batch_overrides(arch, size["tokens_per_step"], overrides)
+        runs += run_sweep(__file__, root, {"train.seed": seeds, "model.arch": [arch]}, common,
+                          parallel=args.parallel)
+    failed = [r.workdir for r in runs if r.status == "failed"]
+    if failed:
+        raise SystemExit(f"training failed for {', '.join(map(str, failed))}")
+    print(f"[2/4] evaluating on MSC validation ({time.time() - start:.0f}s so far)", flush=True)
+    for run in runs:
+        if not (run.workdir / "eval.json").exists():
+            _longctx("evaluate", "--workdir", str(run.workdir), "--no-speed")
+    print(f"[3/4] evaluating on QMSum {size['qmsum_split']} ({qmsum}, the MSC tokenizer; "
+          f"{time.time() - start:.0f}s so far)", flush=True)
+    for run in runs:
+        if not (run.workdir / "eval_qmsum.json").exists():
+            _longctx("evaluate", "--workdir", str(run.workdir), "--dataset", "qmsum",
+                     "--source", str(qmsum), "--split", size["qmsum_split"], "--no-speed",
+                     "--out", str(run.workdir / "eval_qmsum.json"))
+    print(f"[4/4] comparing ({time.time() - start:.0f}s so far)", flush=True)
+    files = [str(r.workdir / n) for n in ("eval.json", "eval_qmsum.json") for r in runs]
+    _longctx("compare", *files, "--out", str(root / "results"))
+    text = []
+    for name, corpus in (("eval.json", "MSC validation"), ("eval_qmsum.json", "QMSum")):
+        evals: dict[str, list[dict]] = {}
+        for r in runs:
+            ev = json.loads((r.workdir / name).read_text())
+            evals.setdefault(ev["run"]["arch"], []).append(ev)
+        text.append(study_tables(evals, corpus))
+    study = "\n".join(text)
+    print(study)
+    (root / "results" / "study.md").write_text(f"# Real dialogue study ({args.size})\n\n"
+                                               f"Trained on {msc}; QMSum: {qmsum}.\n\n{study}")
+    print(f"done in {time.time() - start:.0f}s; tables and plots in {root / 'results'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
