@@ -138,23 +138,38 @@ def read_step(step_dir: Path) -> StepInfo:
 
 
 def check_shapes(info: StepInfo, templates: dict[str, Any], where: str) -> None:
-    """CheckpointMismatch naming the first array whose saved shape differs from the model's."""
+    """CheckpointMismatch naming the first array whose saved shape differs from the model's
+    (or that only one side has); arrays are matched by their path in the tree."""
     for name, template in templates.items():
         if template is None:
             continue
         if name not in info.trees:
             raise CheckpointMismatch(f"{where} has no '{name}' item, which this config needs")
-        saved = jax.tree_util.tree_flatten_with_path(info.trees[name])[0]
-        want = jax.tree.leaves(template)
-        if len(saved) != len(want):
-            raise CheckpointMismatch(f"{where}: '{name}' holds {len(saved)} arrays, this config "
-                                     f"needs {len(want)}; it was saved by another model")
-        for (path, meta), leaf in zip(saved, want, strict=True):
-            if tuple(meta.shape) != tuple(np.shape(leaf)):
-                key = name + jax.tree_util.keystr(path)
-                raise CheckpointMismatch(
-                    f"{where}: {key} has shape {tuple(meta.shape)}, this config needs "
-                    f"{tuple(np.shape(leaf))}; it was saved with other model or batch settings")
+        saved, want = _shapes(info.trees[name]), _shapes(template)
+        for key in sorted(saved.keys() | want.keys()):
+            a, b = saved.get(key), want.get(key)
+            if a == b:
+                continue
+            what = (f"has no {name}{key}" if a is None else f"{name}{key} is not in this model"
+                    if b is None else f"{name}{key} has shape {a}, this config needs {b}")
+            raise CheckpointMismatch(f"{where}: {what}; it was saved with other model or "
+                                     "batch settings")
+
+
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    """{path: shape} of a tree as orbax stores it (named tuples as dicts, tuples as lists)."""
+    def plain(x: Any) -> Any:
+        if isinstance(x, tuple) and hasattr(x, "_fields"):
+            return {f: plain(getattr(x, f)) for f in x._fields}
+        if isinstance(x, list | tuple):
+            return [plain(v) for v in x]
+        if isinstance(x, dict):
+            return {str(k): plain(v) for k, v in x.items()}
+        return x
+
+    flat = jax.tree_util.tree_flatten_with_path(plain(tree))[0]
+    return {jax.tree_util.keystr(path): tuple(np.shape(leaf) if not hasattr(leaf, "shape")
+                                              else leaf.shape) for path, leaf in flat}
 
 
 def newest_readable(directory: Path, steps: list[int], attempt: Callable[[int], T]
