@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, UserError) as exc:
         print(f"longctx {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop (which stops cleanly itself)
+        print(f"longctx {args.command}: interrupted", file=sys.stderr)
+        return 130
     return int(code or 0)
 
 

@@ -8,7 +8,8 @@ On disk, under `data_cfg.data_dir`::
         tfds/<builder>/1.0.0/   array_record shards + TFDS metadata
 
 Everything is written into a temporary sibling folder and renamed into place, so a
-folder with that name is always complete. Every source error is raised before anything
+folder with that name is always complete; a build killed outright (SIGKILL) leaves its
+temporary folder, which the next build in that data_dir removes. Every source error is raised before anything
 is written.
 """
 
@@ -16,9 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 from functools import cached_property
@@ -112,10 +115,40 @@ def prepare_dataset(cfg: DataConfig) -> DialogueDataset:
     return DialogueDataset(root, cfg, builder_cls)
 
 
+# `.<dataset folder>.<random>.tmp`: a build in progress (it holds an flock on the folder)
+# or one that was killed (SIGKILL, power loss) and is removed by the next build.
+_TMP_NAME = re.compile(r"^\.[a-z]+-\d+\.\d+\.\d+-.+\.tmp$")
+
+
+def clean_stale_builds(data_dir: Path) -> list[Path]:
+    """Remove the temporary folders of builds that died (no process holds their lock)."""
+    removed = []
+    for path in sorted(data_dir.glob(".*.tmp")) if data_dir.is_dir() else []:
+        if not _TMP_NAME.match(path.name) or not path.is_dir() or path.is_symlink():
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live build (another process) holds it
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        finally:
+            os.close(fd)
+    return removed
+
+
 def _build(cfg: DataConfig, builder_cls: type[DialogueBuilder], root: Path) -> None:
     splits = builder_cls.read(cfg)  # every source error surfaces here, before any write
     root.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_builds(root.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
+    lock = os.open(tmp, os.O_RDONLY)  # held until the end: marks the build as alive
+    fcntl.flock(lock, fcntl.LOCK_EX)
     tmp.chmod(0o755)  # mkdtemp makes it private; the dataset is shared like any folder
     try:
         splits, tokenizer, extra = builder_cls.tokenize(cfg, splits, tmp / "tokenizer")
@@ -140,5 +173,6 @@ def _build(cfg: DataConfig, builder_cls: type[DialogueBuilder], root: Path) -> N
         except OSError:
             if not (root / MANIFEST).is_file():  # not a concurrent build that finished first
                 raise
-    finally:
+    finally:  # also on Ctrl-C: no half-written dataset is left
         shutil.rmtree(tmp, ignore_errors=True)
+        os.close(lock)

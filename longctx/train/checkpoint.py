@@ -8,7 +8,7 @@ A checkpoint at step s holds, as separate orbax items:
 - `config`: the resolved config (JSON).
 Saving is asynchronous; a save killed half-way leaves an orbax temporary directory that
 is never listed as a step. Restoring tries the latest step first and falls back, with a
-warning, to earlier ones when a step is unreadable.
+warning, to earlier ones when a step is unreadable (the rules are in `longctx.train.resume`).
 
 A run directory: `config.json`, `tokenizer/`, `checkpoints/<step>/`, `metrics.jsonl`,
 `tb/` (TensorBoard), `summary.json`, and later `eval.json`.
@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,9 +29,7 @@ import orbax.checkpoint as ocp
 
 from longctx.config import Config, ConfigError, from_dict
 from longctx.errors import UserError
-from longctx.train import parallel
-
-log = logging.getLogger(__name__)
+from longctx.train import parallel, resume
 
 
 def checkpoint_dir(workdir: str | Path) -> Path:
@@ -47,7 +44,8 @@ def make_manager(workdir: str | Path, keep: int, async_save: bool = True,
         create=not read_only,
         read_only=read_only,
     )
-    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+    with resume.quiet_absl():  # a corrupt step's metadata: reported by restore, in one line
+        return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
 
 
 def save(manager: ocp.CheckpointManager, step: int, *, params: Any, opt_state: Any, rng: Any,
@@ -77,53 +75,83 @@ class Restored:
 
 
 def restore_latest(manager: ocp.CheckpointManager, *, params: Any, opt_state: Any, rng: Any,
-                   memory_global: Any, topo: parallel.Topology) -> Restored | None:
+                   memory_global: Any, topo: parallel.Topology, cfg: Config) -> Restored | None:
     """Restore the newest readable step (host templates give shapes); None if there is none.
 
-    `memory_global` is a host template of the memory of ALL lanes (global shape).
+    `memory_global` is a host template of the memory of ALL lanes (global shape). Newer
+    unreadable steps are set aside (`resume.set_aside`); a step saved with other settings
+    or shapes raises CheckpointMismatch; with no step readable, UserError (nothing moved).
+    The step may come from another number of processes or devices: arrays are global and
+    the data iterators' states are merged, then each process takes its own lanes.
     """
-    steps = sorted(manager.all_steps(), reverse=True)
-    for step in steps:
+    from longctx.data.lanes import merge_states
+
+    directory = Path(manager.directory)
+    steps = list(manager.all_steps())
+    if not steps:
+        return None
+    state_template = {"step": np.zeros((), np.int32), "rng": np.asarray(rng),
+                      "opt_state": opt_state}
+
+    def attempt(step: int) -> Restored:
+        info = resume.read_step(directory / str(step))
+        where = f"checkpoint step {step} in {directory}"
+        _check_saved_config(info, cfg, where, "saved", "now",
+                            "use the saved values or another --workdir")
+        resume.check_shapes(info, {"params": params, "state": state_template,
+                                   "memory": memory_global}, where)
         items = {
             "params": ocp.args.StandardRestore(parallel.abstract_global_replicated(params)),
-            "state": ocp.args.StandardRestore(parallel.abstract_global_replicated(
-                {"step": np.zeros((), np.int32), "rng": np.asarray(rng), "opt_state": opt_state})),
+            "state": ocp.args.StandardRestore(parallel.abstract_global_replicated(state_template)),
             "data": ocp.args.JsonRestore(),
         }
         if memory_global is not None:
             items["memory"] = ocp.args.StandardRestore(
                 parallel.abstract_global_lanes(memory_global))
-        try:
-            out = manager.restore(step, args=ocp.args.Composite(**items))
-            state = parallel.local_from_global(out["state"])
-            lanes = out["data"]["lanes"]
-            if len(lanes) != topo.process_count:
-                raise ValueError(f"saved by {len(lanes)} processes, now {topo.process_count}")
-            memory = (parallel.local_from_global(out["memory"])
-                      if memory_global is not None else None)
-            return Restored(
-                step=int(state["step"]),
-                params=parallel.local_from_global(out["params"]),
-                opt_state=state["opt_state"],
-                rng=state["rng"],
-                memory=memory,
-                data_state=lanes[topo.process_index],
-            )
-        except Exception as exc:  # unreadable step: warn, set it aside, fall back
-            aside = Path(manager.directory).parent / "unreadable_checkpoints" / str(step)
-            msg = (f"checkpoint step {step} in {manager.directory} is unreadable ({exc!s:.200}); "
-                   f"falling back to the previous one (moved to {aside})")
-            warnings.warn(msg, stacklevel=2)
-            log.warning(msg)
-            if topo.is_primary:
-                aside.parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(str(Path(manager.directory) / str(step)), str(aside))
-            if topo.process_count > 1:
-                from jax.experimental import multihost_utils
+        out = manager.restore(step, args=ocp.args.Composite(**items))
+        state = parallel.local_from_global(out["state"])
+        memory = (parallel.local_from_global(out["memory"])
+                  if memory_global is not None else None)
+        return Restored(
+            step=int(state["step"]),
+            params=parallel.local_from_global(out["params"]),
+            opt_state=state["opt_state"],
+            rng=state["rng"],
+            memory=memory,
+            data_state=merge_states(out["data"]["lanes"]),
+        )
 
-                multihost_utils.sync_global_devices(f"longctx-set-aside-{step}")
+    restored, bad = resume.newest_readable(directory, steps, attempt)
+    for step, problem in bad:
+        moved = (resume.set_aside(directory, step, problem) if topo.is_primary
+                 else directory.parent / resume.ASIDE)
+        resume.warn(f"checkpoint step {step} in {directory} is unreadable ({problem:.200}); "
+                    f"falling back to step {restored.step} (moved it to {moved})")
+    if bad:
+        if topo.process_count > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("longctx-set-aside")
+        with resume.quiet_absl():
             manager.reload()
-    return None
+    return restored
+
+
+def _check_saved_config(info: resume.StepInfo, cfg: Config, where: str, left: str,
+                        right: str, fix: str) -> None:
+    """CheckpointMismatch if the step's own saved config differs from `cfg` on the run's
+    trajectory fields (a step without one, e.g. imported weights, is checked by shapes)."""
+    if "config" not in info.json:
+        return
+    try:
+        saved = from_dict(info.json["config"])
+    except ConfigError as exc:
+        raise resume.Unreadable(f"config: {exc}") from None
+    diffs = resume.config_differences(saved, cfg)
+    if diffs:
+        raise resume.CheckpointMismatch(
+            f"{where} was saved with other settings: "
+            f"{resume.format_differences(diffs, left, right)}; {fix}")
 
 
 # ----------------------------------------------------------------------------- run directories
@@ -160,24 +188,57 @@ def load_tokenizer(workdir: str | Path) -> Any:
 
 
 def load_run(workdir: str | Path, step: int | None = None) -> Run:
-    """Read a run directory's config, tokenizer and (latest readable) parameters."""
+    """Read a run directory's config, tokenizer and (latest readable, or `step`'s) parameters.
+
+    Steps are judged by the same rule as `train`'s (`resume.read_step`), so every command
+    agrees on the latest readable one; unreadable steps are skipped with a warning, never
+    moved. config.json must agree with the checkpoint (one line naming the keys if not).
+    """
+    logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's read-only notes are noise here
     workdir = Path(workdir)
     cfg = read_config(workdir)
     if not checkpoint_dir(workdir).is_dir():
         raise UserError(f"{workdir}: no checkpoints/ directory; train it first (longctx train)")
     manager = make_manager(workdir, keep=cfg.checkpoint.keep, read_only=True)
-    steps = [step] if step is not None else sorted(manager.all_steps(), reverse=True)
+    directory = Path(manager.directory)
+    steps = sorted(manager.all_steps(), reverse=True)
     if not steps:
         raise UserError(f"{workdir}: no finished checkpoint; train it (longctx train)")
-    for s in steps:
-        try:
-            out = manager.restore(s, args=ocp.args.Composite(params=ocp.args.StandardRestore()))
-            params = jax.tree.map(np.asarray, out["params"])
-            return Run(workdir, cfg, params, int(s), load_tokenizer(workdir))
-        except Exception as exc:
-            warnings.warn(f"checkpoint step {s} of {workdir} unreadable ({exc!s:.200}); "
-                          "trying the previous one", stacklevel=2)
-    raise UserError(f"{workdir}: no readable checkpoint")
+    if step is not None:
+        if step not in steps:
+            raise UserError(f"{workdir}: no checkpoint step {step} (saved steps: "
+                            f"{', '.join(map(str, sorted(steps)))})")
+        steps = [step]
+
+    def attempt(s: int) -> Run:
+        info = resume.read_step(directory / str(s))
+        where = f"checkpoint step {s} of {workdir}"
+        _check_saved_config(info, cfg, where, "checkpoint", "config.json",
+                            f"config.json was edited: put the saved values back in "
+                            f"{workdir / 'config.json'}")
+        if "config" not in info.json:  # imported weights: check the shapes config.json implies
+            resume.check_shapes(info, {"params": _param_shapes(cfg)},
+                                f"{where} (against config.json)")
+        out = manager.restore(s, args=ocp.args.Composite(params=ocp.args.StandardRestore()))
+        params = jax.tree.map(np.asarray, out["params"])
+        return Run(workdir, cfg, params, int(s), load_tokenizer(workdir))
+
+    run, bad = resume.newest_readable(directory, steps, attempt)
+    for s, problem in bad:
+        resume.warn(f"checkpoint step {s} of {workdir} is unreadable ({problem:.200}); "
+                    f"using step {run.step}")
+    return run
+
+
+def _param_shapes(cfg: Config) -> Any:
+    """The parameter shapes the config's model has (no computation)."""
+    from longctx.models import build_model, init_memory
+
+    model = build_model(cfg.model)
+    dummy = np.zeros((1, cfg.model.row_len), np.int32)
+    shapes = jax.eval_shape(lambda: model.init({"params": jax.random.PRNGKey(0)}, dummy,
+                                               init_memory(cfg.model, 1), np.zeros((1,), bool)))
+    return shapes["params"]
 
 
 def save_params_run(workdir: str | Path, cfg: Config, params: Any,

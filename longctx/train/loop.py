@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 import signal
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,14 +24,14 @@ import numpy as np
 
 from longctx.config import Config, ConfigError, resolved_steps, validate
 from longctx.errors import UserError
-from longctx.train import budget, checkpoint, parallel
+from longctx.train import budget, checkpoint, parallel, resume
 from longctx.train.metrics import MetricsWriter
 from longctx.train.optimizer import learning_rate_schedule, make_optimizer
 from longctx.train.step import TrainState, make_train_step
 
 # Test hook for fault injection: "step:N" SIGKILLs the process after step N is dispatched;
 # "save:N" SIGKILLs it right after the async save of step N has started; "term:N" sends
-# it SIGTERM after step N (as a scheduler's preemption would).
+# it SIGTERM after step N (as a scheduler's preemption would), "int:N" SIGINT (Ctrl-C).
 FAULT_ENV = "LONGCTX_FAULT"
 
 
@@ -43,21 +44,15 @@ def resolve_num_steps(cfg: Config) -> int:
     return resolved_steps(cfg)
 
 
-def _check_workdir_config(workdir: Path, cfg: Config) -> None:
-    """Refuse to resume a run directory that holds a different model or dataset."""
-    path = workdir / "config.json"
-    if not path.exists():
-        return
-    saved = checkpoint.read_config(workdir)
-    for section in ("model", "data"):
-        a, b = getattr(saved, section).__dict__, getattr(cfg, section).__dict__
-        for key in a:
-            if key == "n_token" and (a[key] == 0 or b[key] == 0):
-                continue
-            if a[key] != b[key]:
-                raise ConfigError(
-                    f"config key '{section}.{key}': {b[key]!r} differs from {a[key]!r} saved in "
-                    f"{path}; use another --workdir or the saved value")
+def _write_run_files(workdir: Path, cfg: Config, tokenizer_dir: Path) -> None:
+    """config.json (the resolved config) and the dataset's tokenizer, each written atomically."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    tmp = workdir / "config.json.tmp"
+    tmp.write_text(cfg.to_json())
+    tmp.replace(workdir / "config.json")
+    if not (workdir / "tokenizer").exists():
+        shutil.copytree(tokenizer_dir, workdir / "tokenizer.tmp", dirs_exist_ok=True)
+        (workdir / "tokenizer.tmp").replace(workdir / "tokenizer")
 
 
 def _fault_point() -> tuple[str, int] | None:
@@ -72,6 +67,30 @@ def _kill_self() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+class StopSignals:
+    """SIGINT and SIGTERM alike ask the training loop to stop after the current step (which
+    it saves); a second SIGINT interrupts at once. Installed only in the main thread."""
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum).name
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle)
+                              for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
 @dataclass
 class _Pending:
     step: int
@@ -81,14 +100,13 @@ class _Pending:
 
 def train(cfg: Config, workdir: str | Path) -> dict:
     """Train `cfg` in `workdir`, resuming from its latest checkpoint; return the summary."""
-    from longctx.data import make_lanes, prepare_dataset
-    from longctx.models import build_model, count_params, init_memory
+    from longctx.data import prepare_dataset
 
     workdir = Path(workdir)
     topo = parallel.topology(cfg.train.batch_size)
     validate(cfg, num_devices=topo.num_local, num_processes=topo.process_count)
     budget.check_fits(cfg, list(topo.local_devices), topo.process_count)  # before any allocation
-    _check_workdir_config(workdir, cfg)
+    resume.check_workdir_config(workdir, cfg)
 
     if topo.is_primary:
         ds = prepare_dataset(cfg.data)
@@ -98,20 +116,23 @@ def train(cfg: Config, workdir: str | Path) -> dict:
         multihost_utils.sync_global_devices("longctx-dataset-ready")
     if not topo.is_primary:
         ds = prepare_dataset(cfg.data)
+    # From here on SIGINT and SIGTERM stop the loop cleanly (compilation, restore and the
+    # steps are never cut half-way); before, Ctrl-C stops a data build like any command.
+    with StopSignals() as stop:
+        return _train(cfg, workdir, ds, topo, stop)
+
+
+def _train(cfg: Config, workdir: Path, ds: Any, topo: parallel.Topology,
+           stop: StopSignals) -> dict:
+    """The part of `train` after the dataset is ready: restore, compile, step, save."""
+    from longctx.data import make_lanes
+    from longctx.models import build_model, count_params, init_memory
+
     if cfg.model.n_token == 0:
         cfg = replace(cfg, model=replace(cfg.model, n_token=ds.vocab_size))
     elif cfg.model.n_token < ds.vocab_size:
         raise ConfigError(f"config key 'model.n_token': {cfg.model.n_token} is smaller than the "
                           f"tokenizer's {ds.vocab_size}; use 0 to take it from the tokenizer")
-
-    if topo.is_primary:
-        workdir.mkdir(parents=True, exist_ok=True)
-        tmp = workdir / "config.json.tmp"
-        tmp.write_text(cfg.to_json())
-        tmp.replace(workdir / "config.json")
-        if not (workdir / "tokenizer").exists():
-            shutil.copytree(ds.tokenizer_dir, workdir / "tokenizer.tmp", dirs_exist_ok=True)
-            (workdir / "tokenizer.tmp").replace(workdir / "tokenizer")
 
     num_steps = resolve_num_steps(cfg)
     seg_len = cfg.model.row_len
@@ -140,7 +161,9 @@ def train(cfg: Config, workdir: str | Path) -> dict:
     memory_global = (jax.tree.map(np.asarray, init_memory(cfg.model, cfg.train.batch_size))
                      if stateful else None)
     restored = checkpoint.restore_latest(manager, params=params, opt_state=opt_state, rng=rng,
-                                         memory_global=memory_global, topo=topo)
+                                         memory_global=memory_global, topo=topo, cfg=cfg)
+    if topo.is_primary:  # only now: a refused resume leaves the run directory as it was
+        _write_run_files(workdir, cfg, ds.tokenizer_dir)
     start = 0
     if restored is not None:
         start = restored.step
@@ -165,16 +188,22 @@ def train(cfg: Config, workdir: str | Path) -> dict:
     lane_ids = topo.process_lanes.reshape(topo.num_local, -1)
 
     writer = MetricsWriter(workdir, start, num_steps, enabled=topo.is_primary)
-    stop = {"sigterm": False}
-    previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop.update(sigterm=True))
     fault = _fault_point()
     pending: list[_Pending] = []
     window_start, window_tokens = time.time(), 0
     tokens_per_step = cfg.train.batch_size * seg_len
-    step = start
+    step = saved = start
     started = time.time()
+
+    def save() -> None:
+        host_state = parallel.unreplicate(state)
+        checkpoint.save(manager, step, params=host_state.params,
+                        opt_state=host_state.opt_state, rng=host_state.rng,
+                        memory=parallel.memory_from_devices(mem_dev) if stateful else None,
+                        data_state=lanes.get_state(), cfg=cfg, topo=topo)
+
     try:
-        while step < num_steps:
+        while step < num_steps and stop.signal is None:
             batch = parallel.shard_batch(next(lanes), topo.num_local)
             state, mem_dev, metrics = p_step(state, mem_dev, batch, lane_ids)
             step += 1
@@ -182,33 +211,33 @@ def train(cfg: Config, workdir: str | Path) -> dict:
             pending.append(_Pending(step, metrics, time.time()))
             if fault == ("step", step):
                 _kill_self()
-            if fault == ("term", step):
-                os.kill(os.getpid(), signal.SIGTERM)
+            if fault is not None and fault[0] in ("term", "int") and fault[1] == step:
+                os.kill(os.getpid(), signal.SIGTERM if fault[0] == "term" else signal.SIGINT)
             save_now = step % cfg.checkpoint.every_steps == 0 or step == num_steps
-            save_now = save_now or stop["sigterm"]
+            save_now = save_now or stop.signal is not None
             if (step % cfg.train.host_sync_every == 0 or step % cfg.train.log_every == 0
                     or save_now):
                 window_start, window_tokens = _flush(pending, writer, cfg, num_steps,
                                                      window_start, window_tokens)
             if save_now:
-                host_state = parallel.unreplicate(state)
-                checkpoint.save(manager, step, params=host_state.params,
-                                opt_state=host_state.opt_state, rng=host_state.rng,
-                                memory=parallel.memory_from_devices(mem_dev) if stateful else None,
-                                data_state=lanes.get_state(), cfg=cfg, topo=topo)
+                save()
+                saved = step
                 if fault == ("save", step):
                     _kill_self()
                 window_start = time.time()
-            if stop["sigterm"]:
-                if topo.is_primary:
-                    print(f"SIGTERM: saved step {step}; rerun the same command to resume",
-                          flush=True)
-                break
+        if stop.signal is not None:
+            if step > saved:  # the signal came between a step's save check and the next
+                window_start, window_tokens = _flush(pending, writer, cfg, num_steps,
+                                                     window_start, window_tokens)
+                save()
+            if topo.is_primary:
+                what = (f"saved step {step}" if step > start
+                        else f"stopped before the first step (step {step} is as it was)")
+                print(f"{stop.signal}: {what}; rerun the same command to resume", flush=True)
     finally:
         manager.wait_until_finished()
         manager.close()
         writer.close()
-        signal.signal(signal.SIGTERM, previous_handler)
 
     final = parallel.unreplicate(state)
     summary = {
