@@ -1,0 +1,239 @@
+"""Fused Transformer-XL relative attention: a Pallas flash-attention kernel (online softmax
+over key blocks) with the relative shift done per tile, never the T x (M+T) score matrix.
+
+Same maths as `attention.rel_scores` + `attention.attend` under `xl_visibility`'s mask:
+score(i, j) = ((q_i + r_w) . k_j + (q_i + r_r) . r[T-1-i+j]) / sqrt(D), query i of T at key
+M + i, visible iff dist = M + i - j >= 0, j >= key_start[b] (the first valid memory row) and,
+with `span`, dist < span (same_length). For a (query block, key block) tile only the
+block_q + block_k rows of r that the tile's distances need are read; their product with
+q + r_r is moved into place with `attention.rel_shift` on the tile.
+
+Forward: one Pallas kernel per (batch, head, query block), a fori_loop over the visible key
+blocks (blocks wholly in the future or before the first valid key are skipped).
+Backward: a blocked recompute in plain JAX (a scan over query blocks, one [B, H, block_q,
+M+T] strip at a time), not a Pallas kernel. Any T and M: the wrapper pads queries and keys
+to whole blocks (padded keys lie in every real query's future, so they are masked).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import pallas as pl
+
+from longctx.models import attention as A
+
+
+def default_interpret() -> bool:
+    """Interpret mode unless a GPU runs the kernel (CPU: the kernel is emulated by XLA)."""
+    return jax.default_backend() != "gpu"
+
+
+def _visible(rows: jax.Array, cols: jax.Array, mem_rows: int, key_start, span: int) -> jax.Array:
+    """[len(rows), len(cols)] bool: query rows (segment index) see key cols (key index)."""
+    dist = mem_rows + rows[:, None] - cols[None, :]
+    ok = (dist >= 0) & (cols[None, :] >= key_start)
+    if span > 0:
+        ok = ok & (dist < span)
+    return ok
+
+
+def _position_tile(qr: jax.Array, r_win: jax.Array, n_keys: int) -> jax.Array:
+    """qr [..., bq, D] (x H batch dims handled by caller), r_win [bq + n, D] -> [..., bq, n_keys]:
+    out[a, c] = qr[a] . r_win[c + bq - 1 - a] (the tile's relative shift)."""
+    bd = jnp.einsum("...qd,kd->...qk", qr, r_win, preferred_element_type=jnp.float32)
+    return A.rel_shift(bd)[..., :n_keys]
+
+
+# ----------------------------------------------------------------------------- forward kernel
+
+
+def _fwd_kernel(kstart_ref, qw_ref, qr_ref, k_ref, v_ref, r_ref, o_ref, lse_ref, *,
+                mem_rows: int, seg_len: int, span: int, block_q: int, block_k: int,
+                n_kblocks: int, scale: float):
+    """One (batch, head, query block): online softmax over the visible key blocks."""
+    i0 = pl.program_id(2) * block_q
+    key_start = kstart_ref[0]
+    qw = qw_ref[...]
+    qr = qr_ref[...]
+    rows = i0 + jnp.arange(block_q)
+
+    def body(jb, carry):
+        acc, m_prev, l_prev = carry
+        j0 = jb * block_k
+        k = k_ref[pl.ds(j0, block_k), :]
+        v = v_ref[pl.ds(j0, block_k), :]
+        # distances of this tile: r rows seg_len-1-i+j for i in the block, j in the key block
+        r_win = r_ref[pl.ds(seg_len - i0 - block_q + j0, block_q + block_k), :]
+        ac = jnp.dot(qw, k.T, preferred_element_type=jnp.float32)
+        s = (ac + _position_tile(qr, r_win, block_k)) * scale
+        ok = _visible(rows, j0 + jnp.arange(block_k), mem_rows, key_start, span)
+        s = jnp.where(ok, s, A.NEG_INF)
+        m_new = jnp.maximum(m_prev, jnp.max(s, axis=-1))
+        p = jnp.where(ok, jnp.exp(s - m_new[:, None]), 0.0)
+        alpha = jnp.exp(m_prev - m_new)
+        l_new = alpha * l_prev + jnp.sum(p, axis=-1)
+        pv = jnp.dot(p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+        return alpha[:, None] * acc + pv, m_new, l_new
+
+    first = jnp.maximum(key_start, mem_rows + i0 - span + 1) if span > 0 else key_start
+    lo = jnp.maximum(first, 0) // block_k
+    hi = jnp.minimum(n_kblocks, (mem_rows + i0 + block_q - 1) // block_k + 1)
+    init = (jnp.zeros((block_q, qw.shape[-1]), jnp.float32),
+            jnp.full((block_q,), A.NEG_INF, jnp.float32),
+            jnp.zeros((block_q,), jnp.float32))
+    acc, m, l = jax.lax.fori_loop(lo, hi, body, init)
+    o_ref[...] = (acc / l[:, None]).astype(o_ref.dtype)
+    lse_ref[...] = m + jnp.log(l)
+
+
+def _forward(qw, qr, k, v, r, key_start, *, mem_rows: int, span: int, block_q: int,
+             block_k: int, interpret: bool):
+    """Padded shapes (T % block_q == 0, K % block_k == 0, r of the padded layout) ->
+    (out [B, T, H, D], lse [B, H, T] float32)."""
+    b, t, h, d = qw.shape
+    n_keys = k.shape[1]
+    kernel = functools.partial(
+        _fwd_kernel, mem_rows=mem_rows, seg_len=t, span=span, block_q=block_q,
+        block_k=block_k, n_kblocks=n_keys // block_k, scale=1.0 / np.sqrt(d))
+    q_spec = pl.BlockSpec((None, block_q, None, d), lambda bi, hi, qi: (bi, qi, hi, 0))
+    kv_spec = pl.BlockSpec((None, n_keys, None, d), lambda bi, hi, qi: (bi, 0, hi, 0))
+    return pl.pallas_call(
+        kernel,
+        grid=(b, h, t // block_q),
+        in_specs=[
+            pl.BlockSpec((1,), lambda bi, hi, qi: (bi,)),
+            q_spec, q_spec, kv_spec, kv_spec,
+            pl.BlockSpec((r.shape[0], None, d), lambda bi, hi, qi: (0, hi, 0)),
+        ],
+        out_specs=[q_spec, pl.BlockSpec((None, None, block_q), lambda bi, hi, qi: (bi, hi, qi))],
+        out_shape=[jax.ShapeDtypeStruct(qw.shape, qw.dtype),
+                   jax.ShapeDtypeStruct((b, h, t), jnp.float32)],
+        interpret=interpret,
+        name="xl_rel_attention_fwd",
+    )(key_start, qw, qr, k, v, r)
+
+
+# ----------------------------------------------------------------------------- backward
+
+
+def _attend_rows(qw, qr, k, v, r_win, key_start, rows, *, mem_rows: int, span: int):
+    """Reference maths for the query rows `rows` (qw/qr [B, n, H, D]) against all keys,
+    r_win [n + K, H, D] the r rows their distances need -> [B, n, H, D]."""
+    n_keys = k.shape[1]
+    scale = 1.0 / np.sqrt(qw.shape[-1])
+    ac = jnp.einsum("bqhd,bkhd->bhqk", qw, k, preferred_element_type=jnp.float32)
+    bd = jnp.einsum("bqhd,khd->bhqk", qr, r_win, preferred_element_type=jnp.float32)
+    scores = (ac + A.rel_shift(bd)[..., :n_keys]) * scale
+    cols = jnp.arange(n_keys)
+    ok = jax.vmap(lambda ks: _visible(rows, cols, mem_rows, ks, span))(key_start)
+    return A.attend(scores, ok[:, None], v)
+
+
+def _backward(qw, qr, k, v, r, key_start, g, *, mem_rows: int, span: int, block_q: int):
+    """Gradients by recomputing one query block's strip at a time (lax.scan over blocks)."""
+    b, t, h, d = qw.shape
+    n_keys = k.shape[1]
+    nq = t // block_q
+
+    def blocks(x):
+        return x.reshape(b, nq, block_q, h, d).swapaxes(0, 1)
+
+    def one(carry, xs):
+        dk, dv, dr = carry
+        qw_b, qr_b, g_b, qi = xs
+        i0 = qi * block_q
+        start = t - i0 - block_q
+        r_win = jax.lax.dynamic_slice_in_dim(r, start, block_q + n_keys)
+        rows = i0 + jnp.arange(block_q)
+        fn = functools.partial(_attend_rows, key_start=key_start, rows=rows,
+                               mem_rows=mem_rows, span=span)
+        _, vjp = jax.vjp(fn, qw_b, qr_b, k, v, r_win)
+        dqw_b, dqr_b, dk_b, dv_b, dr_win = vjp(g_b)
+        dr = jax.lax.dynamic_update_slice_in_dim(
+            dr, jax.lax.dynamic_slice_in_dim(dr, start, block_q + n_keys) + dr_win, start, 0)
+        return (dk + dk_b, dv + dv_b, dr), (dqw_b, dqr_b)
+
+    zeros = (jnp.zeros(k.shape, jnp.float32), jnp.zeros(v.shape, jnp.float32),
+             jnp.zeros(r.shape, jnp.float32))
+    (dk, dv, dr), (dqw, dqr) = jax.lax.scan(
+        one, zeros, (blocks(qw), blocks(qr), blocks(g), jnp.arange(nq)))
+
+    def unblock(x):
+        return x.swapaxes(0, 1).reshape(b, t, h, d)
+
+    return (unblock(dqw).astype(qw.dtype), unblock(dqr).astype(qr.dtype),
+            dk.astype(k.dtype), dv.astype(v.dtype), dr.astype(r.dtype))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8, 9, 10))
+def _fused(qw, qr, k, v, r, key_start, mem_rows, span, block_q, block_k, interpret):
+    """The differentiable fused attention on padded shapes -> out [B, T, H, D]."""
+    return _forward(qw, qr, k, v, r, key_start, mem_rows=mem_rows, span=span,
+                    block_q=block_q, block_k=block_k, interpret=interpret)[0]
+
+
+def _fused_fwd(qw, qr, k, v, r, key_start, mem_rows, span, block_q, block_k, interpret):
+    out = _fused(qw, qr, k, v, r, key_start, mem_rows, span, block_q, block_k, interpret)
+    return out, (qw, qr, k, v, r, key_start)
+
+
+def _fused_bwd(mem_rows, span, block_q, block_k, interpret, res, g):
+    qw, qr, k, v, r, key_start = res
+    grads = _backward(qw, qr, k, v, r, key_start, g, mem_rows=mem_rows, span=span,
+                      block_q=block_q)
+    return (*grads, np.zeros(key_start.shape, jax.dtypes.float0))
+
+
+_fused.defvjp(_fused_fwd, _fused_bwd)
+
+
+# ----------------------------------------------------------------------------- public entry
+
+
+def rel_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    r: jax.Array,
+    r_w_bias: jax.Array,
+    r_r_bias: jax.Array,
+    key_start: jax.Array,
+    *,
+    span: int = 0,
+    block_q: int = 64,
+    block_k: int = 64,
+    interpret: bool | None = None,
+) -> jax.Array:
+    """q [B, T, H, D], k/v [B, M+T, H, D], r [M+T, H, D] (distances M+T-1 .. 0), biases
+    [H, D], key_start [B] int (first valid key) -> softmax-weighted v [B, T, H, D] in v's
+    dtype, as `attention.attend(attention.rel_scores(...), xl_visibility mask, v)`.
+    span > 0: keys at distance >= span are hidden (same_length). Differentiable."""
+    b, t, h, d = q.shape
+    n_keys = k.shape[1]
+    mem_rows = n_keys - t
+    if mem_rows < 0 or r.shape[0] != n_keys or v.shape[1] != n_keys:
+        raise ValueError(f"rel_attention: expected k, v [B, M+T, H, D] and r [M+T, H, D] with "
+                         f"M >= 0 for q of length T={t}; got k {k.shape}, v {v.shape}, r {r.shape}")
+    if block_q <= 0 or block_k <= 0:
+        raise ValueError(f"rel_attention: block sizes must be > 0, got {block_q}, {block_k}")
+    block_q = min(block_q, t)
+    t_pad = -(-t // block_q) * block_q
+    block_k = min(block_k, mem_rows + t_pad)
+    k_pad = -(-(mem_rows + t_pad) // block_k) * block_k
+    if interpret is None:
+        interpret = default_interpret()
+    dt = q.dtype
+    qw = jnp.pad(q + r_w_bias.astype(dt), [(0, 0), (0, t_pad - t), (0, 0), (0, 0)])
+    qr = jnp.pad(q + r_r_bias.astype(dt), [(0, 0), (0, t_pad - t), (0, 0), (0, 0)])
+    kv_pad = [(0, 0), (0, k_pad - n_keys), (0, 0), (0, 0)]
+    # r in the padded layout: row idx holds distance (M + t_pad - 1) - idx; the tail covers
+    # the (masked) future distances of the last key block.
+    r_p = jnp.pad(r.astype(dt), [(t_pad - t, k_pad + block_q + block_k), (0, 0), (0, 0)])
+    starts = jnp.asarray(key_start, jnp.int32).reshape(b)
+    out = _fused(qw, qr, jnp.pad(k, kv_pad), jnp.pad(v.astype(dt), kv_pad), r_p, starts,
+                 mem_rows, int(span), block_q, block_k, bool(interpret))
+    return out[:, :t].astype(v.dtype)
