@@ -5,8 +5,8 @@ Same maths as `attention.rel_scores` + `attention.attend` under `xl_visibility`'
 score(i, j) = ((q_i + r_w) . k_j + (q_i + r_r) . r[T-1-i+j]) / sqrt(D), query i of T at key
 M + i, visible iff dist = M + i - j >= 0, j >= key_start[b] (the first valid memory row) and,
 with `span`, dist < span (same_length). For a (query block, key block) tile only the
-block_q + block_k rows of r that the tile's distances need are read; their product with
-q + r_r is moved into place with `attention.rel_shift` on the tile.
+~block_q + block_k rows of r that the tile's distances need are read; their product with
+q + r_r is moved into place per row by `skew_rows` (rotations only, so it lowers to Triton).
 
 Forward: one Pallas kernel per (batch, head, query block), a fori_loop over the visible key
 blocks (blocks wholly in the future or before the first valid key are skipped).
@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plt
 
 from longctx.models import attention as A
 
@@ -41,11 +42,36 @@ def _visible(rows: jax.Array, cols: jax.Array, mem_rows: int, key_start, span: i
     return ok
 
 
-def _position_tile(qr: jax.Array, r_win: jax.Array, n_keys: int) -> jax.Array:
-    """qr [..., bq, D] (x H batch dims handled by caller), r_win [bq + n, D] -> [..., bq, n_keys]:
-    out[a, c] = qr[a] . r_win[c + bq - 1 - a] (the tile's relative shift)."""
-    bd = jnp.einsum("...qd,kd->...qk", qr, r_win, preferred_element_type=jnp.float32)
-    return A.rel_shift(bd)[..., :n_keys]
+def _rotate_groups(x: jax.Array) -> jax.Array:
+    """[R, G, n] -> out[:, g] = x[:, (g + 1) % G], G a power of two, built from even/odd
+    splits, a last-axis stack and transposes only (what Pallas' Triton lowering accepts)."""
+    rows, groups, n = x.shape
+    if groups == 1:
+        return x
+    even, odd = jnp.split(x.reshape(rows, groups // 2, 2 * n), 2, axis=-1)
+    pairs = jnp.stack([odd, _rotate_groups(even)], axis=-1)  # [R, G/2, n, 2]
+    return pairs.transpose(0, 1, 3, 2).reshape(rows, groups, n)
+
+
+def skew_rows(x: jax.Array, n_keys: int) -> jax.Array:
+    """[bq, W] -> [bq, n_keys]: out[a, c] = x[a, c + bq - 1 - a] (the tile's relative shift).
+
+    W and n_keys powers of two, W >= bq + n_keys - 1. Row a is rotated left by bq-1-a with a
+    barrel shifter (one conditional rotation per bit), so no pad, slice or gather is needed.
+    """
+    bq, width = x.shape
+    shift = (bq - 1) - jnp.arange(bq)
+    bit = 1
+    while bit < bq:
+        rolled = _rotate_groups(x.reshape(bq, width // bit, bit)).reshape(bq, width)
+        x = jnp.where((jnp.bitwise_and(shift, bit) != 0)[:, None], rolled, x)
+        bit *= 2
+    return jnp.split(x, width // n_keys, axis=-1)[0]
+
+
+def window_len(block_q: int, block_k: int) -> int:
+    """r rows one tile reads: the smallest power of two >= block_q + block_k - 1."""
+    return int(pl.next_power_of_2(block_q + block_k - 1))
 
 
 # ----------------------------------------------------------------------------- forward kernel
@@ -67,9 +93,10 @@ def _fwd_kernel(kstart_ref, qw_ref, qr_ref, k_ref, v_ref, r_ref, o_ref, lse_ref,
         k = k_ref[pl.ds(j0, block_k), :]
         v = v_ref[pl.ds(j0, block_k), :]
         # distances of this tile: r rows seg_len-1-i+j for i in the block, j in the key block
-        r_win = r_ref[pl.ds(seg_len - i0 - block_q + j0, block_q + block_k), :]
+        r_win = r_ref[pl.ds(seg_len - i0 - block_q + j0, window_len(block_q, block_k)), :]
         ac = jnp.dot(qw, k.T, preferred_element_type=jnp.float32)
-        s = (ac + _position_tile(qr, r_win, block_k)) * scale
+        bd = jnp.dot(qr, r_win.T, preferred_element_type=jnp.float32)
+        s = (ac + skew_rows(bd, block_k)) * scale
         ok = _visible(rows, j0 + jnp.arange(block_k), mem_rows, key_start, span)
         s = jnp.where(ok, s, A.NEG_INF)
         m_new = jnp.maximum(m_prev, jnp.max(s, axis=-1))
@@ -113,6 +140,7 @@ def _forward(qw, qr, k, v, r, key_start, *, mem_rows: int, span: int, block_q: i
         out_shape=[jax.ShapeDtypeStruct(qw.shape, qw.dtype),
                    jax.ShapeDtypeStruct((b, h, t), jnp.float32)],
         interpret=interpret,
+        compiler_params=None if interpret else plt.CompilerParams(num_warps=4, num_stages=2),
         name="xl_rel_attention_fwd",
     )(key_start, qw, qr, k, v, r)
 
@@ -218,11 +246,12 @@ def rel_attention(
     if mem_rows < 0 or r.shape[0] != n_keys or v.shape[1] != n_keys:
         raise ValueError(f"rel_attention: expected k, v [B, M+T, H, D] and r [M+T, H, D] with "
                          f"M >= 0 for q of length T={t}; got k {k.shape}, v {v.shape}, r {r.shape}")
-    if block_q <= 0 or block_k <= 0:
-        raise ValueError(f"rel_attention: block sizes must be > 0, got {block_q}, {block_k}")
-    block_q = min(block_q, t)
+    for name, size in (("block_q", block_q), ("block_k", block_k)):
+        if size <= 0 or size & (size - 1):
+            raise ValueError(f"rel_attention: {name} must be a power of two, got {size}")
+    block_q = min(block_q, int(pl.next_power_of_2(t)))
     t_pad = -(-t // block_q) * block_q
-    block_k = min(block_k, mem_rows + t_pad)
+    block_k = min(block_k, int(pl.next_power_of_2(mem_rows + t_pad)))
     k_pad = -(-(mem_rows + t_pad) // block_k) * block_k
     if interpret is None:
         interpret = default_interpret()
@@ -232,7 +261,8 @@ def rel_attention(
     kv_pad = [(0, 0), (0, k_pad - n_keys), (0, 0), (0, 0)]
     # r in the padded layout: row idx holds distance (M + t_pad - 1) - idx; the tail covers
     # the (masked) future distances of the last key block.
-    r_p = jnp.pad(r.astype(dt), [(t_pad - t, k_pad + block_q + block_k), (0, 0), (0, 0)])
+    tail = k_pad + window_len(block_q, block_k)
+    r_p = jnp.pad(r.astype(dt), [(t_pad - t, tail), (0, 0), (0, 0)])
     starts = jnp.asarray(key_start, jnp.int32).reshape(b)
     out = _fused(qw, qr, jnp.pad(k, kv_pad), jnp.pad(v.astype(dt), kv_pad), r_p, starts,
                  mem_rows, int(span), block_q, block_k, bool(interpret))
