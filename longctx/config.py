@@ -48,6 +48,7 @@ class ModelConfig:
     seq_len: int = 256  # training sequence length for the window and vanilla models
     dtype: str = "float32"  # compute dtype; parameters stay float32
     remat: bool = False  # rematerialise each layer's activations in the backward pass
+    attention_impl: str = "reference"  # XL segment attention: 'reference' or 'pallas' (fused)
     init_std: float = 0.02
 
     @property
@@ -162,6 +163,8 @@ def validate(cfg: Config, num_devices: int = 1, num_processes: int = 1) -> Confi
     m, d, o, t, c = cfg.model, cfg.data, cfg.optim, cfg.train, cfg.checkpoint
     _check(m.arch in ARCHS, "model.arch", f"must be one of {ARCHS}, got {m.arch!r}")
     _check(m.dtype in DTYPES, "model.dtype", f"must be one of {DTYPES}, got {m.dtype!r}")
+    _check(m.attention_impl in ("reference", "pallas"), "model.attention_impl",
+           f"must be 'reference' or 'pallas', got {m.attention_impl!r}")
     for key in ("n_layer", "n_head", "d_model", "d_head", "d_inner", "tgt_len"):
         _check(getattr(m, key) > 0, f"model.{key}", f"must be > 0, got {getattr(m, key)}")
     _check(m.n_token >= 0, "model.n_token", f"must be >= 0 (0 = from tokenizer), got {m.n_token}")
