@@ -69,7 +69,7 @@ def test_kernel_matches_reference_outputs_and_gradients(case):
                                        block_k=block_k, interpret=True), args, cot)
     assert out.shape == ref_out.shape
     assert rel(out, ref_out) <= 1e-5
-    for name, got, want in zip(("q", "k", "v", "r", "r_w_bias", "r_r_bias"), grads, ref_grads):
+    for name, got, want in zip(("q", "k", "v", "r", "r_w_bias", "r_r_bias"), grads, ref_grads, strict=True):
         assert float(jnp.max(jnp.abs(want))) > 0, name  # the check is not vacuous
         assert rel(got, want) <= 1e-5, name
 

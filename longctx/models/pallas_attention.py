@@ -112,9 +112,9 @@ def _fwd_kernel(kstart_ref, qw_ref, qr_ref, k_ref, v_ref, r_ref, o_ref, lse_ref,
     init = (jnp.zeros((block_q, qw.shape[-1]), jnp.float32),
             jnp.full((block_q,), A.NEG_INF, jnp.float32),
             jnp.zeros((block_q,), jnp.float32))
-    acc, m, l = jax.lax.fori_loop(lo, hi, body, init)
-    o_ref[...] = (acc / l[:, None]).astype(o_ref.dtype)
-    lse_ref[...] = m + jnp.log(l)
+    acc, m, total = jax.lax.fori_loop(lo, hi, body, init)
+    o_ref[...] = (acc / total[:, None]).astype(o_ref.dtype)
+    lse_ref[...] = m + jnp.log(total)
 
 
 def _forward(qw, qr, k, v, r, key_start, *, mem_rows: int, span: int, block_q: int,
