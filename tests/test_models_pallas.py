@@ -15,19 +15,8 @@ from longctx.config import Config, ConfigError, ModelConfig, validate
 from longctx.models import attention as A
 from longctx.models import build_model, init_memory
 from longctx.models import pallas_attention as P
+from tests.conftest import load_script
 from tests.model_utils import forward, make, rel
-
-
-def reference(q, k, v, r, rw, rr, key_start, span):
-    """attention.rel_scores + attend under XL's visibility mask (dist >= 0, valid key,
-    dist < span when span > 0)."""
-    t, n_keys = q.shape[1], k.shape[1]
-    dist = (n_keys - t) + jnp.arange(t)[:, None] - jnp.arange(n_keys)[None, :]
-    ok = dist >= 0
-    if span:
-        ok = ok & (dist < span)
-    mask = ok[None] & (jnp.arange(n_keys)[None, None, :] >= key_start[:, None, None])
-    return A.attend(A.rel_scores(q, k, r, rw, rr), mask[:, None], v)
 
 
 def out_and_grads(fn, args, cotangent):
@@ -63,7 +52,7 @@ def test_kernel_matches_reference_outputs_and_gradients(case):
     args = (q, k, v, r, rw, rr)
     with jax.default_matmul_precision("highest"):
         ref_out, ref_grads = out_and_grads(
-            lambda *a: reference(*a, key_start, span), args, cot)
+            lambda *a: P.reference_attention(*a, key_start, span=span), args, cot)
         out, grads = out_and_grads(
             lambda *a: P.rel_attention(*a, key_start, span=span, block_q=block_q,
                                        block_k=block_k, interpret=True), args, cot)
@@ -113,3 +102,12 @@ def test_attention_impl_is_validated():
         validate(cfg)
     with pytest.raises(ConfigError, match="model.attention_impl.*dropatt"):
         build_model(ModelConfig(n_token=8, attention_impl="pallas", dropatt=0.1))
+
+
+def test_bench_attention_kernel_smoke(capsys):
+    # on CPU the kernel runs in interpret mode at tiny sizes: a numbers check, not a timing
+    assert load_script("bench_attention").main(["--kernel", "--smoke"]) == 0
+    rows = [line.split("|") for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| reference") or line.startswith("| pallas")]
+    assert [row[1].strip() for row in rows] == ["reference", "pallas 8x8"]
+    assert float(rows[1][6]) < 2e-2  # bfloat16 inputs: the kernel agrees with the reference

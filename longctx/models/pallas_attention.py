@@ -222,6 +222,15 @@ _fused.defvjp(_fused_fwd, _fused_bwd)
 # ----------------------------------------------------------------------------- public entry
 
 
+def reference_attention(q, k, v, r, r_w_bias, r_r_bias, key_start, *, span: int = 0):
+    """The unfused maths `rel_attention` must match: `attention.rel_scores` + `attend` under
+    XL's mask (dist >= 0, key >= key_start[b], dist < span when span > 0). Full scores."""
+    t, n_keys = q.shape[1], k.shape[1]
+    cols = jnp.arange(n_keys)
+    ok = jax.vmap(lambda ks: _visible(jnp.arange(t), cols, n_keys - t, ks, span))(key_start)
+    return A.attend(A.rel_scores(q, k, r, r_w_bias, r_r_bias), ok[:, None], v)
+
+
 def rel_attention(
     q: jax.Array,
     k: jax.Array,
