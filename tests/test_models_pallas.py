@@ -29,17 +29,19 @@ def out_and_grads(fn, args, cotangent):
     return jax.jit(run)(*args)
 
 
-# (batch, T, M, block_q, block_k, span, key_start per row)
+# (batch, T, M, block_q, block_k, span, key_start per row, backward)
 CASES = {
-    "no-memory": (2, 8, 0, 4, 4, 0, (0, 0)),
-    "memory, key block 2x query block, rows with empty/partial memory": (2, 8, 8, 4, 8, 0, (8, 3)),
-    "ragged T and M (padded to blocks), same_length": (2, 6, 5, 4, 2, 5, (2, 5)),
+    "no-memory": (2, 8, 0, 4, 4, 0, (0, 0), "pallas"),
+    "memory, key block 2x query block, rows with empty/partial memory":
+        (2, 8, 8, 4, 8, 0, (8, 3), "pallas"),
+    "ragged T and M (padded to blocks), same_length": (2, 6, 5, 4, 2, 5, (2, 5), "pallas"),
+    "as above, backward by blocked recompute in XLA": (2, 6, 5, 4, 2, 5, (2, 5), "xla"),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
 def test_kernel_matches_reference_outputs_and_gradients(case):
-    b, t, m, block_q, block_k, span, starts = CASES[case]
+    b, t, m, block_q, block_k, span, starts, backward = CASES[case]
     h, d = 2, 4
     keys = jax.random.split(jax.random.key(0), 7)
     q = jax.random.normal(keys[0], (b, t, h, d))
@@ -55,7 +57,8 @@ def test_kernel_matches_reference_outputs_and_gradients(case):
             lambda *a: P.reference_attention(*a, key_start, span=span), args, cot)
         out, grads = out_and_grads(
             lambda *a: P.rel_attention(*a, key_start, span=span, block_q=block_q,
-                                       block_k=block_k, interpret=True), args, cot)
+                                       block_k=block_k, interpret=True,
+                                       backward=backward), args, cot)
     assert out.shape == ref_out.shape
     assert rel(out, ref_out) <= 1e-5
     for name, got, want in zip(("q", "k", "v", "r", "r_w_bias", "r_r_bias"), grads, ref_grads, strict=True):

@@ -197,22 +197,31 @@ def _backward(qw, qr, k, v, r, key_start, g, *, mem_rows: int, span: int, block_
             dk.astype(k.dtype), dv.astype(v.dtype), dr.astype(r.dtype))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8, 9, 10))
-def _fused(qw, qr, k, v, r, key_start, mem_rows, span, block_q, block_k, interpret):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8, 9, 10, 11))
+def _fused(qw, qr, k, v, r, key_start, mem_rows, span, block_q, block_k, interpret, backward):
     """The differentiable fused attention on padded shapes -> out [B, T, H, D]."""
     return _forward(qw, qr, k, v, r, key_start, mem_rows=mem_rows, span=span,
                     block_q=block_q, block_k=block_k, interpret=interpret)[0]
 
 
-def _fused_fwd(qw, qr, k, v, r, key_start, mem_rows, span, block_q, block_k, interpret):
-    out = _fused(qw, qr, k, v, r, key_start, mem_rows, span, block_q, block_k, interpret)
-    return out, (qw, qr, k, v, r, key_start)
+def _fused_fwd(qw, qr, k, v, r, key_start, mem_rows, span, block_q, block_k, interpret,
+               backward):
+    out, lse = _forward(qw, qr, k, v, r, key_start, mem_rows=mem_rows, span=span,
+                        block_q=block_q, block_k=block_k, interpret=interpret)
+    return out, (qw, qr, k, v, r, key_start, out, lse)
 
 
-def _fused_bwd(mem_rows, span, block_q, block_k, interpret, res, g):
-    qw, qr, k, v, r, key_start = res
-    grads = _backward(qw, qr, k, v, r, key_start, g, mem_rows=mem_rows, span=span,
-                      block_q=block_q)
+def _fused_bwd(mem_rows, span, block_q, block_k, interpret, backward, res, g):
+    qw, qr, k, v, r, key_start, out, lse = res
+    if backward == "pallas":
+        from longctx.models import pallas_attention_bwd  # imports this module's helpers
+
+        grads = pallas_attention_bwd.backward(
+            qw, qr, k, v, r, key_start, out, lse, g, mem_rows=mem_rows, span=span,
+            block_q=block_q, block_k=block_k, interpret=interpret)
+    else:
+        grads = _backward(qw, qr, k, v, r, key_start, g, mem_rows=mem_rows, span=span,
+                          block_q=block_q)
     return (*grads, np.zeros(key_start.shape, jax.dtypes.float0))
 
 
@@ -244,17 +253,21 @@ def rel_attention(
     block_q: int = 64,
     block_k: int = 64,
     interpret: bool | None = None,
+    backward: str = "pallas",
 ) -> jax.Array:
     """q [B, T, H, D], k/v [B, M+T, H, D], r [M+T, H, D] (distances M+T-1 .. 0), biases
     [H, D], key_start [B] int (first valid key) -> softmax-weighted v [B, T, H, D] in v's
     dtype, as `attention.attend(attention.rel_scores(...), xl_visibility mask, v)`.
-    span > 0: keys at distance >= span are hidden (same_length). Differentiable."""
+    span > 0: keys at distance >= span are hidden (same_length). Differentiable: backward
+    'pallas' (the kernel in pallas_attention_bwd) or 'xla' (blocked recompute in plain JAX)."""
     b, t, h, d = q.shape
     n_keys = k.shape[1]
     mem_rows = n_keys - t
     if mem_rows < 0 or r.shape[0] != n_keys or v.shape[1] != n_keys:
         raise ValueError(f"rel_attention: expected k, v [B, M+T, H, D] and r [M+T, H, D] with "
                          f"M >= 0 for q of length T={t}; got k {k.shape}, v {v.shape}, r {r.shape}")
+    if backward not in ("pallas", "xla"):
+        raise ValueError(f"rel_attention: backward must be 'pallas' or 'xla', got {backward!r}")
     for name, size in (("block_q", block_q), ("block_k", block_k)):
         if size <= 0 or size & (size - 1):
             raise ValueError(f"rel_attention: {name} must be a power of two, got {size}")
@@ -274,5 +287,5 @@ def rel_attention(
     r_p = jnp.pad(r.astype(dt), [(t_pad - t, tail), (0, 0), (0, 0)])
     starts = jnp.asarray(key_start, jnp.int32).reshape(b)
     out = _fused(qw, qr, jnp.pad(k, kv_pad), jnp.pad(v.astype(dt), kv_pad), r_p, starts,
-                 mem_rows, int(span), block_q, block_k, bool(interpret))
+                 mem_rows, int(span), block_q, block_k, bool(interpret), backward)
     return out[:, :t].astype(v.dtype)
