@@ -10,9 +10,11 @@ q + r_r is moved into place per row by `skew_rows` (rotations only, so it lowers
 
 Forward: one Pallas kernel per (batch, head, query block), a fori_loop over the visible key
 blocks (blocks wholly in the future or before the first valid key are skipped).
-Backward: a blocked recompute in plain JAX (a scan over query blocks, one [B, H, block_q,
-M+T] strip at a time), not a Pallas kernel. Any T and M: the wrapper pads queries and keys
-to whole blocks (padded keys lie in every real query's future, so they are masked).
+Backward: by default the Pallas kernel in `pallas_attention_bwd` (probabilities recomputed
+from the forward's log-sum-exp); backward='xla' instead recomputes in plain JAX, a scan over
+query blocks, one [B, H, block_q, M+T] strip at a time. Any T and M: the wrapper pads queries
+and keys to whole blocks (padded keys lie in every real query's future, so they are masked).
+Block sizes are powers of two (Triton tiles); off a GPU the kernels run in interpret mode.
 """
 
 from __future__ import annotations
