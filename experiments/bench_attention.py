@@ -3,6 +3,12 @@ memory) vs the sliding-window stack (blocked band attention) at matched span W.
 
     python experiments/bench_attention.py            # seq 1k, 4k, 16k; W = 256
     python experiments/bench_attention.py --smoke    # tiny, a few seconds (used by a test)
+    python experiments/bench_attention.py --kernel   # XL attention alone: reference vs Pallas
+
+--kernel times the attention op alone (q, k, v, r in; softmax-weighted v out) at the XL
+xlarge shape by default, the reference (XLA) against the fused Pallas kernel at each
+--blocks, with model FLOP/s and the share of --peak-tflops (MFU). The kernel runs on a GPU;
+elsewhere it is skipped unless --smoke (tiny shapes, interpret mode: numerics only).
 
 XL: mem_len = W, tgt_len = W/2, the sequence fed as consecutive segments (a lax.scan; memory
 gradient-stopped, gradients summed over segments). Window: the whole sequence at once.
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 import platform
 import statistics
@@ -26,6 +33,7 @@ import jax.numpy as jnp
 
 from longctx.config import ModelConfig
 from longctx.models import build_model, count_params, init_memory
+from longctx.models import pallas_attention as PA
 
 
 def make_loss(cfg: ModelConfig, seq_len: int):
@@ -91,11 +99,88 @@ def measure(cfg: ModelConfig, seq_len: int, repeats: int) -> dict:
             "params": count_params(params)}
 
 
+def time_jitted(fn, args, repeats: int):
+    """(median seconds of a compiled fn(*args) after a warm-up call, its output)."""
+    compiled = jax.jit(fn).lower(*args).compile()
+    out = jax.block_until_ready(compiled(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(compiled(*args))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def kernel_table(args) -> int:
+    """Reference vs Pallas XL attention alone: ms, model TFLOP/s, MFU, error vs reference."""
+    on_gpu = jax.default_backend() == "gpu"
+    if args.smoke:
+        b, h, d, t, m, blocks, repeats = 2, 2, 8, 16, 16, ["8x8"], 1
+    else:
+        b, h, d, t, m, repeats = args.batch, args.heads, args.d_head, args.tgt_len, args.mem_len, args.repeats
+        blocks = args.blocks.split(",")
+    dtype = jnp.dtype(args.dtype)
+    keys = jax.random.split(jax.random.key(0), 7)
+    q = jax.random.normal(keys[0], (b, t, h, d), dtype)
+    k = jax.random.normal(keys[1], (b, m + t, h, d), dtype)
+    v = jax.random.normal(keys[2], (b, m + t, h, d), dtype)
+    r = jax.random.normal(keys[3], (m + t, h, d), dtype)
+    rw, rr = (0.1 * jax.random.normal(kk, (h, d), jnp.float32) for kk in keys[4:6])
+    cot = jax.random.normal(keys[6], (b, t, h, d), dtype)
+    starts = jnp.zeros((b,), jnp.int32)
+    flops = 3 * 2 * b * h * t * (m + t) * d  # content, position, weighted values (masked included)
+    print(f"# XL attention alone: batch {b}, heads {h}, d_head {d}, tgt_len {t}, mem_len {m}, "
+          f"{args.dtype}; jax {jax.__version__} on {jax.default_backend()}; median of {repeats}; "
+          f"model FLOPs {flops:.3g} fwd, 3x fwd+bwd; MFU vs {args.peak_tflops} TFLOP/s")
+    impls = [("reference", lambda *a: PA.reference_attention(*a, starts))]
+    if on_gpu or args.smoke:
+        for blk in blocks:
+            bq, bk = (int(x) for x in blk.split("x"))
+            impls.append((f"pallas {bq}x{bk}", functools.partial(
+                lambda *a, bq, bk: PA.rel_attention(*a, starts, block_q=bq, block_k=bk),
+                bq=bq, bk=bk)))
+    else:
+        print(f"# pallas: skipped on {jax.default_backend()} (interpret mode would time the "
+              "emulation, not the kernel); run on a GPU, or --smoke for the numerics")
+    print(f"| {'impl':<16} | {'fwd ms':>8} | {'fwd+bwd ms':>10} | {'TFLOP/s':>8} | {'MFU':>6} | "
+          f"{'max rel err':>11} |")
+    print("|------------------|----------|------------|----------|--------|-------------|")
+    want = None
+    for name, fn in impls:
+        def loss(*a, fn=fn):
+            return jnp.sum(fn(*a).astype(jnp.float32) * cot.astype(jnp.float32))
+
+        fwd, got = time_jitted(fn, (q, k, v, r, rw, rr), repeats)
+        both, _ = time_jitted(jax.grad(loss, argnums=tuple(range(6))), (q, k, v, r, rw, rr),
+                              repeats)
+        want = got if want is None else want  # the first row is the reference
+        err = float(jnp.max(jnp.abs(got.astype(jnp.float32) - want.astype(jnp.float32)))
+                    / jnp.max(jnp.abs(want.astype(jnp.float32))))
+        tflops = 3 * flops / both / 1e12
+        print(f"| {name:<16} | {fwd * 1e3:>8.3f} | {both * 1e3:>10.3f} | {tflops:>8.2f} | "
+              f"{100 * tflops / args.peak_tflops:>5.1f}% | {err:>11.2e} |", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--kernel", action="store_true",
+                        help="time XL attention alone: reference vs the Pallas kernel")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--heads", type=int, default=16)
+    parser.add_argument("--d-head", type=int, default=64)
+    parser.add_argument("--tgt-len", type=int, default=128)
+    parser.add_argument("--mem-len", type=int, default=256)
+    parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
+    parser.add_argument("--blocks", default="64x64,128x64,64x128,128x128",
+                        help="comma-separated block_q x block_k (powers of two)")
+    parser.add_argument("--peak-tflops", type=float, default=989.0,
+                        help="the chip's peak for --dtype (H200 bf16 dense: 989)")
     args = parser.parse_args(argv)
+    if args.kernel:
+        return kernel_table(args)
     if args.smoke:
         window, lengths, repeats = 32, (128, 256), 1
         base = ModelConfig(n_token=64, n_layer=1, n_head=2, d_model=16, d_head=8, d_inner=32)

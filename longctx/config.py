@@ -76,6 +76,7 @@ class ModelConfig(_Strict):
     seq_len: int = 256  # training sequence length for the window and vanilla models
     dtype: str = "float32"  # compute dtype; parameters stay float32
     remat: bool = False  # rematerialise each layer's activations in the backward pass
+    attention_impl: str = "reference"  # XL segment attention: 'reference' or 'pallas' (fused)
     init_std: float = 0.02
 
     @property

@@ -100,6 +100,8 @@ def check(cfg: Config, num_devices: int = 1, num_processes: int = 1) -> Config:
     m, d = cfg.model, cfg.data
     _check(m.arch in ARCHS, "model.arch", f"must be one of {ARCHS}, got {m.arch!r}")
     _check(m.dtype in DTYPES, "model.dtype", f"must be one of {DTYPES}, got {m.dtype!r}")
+    _check(m.attention_impl in ("reference", "pallas"), "model.attention_impl",
+           f"must be 'reference' or 'pallas', got {m.attention_impl!r}")
     _check(d.name in DATASETS, "data.name", f"must be one of {DATASETS}, got {d.name!r}")
     _check(d.data_dir.strip() != "", "data.data_dir", "must name a directory, e.g. data_cache")
     for key, interval in RANGES.items():

@@ -31,6 +31,9 @@ def check_config(cfg: ModelConfig) -> None:
     if cfg.same_length and cfg.arch == "xl" and cfg.mem_len == 0:
         raise ConfigError("config key 'model.same_length': needs mem_len > 0 "
                           "(with mem_len = 0 every key would be masked)")
+    if cfg.arch == "xl" and cfg.attention_impl == "pallas" and cfg.dropatt > 0:
+        raise ConfigError("config key 'model.attention_impl': the 'pallas' kernel has no "
+                          f"attention dropout; set model.dropatt=0 (got {cfg.dropatt}) or use 'reference'")
 
 
 class Decoder(nn.Module):

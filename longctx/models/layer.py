@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from longctx.config import ModelConfig
 from longctx.models import attention as A
+from longctx.models import pallas_attention
 from longctx.models.blocks import compute_dtype, init
 
 
@@ -154,7 +155,9 @@ class DecoderLayer(nn.Module):
     ) -> jax.Array:
         """h [B, T, d], mem [B, M, d] (cached rows before h).
 
-        block == 0: dense attention over concat(mem, h) under mask [B|1, T, M+T].
+        block == 0: dense attention over concat(mem, h) under mask [B|1, T, M+T], or, when
+        mask is [B] (XL with attention_impl 'pallas'), the fused kernel given each row's
+        first valid key (it builds the causal / same_length mask itself).
         block > 0: blocked band attention (mem must be empty, T a multiple of block):
         mask [nb, C, (m+1)C] from `attention.band_mask`, pos_emb of length (m+1)C.
         """
@@ -163,8 +166,12 @@ class DecoderLayer(nn.Module):
         if block == 0:
             src = jnp.concatenate([mem.astype(h.dtype), h], axis=1)
             q, k, v = self.project(src, n_query=h.shape[1])  # no queries for memory rows
-            scores = A.rel_scores(q, k, r, rw, rr)
-            vec = self.attend(scores, mask[:, None], v, deterministic)
+            if mask.ndim == 1:
+                span = self.cfg.mem_len if self.cfg.same_length else 0
+                vec = pallas_attention.rel_attention(q, k, v, r, rw, rr, mask, span=span)
+            else:
+                scores = A.rel_scores(q, k, r, rw, rr)
+                vec = self.attend(scores, mask[:, None], v, deterministic)
         else:
             vec = self.banded(h, r, rw, rr, mask, block, pos_emb.shape[0] // block - 1,
                               deterministic)

@@ -56,7 +56,10 @@ def xl_forward(
     _check_rows(cfg, memory)
     memory = apply_reset(memory, reset)
     rows, seg_len = memory.hidden.shape[2], tokens.shape[1]
-    mask = xl_visibility(cfg, key_valid(memory), seg_len)
+    if cfg.attention_impl == "pallas":  # each row's first valid key; the kernel masks
+        mask = rows - memory.valid
+    else:
+        mask = xl_visibility(cfg, key_valid(memory), seg_len)
     h = mod.embed(tokens, deterministic)
     pos_emb = mod.dropout(descending_pos_emb(cfg, rows + seg_len), deterministic)
     rw, rr = mod.shared_biases()
