@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -56,9 +57,9 @@ def gpu_quick_overrides() -> list[str]:
     return list(module.SIZES["gpu-quick"]["overrides"])
 
 
-def plan(tiny: bool, work: Path) -> dict[str, dict]:
+def plan(tiny: bool, work: Path, data_dir: Path | None = None) -> dict[str, dict]:
     """Per step: the command, its time limit and extra environment."""
-    run, data = work / "run", f"data.data_dir={work / 'data'}"
+    run, data = work / "run", f"data.data_dir={data_dir or work / 'data'}"
     reference = REPO / "tests" / "fixtures" / "reference_postln.npz"
     if tiny:
         train = ["--config", str(REPO / "experiments" / "smoke.py"), data,
@@ -106,15 +107,17 @@ def run_step(name: str, spec: dict, logs: Path) -> tuple[Step, str]:
         p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p), **spec.get("env", {})}
     start = time.perf_counter()
     print(f"[gpu_check] {name}: {' '.join(spec['cmd'][1:])}", flush=True)
+    # its own process group, so a step past its limit is stopped with everything it started
+    proc = subprocess.Popen(spec["cmd"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, cwd=REPO, env=env, text=True,
+                            start_new_session=True)
     try:
-        proc = subprocess.run(spec["cmd"], input=spec.get("stdin", ""), cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=spec["limit"])
-        status, output = ("ok" if proc.returncode == 0 else f"failed ({proc.returncode})",
-                          proc.stdout + proc.stderr)
-    except subprocess.TimeoutExpired as exc:
-        out = (exc.stdout or b"") + (exc.stderr or b"")
+        output, _ = proc.communicate(spec.get("stdin", ""), timeout=spec["limit"])
+        status = "ok" if proc.returncode == 0 else f"failed ({proc.returncode})"
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
         status = f"timeout ({spec['limit']}s)"
-        output = out.decode(errors="replace") if isinstance(out, bytes) else out
     step = Step(name, status, time.perf_counter() - start)
     (logs / f"{name}.log").write_text(output)
     if not status == "ok":
@@ -208,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="summary, logs and JSON (default $OUT/gpu_check or runs/gpu_check)")
     parser.add_argument("--work", default=None, help="run and data directory (default "
                         "runs/gpu_check_work; not under --out: checkpoints are large)")
+    parser.add_argument("--data-dir", default=None, help="datasets (default WORK/data)")
     parser.add_argument("--only", default=None, help="comma list of steps to run")
     args = parser.parse_args(argv)
     out = Path(args.out or (Path(os.environ["OUT"]) / "gpu_check" if os.environ.get("OUT")
@@ -219,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     import shutil
 
     shutil.rmtree(work / "run", ignore_errors=True)  # a fresh short run every time
-    specs = plan(args.tiny, work)
+    specs = plan(args.tiny, work, Path(args.data_dir) if args.data_dir else None)
     only = set(args.only.split(",")) if args.only else set(specs)
     unknown = only - set(specs)
     if unknown:
