@@ -66,7 +66,7 @@ def plan(tiny: bool, work: Path, data_dir: Path | None = None) -> dict[str, dict
                  "train.num_steps=8", "checkpoint.every_steps=4", "eval.max_conversations=4",
                  "eval.context_lengths=8,16", "eval.speed_tokens=32", "eval.vanilla_stride=8"]
         bench_train = ["--smoke", "--arch", "xl", "--batch", "4"]
-        generate = ["--smoke", "--archs", "xl,window", "--histories", "100"]
+        generate = ["--smoke", "--archs", "xl,window", "--histories", "100", "--tokens", "50"]
         chat_tokens, limits = "8", dict(compat=60, bench_train=60, train=90, evaluate=90,
                                         chat=60, bench_generate=60)
     else:  # a few hundred steps at the GPU study's shapes; ~5 minutes on one H200
