@@ -40,9 +40,28 @@ EOF
             return 1
         fi
         echo "gpu_setup: installing $(echo "$missing" | wc -l) packages from $wheel_dir into $site"
-        # shellcheck disable=SC2086
-        "$python" -m pip install --quiet --disable-pip-version-check --no-index --no-deps \
-            --find-links "$wheel_dir" --target "$site" --upgrade $missing
+        if "$python" -m pip --version > /dev/null 2>&1; then
+            # shellcheck disable=SC2086
+            "$python" -m pip install --quiet --disable-pip-version-check --no-index --no-deps \
+                --find-links "$wheel_dir" --target "$site" --upgrade $missing
+        else  # no pip: a wheel is a zip of what goes into site-packages
+            # shellcheck disable=SC2086
+            "$python" - "$wheel_dir" "$site" $missing <<'EOF'
+import re
+import sys
+import zipfile
+from pathlib import Path
+
+wheels, site, names = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
+for name in names:
+    key = re.sub(r"[-_.]+", "_", name).lower()
+    found = [w for w in wheels.glob("*.whl") if w.name.split("-")[0].lower() == key]
+    if not found:
+        sys.exit(f"gpu_setup.sh: no wheel for {name} in {wheels}; rerun gpu_wheels.sh")
+    with zipfile.ZipFile(found[0]) as z:
+        z.extractall(site)
+EOF
+        fi
     fi
     "$python" - "${GPU_IMPORTS[@]}" <<'EOF'
 import importlib
