@@ -3,9 +3,11 @@
     python experiments/bench_train.py                       # every arch at three sizes
     python experiments/bench_train.py --arch xl --size large --remat both
     python experiments/bench_train.py --dtype bfloat16      # the GPU run (bf16 compute)
+    python experiments/bench_train.py --size xlarge --dtype bfloat16 --batch 8,64  # batches
     python experiments/bench_train.py --smoke               # tiny, seconds (used by a test)
 
-Fixed so the figures compare over time: span W = 256, batch 8 lanes, vocabulary 8192. Rows:
+Fixed so the figures compare over time: span W = 256, batch 8 lanes (`--batch` for others;
+the table gives tokens per step), vocabulary 8192. Rows:
 XL a segment of tgt_len = W with mem_len = W; window seq_len = 2W; vanilla ctx_len = W.
 
 The step is `longctx.train.step.make_train_step` under `jax.pmap` over every local device,
@@ -79,7 +81,7 @@ def matmul_flops(dtype: str, n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 / statistics.median(times)
 
 
-def _inputs(cfg: ModelConfig):
+def _inputs(cfg: ModelConfig, batch_size: int = BATCH):
     """Train state, memory, batch and lane ids laid out per local device as `longctx train`
     lays them out (longctx.train.parallel)."""
     model = build_model(cfg)
@@ -91,23 +93,24 @@ def _inputs(cfg: ModelConfig):
                         init_memory(cfg, 1), jnp.zeros((1,), bool))["params"]
     state = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params),
                        jax.random.key_data(jax.random.key(1)))
-    topo = parallel.topology(BATCH)
-    tokens = np.asarray(jax.random.randint(jax.random.key(2), (BATCH, t + 1), 0, cfg.n_token))
+    topo = parallel.topology(batch_size)
+    tokens = np.asarray(jax.random.randint(jax.random.key(2), (batch_size, t + 1), 0,
+                                           cfg.n_token))
     batch = parallel.shard_batch({"inputs": tokens[:, :-1].astype(np.int32),
                                   "targets": tokens[:, 1:].astype(np.int32),
-                                  "mask": np.ones((BATCH, t), np.float32),
-                                  "reset": np.zeros((BATCH,), bool)}, topo.num_local)
+                                  "mask": np.ones((batch_size, t), np.float32),
+                                  "reset": np.zeros((batch_size,), bool)}, topo.num_local)
     rep = parallel.to_devices(parallel.replicate(state, topo))
-    mem = parallel.to_devices(parallel.memory_to_devices(init_memory(cfg, BATCH), topo))
+    mem = parallel.to_devices(parallel.memory_to_devices(init_memory(cfg, batch_size), topo))
     lanes = topo.process_lanes.reshape(topo.num_local, -1)
     step = jax.pmap(make_train_step(model, optimizer, schedule), axis_name="data",
                     donate_argnums=(0, 1))
     return step, rep, mem, batch, lanes, count_params(params)
 
 
-def measure(cfg: ModelConfig, steps: int) -> dict:
+def measure(cfg: ModelConfig, steps: int, batch_size: int = BATCH) -> dict:
     """Compile, warm up, then time `steps` train steps of one configuration."""
-    step, state, mem, batch, lanes, n_params = _inputs(cfg)
+    step, state, mem, batch, lanes, n_params = _inputs(cfg, batch_size)
     t0 = time.perf_counter()
     compiled = step.lower(state, mem, batch, lanes).compile()
     compile_s = time.perf_counter() - t0
@@ -130,8 +133,8 @@ def measure(cfg: ModelConfig, steps: int) -> dict:
     if not np.all(np.isfinite(np.asarray(metrics["loss"]))):
         raise SystemExit(f"bench_train: non-finite loss for {cfg.arch}")
     step_s = statistics.median(times)
-    tokens = BATCH * cfg.row_len
-    return {"arch": cfg.arch, "d_model": cfg.d_model, "n_layer": cfg.n_layer,
+    tokens = batch_size * cfg.row_len
+    return {"arch": cfg.arch, "d_model": cfg.d_model, "n_layer": cfg.n_layer, "batch": batch_size,
             "dtype": cfg.dtype, "remat": cfg.remat, "params": n_params,
             "tokens_per_step": tokens, "compile_s": compile_s, "step_s": step_s,
             "tokens_per_s": tokens / step_s,
@@ -140,8 +143,8 @@ def measure(cfg: ModelConfig, steps: int) -> dict:
 
 
 def render(rows: list[dict], matmul: float, device: str) -> str:
-    head = ("| arch | d_model | layers | dtype | remat | params | tokens/s | step ms | GFLOP/s |"
-            " of matmul | compile s | peak MiB |")
+    head = ("| arch | d_model | layers | dtype | remat | params | batch | tokens/step | tokens/s |"
+            " step ms | GFLOP/s | of matmul | compile s | peak MiB |")
     lines = [f"device: {device}; {jax.local_device_count()} local device(s); jax {jax.__version__};"
              f" 2048^3 matmul {matmul / 1e9:.1f} GFLOP/s", "", head,
              "|" + "---|" * (head.count("|") - 1)]
@@ -149,8 +152,9 @@ def render(rows: list[dict], matmul: float, device: str) -> str:
         peak = "-" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 2**20:.0f}"
         lines.append(
             f"| {r['arch']} | {r['d_model']} | {r['n_layer']} | {r['dtype']} | "
-            f"{'yes' if r['remat'] else 'no'} | {r['params'] / 1e6:.1f}M | "
-            f"{r['tokens_per_s']:.0f} | {r['step_s'] * 1e3:.0f} | {r['flops_per_s'] / 1e9:.1f} | "
+            f"{'yes' if r['remat'] else 'no'} | {r['params'] / 1e6:.1f}M | {r['batch']} | "
+            f"{r['tokens_per_step']} | {r['tokens_per_s']:.0f} | {r['step_s'] * 1e3:.0f} | "
+            f"{r['flops_per_s'] / 1e9:.1f} | "
             f"{r['flops_per_s'] / matmul:.0%} | {r['compile_s']:.1f} | {peak} |")
     return "\n".join(lines)
 
@@ -162,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"comma list of {', '.join(SIZES)}")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     p.add_argument("--remat", default="no", choices=("no", "yes", "both"))
+    p.add_argument("--batch", default=str(BATCH),
+                   help=f"comma list of global batch sizes in lanes (default {BATCH}); each must "
+                        "split over the local devices")
     p.add_argument("--steps", type=int, default=5, help="timed steps after the warm-up")
     p.add_argument("--json", default=None, help="also write the rows here")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, seconds")
@@ -173,6 +180,14 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"--size: unknown {unknown}; choose from {', '.join(SIZES)}")
     remats = {"no": [False], "yes": [True], "both": [False, True]}[args.remat]
+    try:
+        batches = [int(b) for b in args.batch.split(",")]
+    except ValueError:
+        p.error(f"--batch: expected a comma list of integers, got {args.batch!r}")
+    bad = [b for b in batches if b <= 0 or b % jax.local_device_count()]
+    if bad:
+        p.error(f"--batch: {bad} must be positive multiples of the {jax.local_device_count()} "
+                "local device(s)")
     span, vocab = (16, 64) if args.smoke else (SPAN, VOCAB)
     steps = 2 if args.smoke else args.steps
     matmul = matmul_flops(args.dtype, n=256 if args.smoke else 2048)
@@ -181,10 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     for size in sizes:
         for arch in archs:
             for remat in remats:
-                cfg = model_config(arch, size, args.dtype, remat, span, vocab)
-                rows.append(measure(cfg, steps))
-                print(f"  {arch} {size} remat={remat}: {rows[-1]['tokens_per_s']:.0f} tok/s",
-                      file=sys.stderr, flush=True)
+                for batch in batches:
+                    cfg = model_config(arch, size, args.dtype, remat, span, vocab)
+                    rows.append(measure(cfg, steps, batch))
+                    print(f"  {arch} {size} remat={remat} batch={batch}: "
+                          f"{rows[-1]['tokens_per_s']:.0f} tok/s", file=sys.stderr, flush=True)
     device = f"{jax.devices()[0].device_kind} ({platform.processor() or platform.machine()}, " \
              f"{os.cpu_count()} cpus)"
     print(render(rows, matmul, device))

@@ -7,11 +7,13 @@ parameter counts (one shared module tree), and a matched span W: XL `mem_len = W
 
     python experiments/dialogue_comparison.py --size readme   # ~6 min on 2 CPU cores
     python experiments/dialogue_comparison.py --size cpu      # 3 seeds, ~1 hour
+    python experiments/dialogue_comparison.py --size gpu-quick  # ~8 min of one H200
     python experiments/dialogue_comparison.py --size gpu      # on an accelerator
 
-It trains every (model, seed) in its own run directory under --root (finished runs are
-skipped, unfinished ones resumed), evaluates each (`longctx evaluate`), and prints the
-results table (`longctx compare`). As an experiment file, `get_config()` returns the
+It builds the dataset, trains every (model, seed) in its own run directory under --root
+(finished runs are skipped, unfinished ones resumed), evaluates each (`longctx evaluate`),
+prints the results table (`longctx compare`) and writes each stage's wall-clock seconds to
+ROOT/timings.json. As an experiment file, `get_config()` returns the
 README size's XL config: `longctx train --config experiments/dialogue_comparison.py
 --workdir DIR model.arch=window` trains one model by hand.
 """
@@ -19,6 +21,7 @@ README size's XL config: `longctx train --config experiments/dialogue_comparison
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
@@ -101,6 +104,28 @@ SIZES: dict[str, dict] = {
 }
 
 
+# The GPU study cut to one seed and a few minutes of one H200 (experiments/gpu_study.sh):
+# the `gpu` model shapes with the CPU study's recipe (every training fact inside W, no
+# dropout), 20M tokens per model (~50-70 s each at the 290-430k tokens/s measured there),
+# and an evaluation kept short: 20 validation conversations (~320 probes), vanilla stride
+# 64, no speed section (its stride-1 recompute would take about a minute per model).
+SIZES["gpu-quick"] = {
+    "seeds": [0],
+    "tokens_per_step": 8192,
+    "evaluate_args": ["--no-speed"],
+    "overrides": _matched(span=512, tgt_len=256, seq_len=2048) + [
+        "model.n_layer=8", "model.n_head=8", "model.d_model=512", "model.d_head=64",
+        "model.d_inner=2048", "model.dtype=bfloat16", "model.dropout=0",
+        "data.num_train=2000", "data.num_validation=20", "data.vocab_size=8192",
+        "data.train_near=1", "train.train_tokens=20000000", "optim.learning_rate=1e-3",
+        "optim.end_learning_rate=1e-4", "optim.warmup_steps=200",
+        "checkpoint.every_steps=1000", "train.log_every=100",
+        "eval.max_conversations=20", "eval.vanilla_stride=64",
+        "eval.context_lengths=128,512,1024",
+    ],
+}
+
+
 def get_config() -> Config:
     """The README size, XL; pick another model with `model.arch=window|vanilla`."""
     cfg = Config(name="dialogue_comparison")
@@ -124,31 +149,48 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default=None, help="default: runs/dialogue_<size>")
     parser.add_argument("--seeds", default=None, help="comma list (default: the size's)")
     parser.add_argument("--parallel", type=int, default=1, help="trainings at a time")
+    parser.add_argument("--tokens-per-step", type=int, default=None,
+                        help="default: the size's (the same for every model)")
     parser.add_argument("overrides", nargs="*", help="extra section.key=value for every run")
     args = parser.parse_args(argv)
 
+    from longctx.data.dataset import prepare_dataset
     from longctx.train.sweep import run_sweep
 
     size = SIZES[args.size]
     root = Path(args.root or f"runs/dialogue_{args.size}")
     seeds = args.seeds.split(",") if args.seeds else [str(s) for s in size["seeds"]]
+    per_step = args.tokens_per_step or size["tokens_per_step"]
     overrides = [f"name=dialogue_comparison_{args.size}", *size["overrides"], *args.overrides]
     start = time.time()
+    timings: dict[str, float] = {}
+    t0 = time.time()
+    prepare_dataset(parse_overrides(get_config(), overrides).data)  # once, before the runs
+    timings["data"] = time.time() - t0
     print(f"[1/3] training {len(ARCHS)} models x {len(seeds)} seeds under {root}", flush=True)
     runs = []
     for arch in ARCHS:  # each with its own batch: the same tokens per step for all
-        common = overrides + batch_overrides(arch, size["tokens_per_step"], overrides)
+        common = overrides + batch_overrides(arch, per_step, overrides)
+        t0 = time.time()
         runs += run_sweep(__file__, root, {"train.seed": seeds, "model.arch": [arch]}, common,
                           parallel=args.parallel)
+        timings[f"train {arch}"] = time.time() - t0
     failed = [r.workdir for r in runs if r.status == "failed"]
     if failed:
         raise SystemExit(f"training failed for {', '.join(map(str, failed))}")
     print(f"[2/3] evaluating ({time.time() - start:.0f}s so far)", flush=True)
     for run in runs:
         if not (run.workdir / "eval.json").exists():
-            _longctx("evaluate", "--workdir", str(run.workdir))
+            t0 = time.time()
+            _longctx("evaluate", "--workdir", str(run.workdir), *size.get("evaluate_args", []))
+            timings[f"evaluate {run.workdir.name}"] = time.time() - t0
     print(f"[3/3] comparing ({time.time() - start:.0f}s so far)", flush=True)
+    t0 = time.time()
     _longctx("compare", *(str(r.workdir) for r in runs), "--out", str(root / "results"))
+    timings["compare"] = time.time() - t0
+    timings["total"] = time.time() - start
+    (root / "timings.json").write_text(json.dumps(timings, indent=1) + "\n")
+    print("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
     print(f"done in {time.time() - start:.0f}s; tables and plots in {root / 'results'}")
     return 0
 

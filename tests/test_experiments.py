@@ -12,7 +12,7 @@ def _experiment():
     return load_script("dialogue_comparison")
 
 
-@pytest.mark.parametrize("size", ["readme", "cpu", "gpu"])
+@pytest.mark.parametrize("size", ["readme", "cpu", "gpu", "gpu-quick"])
 def test_every_size_matches_span_tokens_per_step_and_parameters(size):
     exp = _experiment()
     spec = exp.SIZES[size]

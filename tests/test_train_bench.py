@@ -19,7 +19,7 @@ def test_bench_train_smoke_needs_only_jax_flax_optax(tmp_path):
     script = (
         "import sys, runpy\n"
         f"sys.modules.update(dict.fromkeys({BLOCKED!r}))\n"
-        f"sys.argv = ['bench_train.py', '--smoke', '--arch', 'xl', '--remat', 'both',"
+        f"sys.argv = ['bench_train.py', '--smoke', '--arch', 'xl', '--remat', 'both', '--batch', '2,4',"
         f" '--json', {str(out)!r}]\n"
         f"runpy.run_path({str(REPO / 'experiments' / 'bench_train.py')!r}, run_name='__main__')\n"
     )
@@ -29,10 +29,12 @@ def test_bench_train_smoke_needs_only_jax_flax_optax(tmp_path):
                           capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| xl")]
-    assert len(rows) == 2, proc.stdout
+    assert len(rows) == 4, proc.stdout
     data = json.loads(out.read_text())
     assert data["matmul_flops_per_s"] > 0
-    assert [r["remat"] for r in data["rows"]] == [False, True]
+    assert [(r["remat"], r["batch"]) for r in data["rows"]] == [
+        (False, 2), (False, 4), (True, 2), (True, 4)]
     for row in data["rows"]:
         assert row["tokens_per_s"] > 0 and row["flops_per_s"] > 0 and row["compile_s"] > 0
         assert 0 < row["of_matmul"] < 10
+        assert row["tokens_per_step"] == row["batch"] * 16  # smoke: XL segments of W = 16

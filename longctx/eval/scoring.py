@@ -37,8 +37,10 @@ ROW_TOKENS = 8192  # tokens per jitted call of independent rows (window/vanilla 
 
 
 def rows_per_call(length: int) -> int:
-    """Fixed rows per call for rows of `length` tokens (a power of two, 8 .. 512)."""
-    rows = 8
+    """Fixed rows per call for rows of `length` tokens: the largest power of two (1 .. 512)
+    with at most ROW_TOKENS tokens a call, so a deep window model's long context rows keep
+    a call's device memory bounded like everyone else's."""
+    rows = 1
     while rows < 512 and rows * 2 * length <= ROW_TOKENS:
         rows *= 2
     return rows
@@ -109,7 +111,7 @@ class Scorer:
 
     def __init__(self, model_cfg: ModelConfig, params, vanilla_stride: int = 1):
         self.cfg = model_cfg
-        self.params = params
+        self.params = jax.device_put(params)  # once, not with every call
         self.stride = vanilla_stride
         self.model = build_model(model_cfg)
         self._score, self._score_from, self._feed = _compiled(model_cfg)
