@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from longctx.config import ModelConfig
 from longctx.models import attention as A
-from longctx.models.blocks import clamp_distance, compute_dtype, descending_pos_emb, sinusoid
+from longctx.models.blocks import compute_dtype, descending_pos_emb, distance_sinusoids
 
 if TYPE_CHECKING:
     from longctx.models.decoder import Decoder
@@ -38,28 +38,26 @@ def window_decode_init(cfg: ModelConfig, batch_size: int) -> WindowCache:
     return WindowCache(k=zeros, v=zeros, pos=jnp.zeros((), jnp.int32))
 
 
-def _step(mod: Decoder, token: jax.Array, cache: WindowCache) -> tuple[jax.Array, WindowCache]:
-    """Inside apply: one token per row against the ring buffer."""
+def _step(mod: Decoder, token: jax.Array, cache: WindowCache):
+    """Inside apply: one token per row against the ring buffer -> (logits [B, V], the
+    token's k, v [n_layer, B, H, D]; the caller writes them into the cache in place)."""
     cfg = mod.cfg
     width, t = cfg.window, cache.pos
-    slot = t % width
     dist = (t - jnp.arange(width)) % width  # distance of the position held in each slot
-    seen = (dist <= t)[None, None, None, :]
-    pos_emb = sinusoid(clamp_distance(dist, cfg.clamp_len), cfg.d_model)
+    # dist 0 is this token's slot: its old row (position t - W) is out of the window; the
+    # token's own key is scored apart by attend_one
+    seen = jnp.broadcast_to((dist <= t) & (dist > 0), (token.shape[0], width))
+    sin = distance_sinusoids(cfg, width, jnp.concatenate([dist, jnp.zeros((1,), dist.dtype)]))
     rw, rr = mod.shared_biases()
     h = mod.embed(token[:, None], True)
     ks, vs = [], []
     for i, layer in enumerate(mod.layers):
         q, k, v = layer.project(h)
-        kc = jax.lax.dynamic_update_slice(cache.k[i], k.astype(cache.k.dtype), (0, slot, 0, 0))
-        vc = jax.lax.dynamic_update_slice(cache.v[i], v.astype(cache.v.dtype), (0, slot, 0, 0))
-        lrw, lrr = layer.biases(rw, rr)
-        scores = A.rel_scores_direct(q, kc, layer.rel_proj(pos_emb), lrw, lrr)
-        h = layer.finish(h, layer.attend(scores, seen, vc, True), True)
-        ks.append(kc)
-        vs.append(vc)
-    logits = mod.output(h, True)[:, 0]
-    return logits, WindowCache(k=jnp.stack(ks), v=jnp.stack(vs), pos=t + 1)
+        vec = layer.attend_one(q, k, v, cache.k[i], cache.v[i], sin, seen, rw, rr)
+        h = layer.finish(h, vec, True)
+        ks.append(k[:, 0])
+        vs.append(v[:, 0])
+    return mod.output(h, True)[:, 0], jnp.stack(ks), jnp.stack(vs)
 
 
 def _feed(mod: Decoder, tokens: jax.Array, cache: WindowCache) -> tuple[jax.Array, WindowCache]:
@@ -92,7 +90,11 @@ def window_decode_step(
     model: Decoder, params, token: jax.Array, cache: WindowCache
 ) -> tuple[jax.Array, WindowCache]:
     """Feed one token [B] -> (logits [B, V] float32, cache). Jit with static_argnums=0."""
-    return model.apply({"params": params}, token, cache, method=_step)
+    logits, k, v = model.apply({"params": params}, token, cache, method=_step)
+    at = (0, 0, cache.pos % model.cfg.window, 0, 0)
+    k = jax.lax.dynamic_update_slice(cache.k, k[:, :, None].astype(cache.k.dtype), at)
+    v = jax.lax.dynamic_update_slice(cache.v, v[:, :, None].astype(cache.v.dtype), at)
+    return logits, WindowCache(k=k, v=v, pos=cache.pos + 1)
 
 
 def window_feed(
