@@ -161,6 +161,6 @@ def test_incremental_decoding_reproduces_segment_mode(changes):
     # the cached memory rows equal segment mode's memory projected once (both in order)
     from_memory = jax.jit(xl_decode_from_memory, static_argnums=0)(model, params, seg_memory)
     size = cfg.mem_len + cfg.tgt_len
-    for got, want in ((state.k, from_memory.k), (state.v, from_memory.v)):
+    for got, want in zip(state.k + state.v, from_memory.k + from_memory.v, strict=True):
         got = jnp.roll(got, -(int(state.pos) % size), axis=2)[:, :, cfg.tgt_len:]
         assert rel(got, want[:, :, cfg.tgt_len:]) < 1e-5

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from longctx.config import ConfigError, ModelConfig
 from longctx.models import attention as A
 from longctx.models.blocks import compute_dtype, descending_pos_emb, distance_sinusoids
+from longctx.models.kv_cache import empty_cache, from_cache, to_cache, write_token
 from longctx.models.memory import Memory, apply_reset, key_valid, update_memory
 
 if TYPE_CHECKING:
@@ -74,8 +75,8 @@ def xl_forward(
 
 @flax.struct.dataclass
 class XLDecodeState:
-    """k, v: [n_layer, B, K, n_head, d_head] (compute dtype), K = mem_len + tgt_len: a ring
-    buffer of every layer's keys and values, position u in slot u mod K; valid: [B] int32,
+    """k, v: every layer's keys and values in the window cache's layout (`kv_cache.to_cache`)
+    over K = mem_len + tgt_len slots: a ring buffer, position u in slot u mod K; valid: [B] int32,
     the current segment's memory rows that are real (the last `valid[b]` before it);
     pos: int32 scalar, tokens fed so far (the current segment began at pos - pos % tgt_len;
     memory rows given by `xl_decode_from_memory` sit at positions -mem_len .. -1).
@@ -94,21 +95,20 @@ class XLDecodeState:
 
 def xl_decode_init(cfg: ModelConfig, batch_size: int) -> XLDecodeState:
     """Decoding state with an empty memory (nothing seen yet)."""
-    shape = (cfg.n_layer, batch_size, cfg.mem_len + cfg.tgt_len, cfg.n_head, cfg.d_head)
-    zeros = jnp.zeros(shape, compute_dtype(cfg))
-    return XLDecodeState(k=zeros, v=zeros, valid=jnp.zeros((batch_size,), jnp.int32),
+    k, v = empty_cache(cfg, batch_size, cfg.mem_len + cfg.tgt_len)
+    return XLDecodeState(k=k, v=v, valid=jnp.zeros((batch_size,), jnp.int32),
                          pos=jnp.zeros((), jnp.int32))
 
 
-def _project_memory(mod: Decoder, memory: Memory) -> tuple[jax.Array, jax.Array]:
-    """Inside apply: every layer's k, v [n_layer, B, mem_len, H, D] of the memory rows."""
+def _project_memory(mod: Decoder, memory: Memory) -> tuple[list, list]:
+    """Inside apply: every layer's k, v of the memory rows (cache layout, mem_len slots)."""
     dt = compute_dtype(mod.cfg)
     ks, vs = [], []
     for i, layer in enumerate(mod.layers):
-        _, k, v = layer.project(memory.hidden[i].astype(dt))
+        k, v = to_cache(*layer.project(memory.hidden[i].astype(dt))[1:])
         ks.append(k)
         vs.append(v)
-    return jnp.stack(ks), jnp.stack(vs)
+    return ks, vs
 
 
 def xl_decode_from_memory(model: Decoder, params, memory: Memory) -> XLDecodeState:
@@ -117,13 +117,15 @@ def xl_decode_from_memory(model: Decoder, params, memory: Memory) -> XLDecodeSta
     cfg = model.cfg
     _check_rows(cfg, memory)
     k, v = model.apply({"params": params}, memory, method=_project_memory)
-    pad = [(0, 0), (0, 0), (cfg.tgt_len, 0), (0, 0), (0, 0)]
-    return XLDecodeState(k=jnp.pad(k, pad), v=jnp.pad(v, pad), valid=memory.valid,
+    before = (cfg.tgt_len, 0)
+    return XLDecodeState(k=tuple(jnp.pad(x, [(0, 0)] * 3 + [before]) for x in k),
+                         v=tuple(jnp.pad(x, [(0, 0)] * 2 + [before, (0, 0)]) for x in v),
+                         valid=memory.valid,
                          pos=jnp.zeros((), jnp.int32))
 
 
 def _xl_step(mod: Decoder, token: jax.Array, state: XLDecodeState):
-    """Inside apply: one token per row -> (logits [B, V], its k, v [n_layer, B, H, D])."""
+    """Inside apply: one token per row -> (logits [B, V], its k, v per layer [B, H, D])."""
     cfg = mod.cfg
     size, t = cfg.mem_len + cfg.tgt_len, state.pos
     dist = (t - jnp.arange(size)) % size  # distance of the position each slot holds
@@ -142,7 +144,7 @@ def _xl_step(mod: Decoder, token: jax.Array, state: XLDecodeState):
         h = layer.finish(h, vec, True)
         ks.append(k[:, 0])
         vs.append(v[:, 0])
-    return mod.output(h, True)[:, 0], jnp.stack(ks), jnp.stack(vs)
+    return mod.output(h, True)[:, 0], ks, vs
 
 
 def xl_decode_step(
@@ -154,41 +156,43 @@ def xl_decode_step(
     `jax.jit(xl_decode_step, static_argnums=0)`; shapes never change, so it compiles once."""
     cfg = model.cfg
     logits, k, v = model.apply({"params": params}, token, state, method=_xl_step)
-    at = (0, 0, state.pos % (cfg.mem_len + cfg.tgt_len), 0, 0)
+    slot = state.pos % (cfg.mem_len + cfg.tgt_len)
     pos = state.pos + 1
     grown = jnp.minimum(cfg.mem_len, state.valid + cfg.tgt_len)
+    k, v = write_token(state.k, state.v, k, v, slot)
     return logits, XLDecodeState(
-        k=jax.lax.dynamic_update_slice(state.k, k[:, :, None].astype(state.k.dtype), at),
-        v=jax.lax.dynamic_update_slice(state.v, v[:, :, None].astype(state.v.dtype), at),
-        valid=jnp.where(pos % cfg.tgt_len == 0, grown, state.valid).astype(jnp.int32),
+        k=k, v=v, valid=jnp.where(pos % cfg.tgt_len == 0, grown, state.valid).astype(jnp.int32),
         pos=pos)
 
 
 def _xl_segment(mod: Decoder, tokens: jax.Array, state: XLDecodeState):
     """Inside apply: a whole segment [B, tgt_len] at a boundary, as segment mode but with
-    the memory's cached k/v -> (logits [B, T, V], k, v [n_layer, B, mem_len + T, H, D] of
-    the memory rows then the segment, in order)."""
+    the memory's cached k/v -> (logits [B, T, V], every layer's new k, v cache: the memory
+    rows and the segment at their slots)."""
     cfg = mod.cfg
     rows, seg_len = cfg.mem_len, cfg.tgt_len
     mem_valid = jnp.arange(rows)[None, :] >= (rows - state.valid)[:, None]
     mask = xl_visibility(cfg, mem_valid, seg_len)
     pos_emb = descending_pos_emb(cfg, rows + seg_len)
     rw, rr = mod.shared_biases()
-    shift = -(state.pos % (rows + seg_len))  # oldest slot first: the memory rows in order
-    mem_k = jnp.roll(state.k, shift, axis=2)[:, :, seg_len:]
-    mem_v = jnp.roll(state.v, shift, axis=2)[:, :, seg_len:]
+    size = rows + seg_len
+    shift = -(state.pos % size)  # oldest slot first: the memory rows in order
+    back = (state.pos + seg_len) % size  # rows in order -> their slots (position mod K)
     h = mod.embed(tokens, True)
     ks, vs = [], []
     for i, layer in enumerate(mod.layers):
         q, k, v = layer.project(h)
-        kk = jnp.concatenate([mem_k[i], k.astype(mem_k.dtype)], axis=1)
-        vv = jnp.concatenate([mem_v[i], v.astype(mem_v.dtype)], axis=1)
+        mem_k, mem_v = (jnp.roll(x, shift, axis=1)[:, seg_len:]
+                        for x in from_cache(state.k[i], state.v[i]))
+        kk = jnp.concatenate([mem_k, k.astype(mem_k.dtype)], axis=1)  # [B, M + T, H, D]
+        vv = jnp.concatenate([mem_v, v.astype(mem_v.dtype)], axis=1)
         lrw, lrr = layer.biases(rw, rr)
         scores = A.rel_scores(q, kk, layer.rel_proj(pos_emb), lrw, lrr)
         h = layer.finish(h, layer.attend(scores, mask[:, None], vv, True), True)
-        ks.append(kk)
-        vs.append(vv)
-    return mod.output(h, True), jnp.stack(ks), jnp.stack(vs)
+        kc, vc = to_cache(jnp.roll(kk, back, axis=1), jnp.roll(vv, back, axis=1))
+        ks.append(kc)
+        vs.append(vc)
+    return mod.output(h, True), tuple(ks), tuple(vs)
 
 
 def xl_decode_segment(
@@ -201,12 +205,9 @@ def xl_decode_segment(
     if tokens.shape[1] != cfg.tgt_len:
         raise ValueError(f"xl_decode_segment needs tgt_len={cfg.tgt_len} tokens per row, "
                          f"got {tokens.shape[1]}")
-    logits, kk, vv = model.apply({"params": params}, tokens, state, method=_xl_segment)
-    pos = state.pos + cfg.tgt_len
-    back = pos % (cfg.mem_len + cfg.tgt_len)  # ordered rows -> slot (position mod K)
-    return logits, XLDecodeState(
-        k=jnp.roll(kk, back, axis=2), v=jnp.roll(vv, back, axis=2),
-        valid=jnp.minimum(cfg.mem_len, state.valid + cfg.tgt_len).astype(jnp.int32), pos=pos)
+    logits, k, v = model.apply({"params": params}, tokens, state, method=_xl_segment)
+    valid = jnp.minimum(cfg.mem_len, state.valid + cfg.tgt_len).astype(jnp.int32)
+    return logits, XLDecodeState(k=k, v=v, valid=valid, pos=state.pos + cfg.tgt_len)
 
 
 def xl_decode_feed(
