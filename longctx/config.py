@@ -18,6 +18,7 @@ from typing import Any
 
 ARCHS = ("xl", "window", "vanilla")
 DTYPES = ("float32", "bfloat16")
+PRECISIONS = ("default", "high", "highest")  # model.matmul_precision
 
 
 class ConfigError(ValueError):
@@ -47,6 +48,9 @@ class ModelConfig:
     ctx_len: int = 64  # vanilla fixed context
     seq_len: int = 256  # training sequence length for the window and vanilla models
     dtype: str = "float32"  # compute dtype; parameters stay float32
+    # float32 matmul precision: 'default' is the backend's (full float32 on CPU, but
+    # TF32/bf16 passes on GPU/TPU: ~1e-3 relative error), 'highest' full float32 everywhere
+    matmul_precision: str = "default"
     remat: bool = False  # rematerialise each layer's activations in the backward pass
     init_std: float = 0.02
 
@@ -162,6 +166,8 @@ def validate(cfg: Config, num_devices: int = 1, num_processes: int = 1) -> Confi
     m, d, o, t, c = cfg.model, cfg.data, cfg.optim, cfg.train, cfg.checkpoint
     _check(m.arch in ARCHS, "model.arch", f"must be one of {ARCHS}, got {m.arch!r}")
     _check(m.dtype in DTYPES, "model.dtype", f"must be one of {DTYPES}, got {m.dtype!r}")
+    _check(m.matmul_precision in PRECISIONS, "model.matmul_precision",
+           f"must be one of {PRECISIONS}, got {m.matmul_precision!r}")
     for key in ("n_layer", "n_head", "d_model", "d_head", "d_inner", "tgt_len"):
         _check(getattr(m, key) > 0, f"model.{key}", f"must be > 0, got {getattr(m, key)}")
     _check(m.n_token >= 0, "model.n_token", f"must be >= 0 (0 = from tokenizer), got {m.n_token}")

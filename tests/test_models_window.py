@@ -23,7 +23,8 @@ from longctx.models.sliding_window import band_visibility
 from tests.model_utils import forward, make, masked, rel
 
 BASE = ModelConfig(arch="window", n_token=31, n_layer=2, n_head=2, d_model=16, d_head=8,
-                   d_inner=32, window=4, tgt_len=4, init_std=0.2)
+                   d_inner=32, window=4, tgt_len=4, init_std=0.2,
+                   matmul_precision="highest")
 
 
 @pytest.mark.parametrize("window, seq_len", [(4, 16), (3, 11), (5, 4), (1, 6), (4, 13)])
