@@ -2,9 +2,9 @@
 
 `Stream(cfg, params)` owns jitted functions with fixed shapes (batch 1):
 - `feed(state, tokens)`: a run of known tokens (history, the user's turn) in segment mode
-  where it can -- whole XL segments through the segment forward, whole window chunks through
-  the chunk feed -- and the rest token by token inside one compiled loop over a fixed-size
-  buffer; returns the logits after the last token.
+  where it can -- whole XL segments as the segment forward (on the cached keys/values),
+  whole window chunks through the chunk feed -- and the rest token by token inside one
+  compiled loop over a fixed-size buffer; returns the logits after the last token.
 - `reply_step(state, token, key, knobs)`: feed the token just sampled and sample the next one.
 Every call has the same shapes whatever the history, so nothing recompiles per token or per
 turn (`compiled_variants` counts the compiled versions; tests check it stays at one each).
