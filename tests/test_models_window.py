@@ -76,7 +76,9 @@ def test_ring_buffer_decoding_reproduces_the_full_forward():
         if t == 0:
             compiled = step._cache_size()
     assert step._cache_size() == compiled
-    assert cache.k.shape == (cfg.n_layer, 2, cfg.window, cfg.n_head, cfg.d_head)
+    assert len(cache.k) == len(cache.v) == cfg.n_layer  # per layer: keys [B, H, D, W]
+    assert cache.k[0].shape == (2, cfg.n_head, cfg.d_head, cfg.window)
+    assert cache.v[0].shape == (2, cfg.n_head, cfg.window, cfg.d_head)
     assert rel(jnp.stack(outs, 1), full) < 1e-5
 
 
