@@ -106,9 +106,10 @@ SIZES: dict[str, dict] = {
 
 # The GPU study cut to one seed and a few minutes of one H200 (experiments/gpu_study.sh):
 # the `gpu` model shapes with the README recipe (training facts within 2W, acknowledgements
-# that say the value back, no dropout), 20M tokens per model (~50-70 s each at the 290-430k tokens/s measured there),
-# and an evaluation kept short: 20 validation conversations (~320 probes), vanilla stride
-# 64, no speed section (its stride-1 recompute would take about a minute per model).
+# that say the value back, no dropout), 20M tokens per model (~50-70 s each at the
+# 290-430k tokens/s measured there), and an evaluation kept short: 20 validation
+# conversations (~320 probes), vanilla stride 64, no speed section (its stride-1
+# recompute would take about a minute per model).
 SIZES["gpu-quick"] = {
     "seeds": [0],
     "tokens_per_step": 8192,

@@ -22,6 +22,7 @@ from typing import Any
 ARCHS = ("xl", "window", "vanilla")
 DTYPES = ("float32", "bfloat16")
 DATASETS = ("synthetic", "msc", "qmsum")
+PRECISIONS = ("default", "high", "highest")  # model.matmul_precision
 
 
 class ConfigError(ValueError):
@@ -75,6 +76,9 @@ class ModelConfig(_Strict):
     ctx_len: int = 64  # vanilla fixed context
     seq_len: int = 256  # training sequence length for the window and vanilla models
     dtype: str = "float32"  # compute dtype; parameters stay float32
+    # float32 matmul precision: 'default' is the backend's (full float32 on CPU, but
+    # TF32/bf16 passes on GPU/TPU: ~1e-3 relative error), 'highest' full float32 everywhere
+    matmul_precision: str = "default"
     remat: bool = False  # rematerialise each layer's activations in the backward pass
     attention_impl: str = "reference"  # XL segment attention: 'reference' or 'pallas' (fused)
     init_std: float = 0.02

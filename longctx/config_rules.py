@@ -11,6 +11,7 @@ from longctx.config import (
     ARCHS,
     DATASETS,
     DTYPES,
+    PRECISIONS,
     Config,
     ConfigError,
     _check,
@@ -100,6 +101,8 @@ def check(cfg: Config, num_devices: int = 1, num_processes: int = 1) -> Config:
     m, d = cfg.model, cfg.data
     _check(m.arch in ARCHS, "model.arch", f"must be one of {ARCHS}, got {m.arch!r}")
     _check(m.dtype in DTYPES, "model.dtype", f"must be one of {DTYPES}, got {m.dtype!r}")
+    _check(m.matmul_precision in PRECISIONS, "model.matmul_precision",
+           f"must be one of {PRECISIONS}, got {m.matmul_precision!r}")
     _check(m.attention_impl in ("reference", "pallas"), "model.attention_impl",
            f"must be 'reference' or 'pallas', got {m.attention_impl!r}")
     _check(d.name in DATASETS, "data.name", f"must be one of {DATASETS}, got {d.name!r}")

@@ -15,7 +15,8 @@ V = 40
 
 def _setup(arch: str, zero: bool = False):
     cfg = ModelConfig(arch=arch, n_token=V, n_layer=2, n_head=2, d_model=16, d_head=8,
-                      d_inner=32, tgt_len=8, mem_len=8, window=8, ctx_len=8, seq_len=32)
+                      d_inner=32, tgt_len=8, mem_len=8, window=8, ctx_len=8, seq_len=32,
+                      matmul_precision="highest")
     model = build_model(cfg)
     params = jax.jit(model.init)({"params": jax.random.PRNGKey(1)}, jnp.zeros((1, 8), jnp.int32),
                                  init_memory(cfg, 1), jnp.ones(1, bool))["params"]

@@ -21,7 +21,7 @@ LENGTH = 75  # several XL segments / windows, not a multiple of either
 def _model(arch: str):
     """The smoke model shape with sharp random weights (so distributions are far from flat)."""
     cfg = dataclasses.replace(load_experiment(SMOKE).model, arch=arch, n_token=97,
-                              init_std=0.4, dropout=0.0)
+                              init_std=0.4, dropout=0.0, matmul_precision="highest")
     model = build_model(cfg)
     tokens = np.random.default_rng(0).integers(0, 97, size=(1, LENGTH)).astype(np.int32)
     params = jax.jit(model.init)({"params": jax.random.PRNGKey(1)}, jnp.asarray(tokens[:, :8]),

@@ -14,7 +14,8 @@ from longctx.models import Memory, build_model, count_params, init_memory
 from tests.model_utils import forward, make, rel
 
 BASE = ModelConfig(n_token=23, n_layer=2, n_head=2, d_model=16, d_head=8, d_inner=32,
-                   tgt_len=4, mem_len=4, window=4, ctx_len=4, seq_len=8, init_std=0.2)
+                   tgt_len=4, mem_len=4, window=4, ctx_len=4, seq_len=8, init_std=0.2,
+                   matmul_precision="highest")
 
 
 @pytest.mark.parametrize("untie_r", [False, True])

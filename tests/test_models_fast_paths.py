@@ -16,11 +16,12 @@ def test_queries_only_for_the_segment_match_the_fused_projection(pre_lnorm):
     # XL projects q for the segment's rows only and k, v for memory + segment rows, from
     # slices of the one fused kernel: the same numbers as projecting every row and slicing.
     cfg = ModelConfig(n_head=2, d_model=32, d_head=16, d_inner=64, pre_lnorm=pre_lnorm)
-    layer = DecoderLayer(cfg)
+    layer = DecoderLayer(cfg)  # a bare layer: the Decoder's precision scope is set here
     src = jax.random.normal(jax.random.key(0), (3, 20, 32))
-    params = layer.init(jax.random.key(1), src, method=DecoderLayer.project)
-    q_all, k_all, v_all = layer.apply(params, src, method=DecoderLayer.project)
-    q, k, v = layer.apply(params, src, 8, method=DecoderLayer.project)
+    with jax.default_matmul_precision("highest"):
+        params = layer.init(jax.random.key(1), src, method=DecoderLayer.project)
+        q_all, k_all, v_all = layer.apply(params, src, method=DecoderLayer.project)
+        q, k, v = layer.apply(params, src, 8, method=DecoderLayer.project)
     assert q.shape == (3, 8, 2, 16) and k.shape == v.shape == (3, 20, 2, 16)
     for fast, plain in ((q, q_all[:, -8:]), (k, k_all), (v, v_all)):
         assert jnp.max(jnp.abs(fast - plain)) <= 1e-5 * jnp.max(jnp.abs(plain))

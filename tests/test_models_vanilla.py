@@ -15,7 +15,8 @@ from longctx.models.vanilla import strided_plan
 from tests.model_utils import forward, make
 
 BASE = ModelConfig(arch="vanilla", n_token=29, n_layer=2, n_head=2, d_model=16, d_head=8,
-                   d_inner=32, ctx_len=5, tgt_len=5, init_std=0.2)
+                   d_inner=32, ctx_len=5, tgt_len=5, init_std=0.2,
+                   matmul_precision="highest")
 
 strided = jax.jit(vanilla_strided_nll, static_argnums=(0, 3, 4, 5))
 

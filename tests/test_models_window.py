@@ -23,7 +23,8 @@ from longctx.models.sliding_window import band_visibility
 from tests.model_utils import forward, make, masked, rel
 
 BASE = ModelConfig(arch="window", n_token=31, n_layer=2, n_head=2, d_model=16, d_head=8,
-                   d_inner=32, window=4, tgt_len=4, init_std=0.2)
+                   d_inner=32, window=4, tgt_len=4, init_std=0.2,
+                   matmul_precision="highest")
 
 
 @pytest.mark.parametrize("window, seq_len", [(4, 16), (3, 11), (5, 4), (1, 6), (4, 13)])
@@ -75,7 +76,9 @@ def test_ring_buffer_decoding_reproduces_the_full_forward():
         if t == 0:
             compiled = step._cache_size()
     assert step._cache_size() == compiled
-    assert cache.k.shape == (cfg.n_layer, 2, cfg.window, cfg.n_head, cfg.d_head)
+    assert len(cache.k) == len(cache.v) == cfg.n_layer  # per layer: keys [B, H, D, W]
+    assert cache.k[0].shape == (2, cfg.n_head, cfg.d_head, cfg.window)
+    assert cache.v[0].shape == (2, cfg.n_head, cfg.window, cfg.d_head)
     assert rel(jnp.stack(outs, 1), full) < 1e-5
 
 

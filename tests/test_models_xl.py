@@ -15,13 +15,17 @@ from longctx.models import (
     build_model,
     init_memory,
     xl_decode_feed,
+    xl_decode_from_memory,
     xl_decode_init,
+    xl_decode_segment,
     xl_decode_step,
 )
+from longctx.models.kv_cache import from_cache
 from tests.model_utils import forward, make, masked, rel
 
 BASE = ModelConfig(arch="xl", n_token=37, n_layer=2, n_head=2, d_model=16, d_head=8,
-                   d_inner=32, tgt_len=4, mem_len=6, init_std=0.2)
+                   d_inner=32, tgt_len=4, mem_len=6, init_std=0.2,
+                   matmul_precision="highest")
 
 
 def stream_segments(model, params, tokens, cfg):
@@ -156,5 +160,54 @@ def test_incremental_decoding_reproduces_segment_mode(changes):
     # feed the rest with the scan version; the rolled memory equals segment mode's
     rest, state = jax.jit(xl_decode_feed, static_argnums=0)(model, params, tokens[:, n:], state)
     assert rel(rest, seg_logits[:, n:]) < 1e-5
-    assert int(state.pos) == 0 and state.memory.valid.tolist() == seg_memory.valid.tolist()
-    assert rel(state.memory.hidden, seg_memory.hidden) < 1e-5
+    assert int(state.pos) % cfg.tgt_len == 0 and state.valid.tolist() == seg_memory.valid.tolist()
+    # the cached memory rows equal segment mode's memory projected once (both in order)
+    from_memory = jax.jit(xl_decode_from_memory, static_argnums=0)(model, params, seg_memory)
+    size = cfg.mem_len + cfg.tgt_len
+    for layer in range(cfg.n_layer):
+        got = from_cache(state.k[layer], state.v[layer])  # [B, K, H, D] in slot order
+        want = from_cache(from_memory.k[layer], from_memory.v[layer])
+        for g, w in zip(got, want, strict=True):
+            g = jnp.roll(g, -(int(state.pos) % size), axis=1)[:, cfg.tgt_len:]
+            assert rel(g, w[:, cfg.tgt_len:]) < 1e-5
+
+
+def test_decoding_continues_a_segment_memory_in_whole_segments_and_steps():
+    cfg = dataclasses.replace(BASE, mem_len=7, tgt_len=3)  # memory spans several segments
+    model, params = make(cfg)
+    tokens = jax.random.randint(jax.random.key(6), (2, 5 * cfg.tgt_len), 0, cfg.n_token)
+    segs = [tokens[:, s * cfg.tgt_len : (s + 1) * cfg.tgt_len] for s in range(5)]
+    memory, want = init_memory(cfg, 2), []
+    for s, seg in enumerate(segs):  # row 0 restarts at segment 1: rows hold unequal memories
+        logits, memory = forward(model, params, seg, memory, jnp.array([s == 1, False]))
+        want.append(logits)
+        if s == 1:
+            after_1 = memory
+    assert after_1.valid.tolist() == [3, 6]
+    state = jax.jit(xl_decode_from_memory, static_argnums=0)(model, params, after_1)
+    segment = jax.jit(xl_decode_segment, static_argnums=0)
+    a, state = segment(model, params, segs[2], state)
+    b, state = jax.jit(xl_decode_feed, static_argnums=0)(model, params, segs[3], state)
+    c, state = segment(model, params, segs[4], state)
+    assert rel(jnp.concatenate([a, b, c], 1), jnp.concatenate(want[2:], 1)) < 1e-5
+    assert state.valid.tolist() == memory.valid.tolist() == [7, 7]
+    with pytest.raises(ValueError, match="tgt_len=3"):
+        segment(model, params, tokens[:, :4], state)
+
+
+def test_a_decode_step_projects_no_cached_row():
+    """The cost of a step grows with the cached rows only by attention's per-key work, far
+    below what projecting each row through qkv_net (2 d_model 3HD flops) would add."""
+
+    def step_flops(mem_len: int) -> float:
+        cfg = dataclasses.replace(BASE, mem_len=mem_len, tgt_len=4)
+        model, params = make(cfg, batch=1)
+        lowered = jax.jit(xl_decode_step, static_argnums=0).lower(
+            model, params, jnp.zeros((1,), jnp.int32), xl_decode_init(cfg, 1))
+        cost = lowered.compile().cost_analysis()
+        return (cost[0] if isinstance(cost, list) else cost)["flops"]
+
+    c = BASE
+    per_row_and_layer = (step_flops(40) - step_flops(8)) / 32 / c.n_layer
+    projection = 2 * c.d_model * 3 * c.n_head * c.d_head
+    assert 0 < per_row_and_layer < projection / 4, (per_row_and_layer, projection)

@@ -153,8 +153,8 @@ class Chat:
                "sessions": sum(t.speaker == "session" for t in self.conv.turns),
                "span_in_use": used, "span_max": most}
         if self.run.cfg.model.arch == "xl":
-            out["memory_rows"] = int(self.conv.decode.memory.valid[0])
-            out["segment_pos"] = int(self.conv.decode.pos)
+            out["memory_rows"] = int(self.conv.decode.valid[0])
+            out["segment_pos"] = int(self.conv.decode.pos) % self.stream.cfg.tgt_len
         return out
 
     def decode(self, ids: list[int]) -> str:

@@ -2,9 +2,9 @@
 
 `Stream(cfg, params)` owns jitted functions with fixed shapes (batch 1):
 - `feed(state, tokens)`: a run of known tokens (history, the user's turn) in segment mode
-  where it can -- whole XL segments through the segment forward, whole window chunks through
-  the chunk feed -- and the rest token by token inside one compiled loop over a fixed-size
-  buffer; returns the logits after the last token.
+  where it can -- whole XL segments as the segment forward (on the cached keys/values),
+  whole window chunks through the chunk feed -- and the rest token by token inside one
+  compiled loop over a fixed-size buffer; returns the logits after the last token.
 - `reply_step(state, token, key, knobs)`: feed the token just sampled and sample the next one.
 Every call has the same shapes whatever the history, so nothing recompiles per token or per
 turn (`compiled_variants` counts the compiled versions; tests check it stays at one each).
@@ -29,6 +29,7 @@ from longctx.models import (
     window_decode_step,
     window_feed,
     xl_decode_init,
+    xl_decode_segment,
     xl_decode_step,
 )
 
@@ -65,14 +66,13 @@ class Stream:
 
     def position_in_block(self, state: Any) -> int:
         """Tokens fed since the last block boundary (XL: in the current segment)."""
-        pos = int(state.pos)
-        return pos if self.cfg.arch == "xl" else pos % self.chunk
+        return int(state.pos) % self.chunk
 
     def span_in_use(self, state: Any) -> tuple[int, int]:
         """(keys the next token attends to besides itself, the most it ever can)."""
         c = self.cfg
         if c.arch == "xl":
-            used = int(state.memory.valid[0]) + int(state.pos)
+            used = int(state.valid[0]) + int(state.pos) % c.tgt_len
             return used, c.mem_len + c.tgt_len - 1
         return min(int(state.pos), c.window - 1), c.window - 1
 
@@ -87,9 +87,9 @@ class Stream:
             return window_block
 
         def xl_block(params, state: XLDecodeState, tokens):
-            """A whole segment at a segment boundary: segment mode, exactly."""
-            logits, memory = model.apply({"params": params}, tokens, state.memory, None, True)
-            return logits[:, -1], state.replace(memory=memory)
+            """A whole segment at a segment boundary: segment mode, on the cached k/v."""
+            logits, state = xl_decode_segment(model, params, tokens, state)
+            return logits[:, -1], state
         return xl_block
 
     def _steps_fn(self, params, state, tokens, count):

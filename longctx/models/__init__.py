@@ -23,9 +23,11 @@ Streaming and evaluation (all pure, static shapes; jit them with the model stati
 `jax.jit(xl_decode_step, static_argnums=0)` -- the model hashes by its config, so do not
 mutate a config after building a model from it). Decode states advance all rows together:
 
-    state = xl_decode_init(cfg, batch, memory=None)
+    state = xl_decode_init(cfg, batch)            # k/v cache: memory rows + current segment
+    state = xl_decode_from_memory(model, params, memory)      # after segment mode
     logits[B,V], state = xl_decode_step(model, params, token[B], state)     # == segment mode
     logits[B,N,V], state = xl_decode_feed(model, params, tokens[B,N], state)
+    logits[B,T,V], state = xl_decode_segment(model, params, tokens[B,tgt_len], state)  # pos 0
 
     cache = window_decode_init(cfg, batch)                     # ring buffer, W entries per layer
     logits[B,V], cache = window_decode_step(model, params, token[B], cache)
@@ -59,7 +61,9 @@ from longctx.models.memory import Memory, init_memory
 from longctx.models.transformer_xl import (
     XLDecodeState,
     xl_decode_feed,
+    xl_decode_from_memory,
     xl_decode_init,
+    xl_decode_segment,
     xl_decode_step,
 )
 from longctx.models.vanilla import vanilla_strided_nll
@@ -91,6 +95,8 @@ __all__ = [
     "window_stream_logits",
     "window_stream_nll",
     "xl_decode_feed",
+    "xl_decode_from_memory",
     "xl_decode_init",
+    "xl_decode_segment",
     "xl_decode_step",
 ]

@@ -36,3 +36,12 @@ def descending_pos_emb(cfg: ModelConfig, key_len: int) -> jax.Array:
     """[key_len, d_model] sinusoids of distances key_len-1 ... 0 (the rel_shift layout)."""
     dist = jnp.arange(key_len - 1, -1, -1)
     return sinusoid(clamp_distance(dist, cfg.clamp_len), cfg.d_model)
+
+
+def distance_sinusoids(cfg: ModelConfig, size: int, dist: jax.Array) -> jax.Array:
+    """Sinusoids [..., d_model] of relative distances `dist` (< size; negatives read as 0)
+    gathered from a table of distances 0 .. size-1 made once at trace time, so a decode
+    step needs no sin/cos of its own (the table's values are those of `sinusoid`)."""
+    with jax.ensure_compile_time_eval():
+        table = sinusoid(clamp_distance(jnp.arange(size), cfg.clamp_len), cfg.d_model)
+    return table[jnp.clip(dist, 0, size - 1)]

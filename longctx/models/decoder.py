@@ -7,6 +7,7 @@ fixed-context forward. The embedding is tied to the output layer (plus an output
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import flax.linen as nn
@@ -14,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from longctx.config import ARCHS, ConfigError, ModelConfig
+from longctx.config import ARCHS, PRECISIONS, ConfigError, ModelConfig
 from longctx.models import sliding_window, transformer_xl, vanilla
 from longctx.models.blocks import compute_dtype, descending_pos_emb, init
 from longctx.models.layer import DecoderLayer
@@ -28,12 +29,25 @@ def check_config(cfg: ModelConfig) -> None:
     if cfg.n_token <= 0:
         raise ConfigError("config key 'model.n_token': must be > 0 to build a model "
                           f"(got {cfg.n_token}; 0 means 'take it from the tokenizer')")
+    if cfg.matmul_precision not in PRECISIONS:
+        raise ConfigError(f"config key 'model.matmul_precision': must be one of {PRECISIONS}, "
+                          f"got {cfg.matmul_precision!r}")
     if cfg.same_length and cfg.arch == "xl" and cfg.mem_len == 0:
         raise ConfigError("config key 'model.same_length': needs mem_len > 0 "
                           "(with mem_len = 0 every key would be masked)")
     if cfg.arch == "xl" and cfg.attention_impl == "pallas" and cfg.dropatt > 0:
         raise ConfigError("config key 'model.attention_impl': the 'pallas' kernel has no "
                           f"attention dropout; set model.dropatt=0 (got {cfg.dropatt}) or use 'reference'")
+
+
+def matmul_precision(cfg: ModelConfig) -> contextlib.AbstractContextManager:
+    """The scope of cfg.matmul_precision for tracing the model: 'default' leaves JAX's own
+    (which JAX_DEFAULT_MATMUL_PRECISION may set); 'high' / 'highest' set every float32
+    matmul and einsum traced inside, and their gradients (a dot's transpose keeps the
+    precision it was traced with)."""
+    if cfg.matmul_precision == "default":
+        return contextlib.nullcontext()
+    return jax.default_matmul_precision(cfg.matmul_precision)
 
 
 class Decoder(nn.Module):
@@ -48,6 +62,22 @@ class Decoder(nn.Module):
     def __post_init__(self) -> None:
         check_config(self.cfg)  # refuse at construction, not only at init/apply
         super().__post_init__()
+
+    # Every use of the model goes through apply (or init), so the matmul precision is set
+    # here once rather than threaded through each Dense/einsum: training, evaluation,
+    # decoding and the compat tool all get it, and code added later cannot miss it.
+
+    @nn.nowrap
+    def apply(self, *args, **kwargs):
+        """Module.apply under the config's matmul precision."""
+        with matmul_precision(self.cfg):
+            return super().apply(*args, **kwargs)
+
+    @nn.nowrap
+    def init_with_output(self, *args, **kwargs):
+        """Module.init_with_output (and so init) under the config's matmul precision."""
+        with matmul_precision(self.cfg):
+            return super().init_with_output(*args, **kwargs)
 
     def setup(self) -> None:
         c = self.cfg

@@ -15,16 +15,49 @@ import jax.numpy as jnp
 
 from longctx.config import ModelConfig
 from longctx.models import attention as A
-from longctx.models.blocks import clamp_distance, compute_dtype, descending_pos_emb, sinusoid
+from longctx.models.blocks import compute_dtype, descending_pos_emb, distance_sinusoids
 
 if TYPE_CHECKING:
     from longctx.models.decoder import Decoder
 
 
+# The cache layout of both decoders, per layer: keys [B, H, D, K] and values [B, H, K, D].
+# A decode step's dots (q . k over D, p . v over K) then read each layer's arrays as they
+# are: XLA's CPU dots take the contracted axis second-to-last, so keys laid out [K, D]
+# would be copied transposed every token.
+
+
+def empty_cache(cfg: ModelConfig, batch_size: int, size: int) -> tuple[tuple, tuple]:
+    """Zero keys and values of `size` slots for every layer."""
+    dt = compute_dtype(cfg)
+    k = tuple(jnp.zeros((batch_size, cfg.n_head, cfg.d_head, size), dt) for _ in range(cfg.n_layer))
+    v = tuple(jnp.zeros((batch_size, cfg.n_head, size, cfg.d_head), dt) for _ in range(cfg.n_layer))
+    return k, v
+
+
+def to_cache(k: jax.Array, v: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """k, v [B, K, H, D] -> the cache layout (keys [B, H, D, K], values [B, H, K, D])."""
+    return k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)
+
+
+def from_cache(kc: jax.Array, vc: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The cache layout -> k, v [B, K, H, D]."""
+    return kc.transpose(0, 3, 1, 2), vc.transpose(0, 2, 1, 3)
+
+
+def write_token(ks: tuple, vs: tuple, k: list, v: list, slot: jax.Array) -> tuple[tuple, tuple]:
+    """Each layer's new k, v [B, H, D] into its cache at `slot`."""
+    ks = tuple(jax.lax.dynamic_update_slice(c, r[..., None].astype(c.dtype), (0, 0, 0, slot))
+               for c, r in zip(ks, k, strict=True))
+    vs = tuple(jax.lax.dynamic_update_slice(c, r[:, :, None].astype(c.dtype), (0, 0, slot, 0))
+               for c, r in zip(vs, v, strict=True))
+    return ks, vs
+
+
 @flax.struct.dataclass
 class WindowCache:
-    """k, v: [n_layer, B, W, n_head, d_head] (compute dtype), slot t mod W holds position t;
-    pos: int32 scalar, tokens fed so far."""
+    """k: one [B, n_head, d_head, W] array per layer, v: one [B, n_head, W, d_head] (compute
+    dtype; see `to_cache`); slot t mod W holds position t; pos: int32 scalar, tokens fed."""
 
     k: jax.Array
     v: jax.Array
@@ -33,33 +66,30 @@ class WindowCache:
 
 def window_decode_init(cfg: ModelConfig, batch_size: int) -> WindowCache:
     """An empty cache (nothing fed yet)."""
-    shape = (cfg.n_layer, batch_size, cfg.window, cfg.n_head, cfg.d_head)
-    zeros = jnp.zeros(shape, compute_dtype(cfg))
-    return WindowCache(k=zeros, v=zeros, pos=jnp.zeros((), jnp.int32))
+    k, v = empty_cache(cfg, batch_size, cfg.window)
+    return WindowCache(k=k, v=v, pos=jnp.zeros((), jnp.int32))
 
 
-def _step(mod: Decoder, token: jax.Array, cache: WindowCache) -> tuple[jax.Array, WindowCache]:
-    """Inside apply: one token per row against the ring buffer."""
+def _step(mod: Decoder, token: jax.Array, cache: WindowCache):
+    """Inside apply: one token per row against the ring buffer -> (logits [B, V], the
+    token's k, v per layer [B, H, D]; the caller writes them into the cache)."""
     cfg = mod.cfg
     width, t = cfg.window, cache.pos
-    slot = t % width
     dist = (t - jnp.arange(width)) % width  # distance of the position held in each slot
-    seen = (dist <= t)[None, None, None, :]
-    pos_emb = sinusoid(clamp_distance(dist, cfg.clamp_len), cfg.d_model)
+    # dist 0 is this token's slot: its old row (position t - W) is out of the window; the
+    # token's own key is scored apart by attend_one
+    seen = jnp.broadcast_to((dist <= t) & (dist > 0), (token.shape[0], width))
+    sin = distance_sinusoids(cfg, width, jnp.concatenate([dist, jnp.zeros((1,), dist.dtype)]))
     rw, rr = mod.shared_biases()
     h = mod.embed(token[:, None], True)
     ks, vs = [], []
     for i, layer in enumerate(mod.layers):
         q, k, v = layer.project(h)
-        kc = jax.lax.dynamic_update_slice(cache.k[i], k.astype(cache.k.dtype), (0, slot, 0, 0))
-        vc = jax.lax.dynamic_update_slice(cache.v[i], v.astype(cache.v.dtype), (0, slot, 0, 0))
-        lrw, lrr = layer.biases(rw, rr)
-        scores = A.rel_scores_direct(q, kc, layer.rel_proj(pos_emb), lrw, lrr)
-        h = layer.finish(h, layer.attend(scores, seen, vc, True), True)
-        ks.append(kc)
-        vs.append(vc)
-    logits = mod.output(h, True)[:, 0]
-    return logits, WindowCache(k=jnp.stack(ks), v=jnp.stack(vs), pos=t + 1)
+        vec = layer.attend_one(q, k, v, cache.k[i], cache.v[i], sin, seen, rw, rr)
+        h = layer.finish(h, vec, True)
+        ks.append(k[:, 0])
+        vs.append(v[:, 0])
+    return mod.output(h, True)[:, 0], ks, vs
 
 
 def _feed(mod: Decoder, tokens: jax.Array, cache: WindowCache) -> tuple[jax.Array, WindowCache]:
@@ -77,22 +107,27 @@ def _feed(mod: Decoder, tokens: jax.Array, cache: WindowCache) -> tuple[jax.Arra
     ks, vs = [], []
     for n, layer in enumerate(mod.layers):
         q, k, v = layer.project(h)
-        kk = jnp.concatenate([jnp.roll(cache.k[n], -(t % width), axis=1), k.astype(cache.k.dtype)], 1)
-        vv = jnp.concatenate([jnp.roll(cache.v[n], -(t % width), axis=1), v.astype(cache.v.dtype)], 1)
+        kc, vc = from_cache(cache.k[n], cache.v[n])  # [B, W, H, D]
+        kk = jnp.concatenate([jnp.roll(kc, -(t % width), axis=1), k.astype(kc.dtype)], 1)
+        vv = jnp.concatenate([jnp.roll(vc, -(t % width), axis=1), v.astype(vc.dtype)], 1)
         lrw, lrr = layer.biases(rw, rr)
         scores = A.rel_scores(q, kk, layer.rel_proj(pos_emb), lrw, lrr)
         h = layer.finish(h, layer.attend(scores, seen[None, None], vv, True), True)
-        ks.append(jnp.roll(kk[:, chunk:], (t + chunk) % width, axis=1))
-        vs.append(jnp.roll(vv[:, chunk:], (t + chunk) % width, axis=1))
+        kc, vc = to_cache(jnp.roll(kk[:, chunk:], (t + chunk) % width, axis=1),
+                          jnp.roll(vv[:, chunk:], (t + chunk) % width, axis=1))
+        ks.append(kc)
+        vs.append(vc)
     logits = mod.output(h, True)
-    return logits, WindowCache(k=jnp.stack(ks), v=jnp.stack(vs), pos=t + chunk)
+    return logits, WindowCache(k=tuple(ks), v=tuple(vs), pos=t + chunk)
 
 
 def window_decode_step(
     model: Decoder, params, token: jax.Array, cache: WindowCache
 ) -> tuple[jax.Array, WindowCache]:
     """Feed one token [B] -> (logits [B, V] float32, cache). Jit with static_argnums=0."""
-    return model.apply({"params": params}, token, cache, method=_step)
+    logits, k, v = model.apply({"params": params}, token, cache, method=_step)
+    k, v = write_token(cache.k, cache.v, k, v, cache.pos % model.cfg.window)
+    return logits, WindowCache(k=k, v=v, pos=cache.pos + 1)
 
 
 def window_feed(

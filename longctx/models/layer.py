@@ -10,6 +10,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from longctx.config import ModelConfig
 from longctx.models import attention as A
@@ -94,6 +95,33 @@ class DecoderLayer(nn.Module):
         c = self.cfg
         r = self.r_net(pos_emb.astype(compute_dtype(c)))
         return r.reshape(pos_emb.shape[:-1] + (c.n_head, c.d_head))
+
+    def attend_one(self, q, k, v, kc, vc, sin, seen, r_w_bias, r_r_bias) -> jax.Array:
+        """Decoding: the new token (q, k, v [B, 1, H, D]) attends to itself and to the cached
+        keys kc [B, H, D, K] and values vc [B, H, K, D] (the layout XLA's CPU dots read
+        without a copy) where seen [B, K]; sin [K + 1, d_model] holds the
+        sinusoids of the cached keys' distances then of the token's own (0) -> [B, 1, H, D].
+        The token's own key is scored apart, so the cache is only read (never copied to
+        insert the new row), and the positional term is
+        ((q + r_r_bias) W_r^T) . sin_j: the query goes back through r_net's kernel once
+        (d_model H D) instead of all K sinusoids going through it (K d_model H D)."""
+        c = self.cfg
+        rw, rr = self.biases(r_w_bias, r_r_bias)
+        f32 = jnp.float32
+        kernel = self.r_net.variables["params"]["kernel"].astype(q.dtype)
+        kernel = kernel.reshape(c.d_model, c.n_head, c.d_head)
+        qw = q + rw.astype(q.dtype)
+        u = jnp.einsum("bqhd,mhd->bhqm", q + rr.astype(q.dtype), kernel, preferred_element_type=f32)
+        bd = jnp.einsum("bhqm,km->bhqk", u, sin.astype(f32))
+        scale = 1.0 / np.sqrt(c.d_head)
+        cached = (jnp.einsum("bqhd,bhdk->bhqk", qw, kc, preferred_element_type=f32)
+                  + bd[..., :-1]) * scale
+        own = (jnp.einsum("bqhd,bkhd->bhqk", qw, k, preferred_element_type=f32)
+               + bd[..., -1:]) * scale
+        cached = jnp.where(seen[:, None, None, :], cached, A.NEG_INF)
+        prob = jax.nn.softmax(jnp.concatenate([cached, own], axis=-1), axis=-1).astype(v.dtype)
+        return (jnp.einsum("bhqk,bhkd->bqhd", prob[..., :-1], vc)
+                + jnp.einsum("bhqk,bkhd->bqhd", prob[..., -1:], v))
 
     def attend(self, scores, mask, v, deterministic: bool) -> jax.Array:
         """Masked softmax (+ attention dropout) and weighted sum of v."""

@@ -4,10 +4,10 @@ Segment mode: keys are concat(memory rows, segment); query i of the segment sees
 the key is valid and 0 <= dist < (mem_len if same_length else inf), dist = mem_len + i - j
 (the memory is right-aligned, so distances equal the original's `mlen + i - j`).
 
-Decoding keeps the memory plus the hidden states of the current segment's tokens so far
-(`seg`, every layer's input and the last layer's output); a step attends to
-concat(memory, seg) exactly as segment mode does, and when tgt_len tokens have been fed the
-segment rolls into the memory as segment mode's update would.
+Decoding caches every layer's keys and values in a ring buffer of mem_len + tgt_len rows:
+the memory's and the current segment's so far. A step projects only its own token and
+attends to memory + segment exactly as segment mode does; when tgt_len tokens have been fed
+the segment becomes the memory as segment mode's update would (see XLDecodeState).
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ import jax.numpy as jnp
 
 from longctx.config import ConfigError, ModelConfig
 from longctx.models import attention as A
-from longctx.models.blocks import clamp_distance, compute_dtype, descending_pos_emb, sinusoid
-from longctx.models.memory import Memory, apply_reset, init_memory, key_valid, update_memory
+from longctx.models.blocks import compute_dtype, descending_pos_emb, distance_sinusoids
+from longctx.models.kv_cache import empty_cache, from_cache, to_cache, write_token
+from longctx.models.memory import Memory, apply_reset, key_valid, update_memory
 
 if TYPE_CHECKING:
     from longctx.models.decoder import Decoder
@@ -77,70 +78,139 @@ def xl_forward(
 
 @flax.struct.dataclass
 class XLDecodeState:
-    """memory: Memory; seg: [n_layer+1, B, tgt_len, d] hidden states of the current segment
-    so far; pos: int32 scalar, tokens already in the current segment (0 .. tgt_len-1)."""
+    """k, v: every layer's keys and values in the window cache's layout (`kv_cache.to_cache`)
+    over K = mem_len + tgt_len slots: a ring buffer, position u in slot u mod K; valid: [B] int32,
+    the current segment's memory rows that are real (the last `valid[b]` before it);
+    pos: int32 scalar, tokens fed so far (the current segment began at pos - pos % tgt_len;
+    memory rows given by `xl_decode_from_memory` sit at positions -mem_len .. -1).
 
-    memory: Memory
-    seg: jax.Array
+    XL's keys carry no position (the positional term comes from r_net over relative
+    distances), so a row's k/v never change once computed and a token projects only its
+    own. The K slots hold exactly the memory and the current segment, so a new token
+    overwrites a row no query sees any more, and at a segment boundary nothing moves: the
+    segment becomes the memory by `valid` growing."""
+
+    k: jax.Array
+    v: jax.Array
+    valid: jax.Array
     pos: jax.Array
 
 
-def xl_decode_init(cfg: ModelConfig, batch_size: int, memory: Memory | None = None) -> XLDecodeState:
-    """Decoding state at a segment boundary: the given memory (default empty), no tokens."""
-    if memory is None:
-        memory = init_memory(cfg, batch_size)
-    seg = jnp.zeros((cfg.n_layer + 1, batch_size, cfg.tgt_len, cfg.d_model), jnp.float32)
-    return XLDecodeState(memory=memory, seg=seg, pos=jnp.zeros((), jnp.int32))
+def xl_decode_init(cfg: ModelConfig, batch_size: int) -> XLDecodeState:
+    """Decoding state with an empty memory (nothing seen yet)."""
+    k, v = empty_cache(cfg, batch_size, cfg.mem_len + cfg.tgt_len)
+    return XLDecodeState(k=k, v=v, valid=jnp.zeros((batch_size,), jnp.int32),
+                         pos=jnp.zeros((), jnp.int32))
 
 
-def _xl_step(mod: Decoder, token: jax.Array, state: XLDecodeState) -> tuple[jax.Array, jax.Array]:
-    """Inside apply: one token per row -> (logits [B, V], the new seg rows [n_layer+1, B, d])."""
+def _project_memory(mod: Decoder, memory: Memory) -> tuple[list, list]:
+    """Inside apply: every layer's k, v of the memory rows (cache layout, mem_len slots)."""
+    dt = compute_dtype(mod.cfg)
+    ks, vs = [], []
+    for i, layer in enumerate(mod.layers):
+        k, v = to_cache(*layer.project(memory.hidden[i].astype(dt))[1:])
+        ks.append(k)
+        vs.append(v)
+    return ks, vs
+
+
+def xl_decode_from_memory(model: Decoder, params, memory: Memory) -> XLDecodeState:
+    """Decoding state at a segment boundary after segment mode left `memory`: each layer's
+    memory rows projected to keys and values once (slots tgt_len .. K-1)."""
+    cfg = model.cfg
+    _check_rows(cfg, memory)
+    k, v = model.apply({"params": params}, memory, method=_project_memory)
+    before = (cfg.tgt_len, 0)
+    return XLDecodeState(k=tuple(jnp.pad(x, [(0, 0)] * 3 + [before]) for x in k),
+                         v=tuple(jnp.pad(x, [(0, 0)] * 2 + [before, (0, 0)]) for x in v),
+                         valid=memory.valid,
+                         pos=jnp.zeros((), jnp.int32))
+
+
+def _xl_step(mod: Decoder, token: jax.Array, state: XLDecodeState):
+    """Inside apply: one token per row -> (logits [B, V], its k, v per layer [B, H, D])."""
     cfg = mod.cfg
-    memory, p = state.memory, state.pos
-    rows, seg_len = cfg.mem_len, cfg.tgt_len
-    batch = token.shape[0]
-    dist = rows + p - jnp.arange(rows + seg_len)
-    seen = jnp.concatenate(
-        [key_valid(memory), jnp.broadcast_to(jnp.arange(seg_len) <= p, (batch, seg_len))], axis=1
-    )
-    seen = seen & (dist >= 0)[None]
+    size, t = cfg.mem_len + cfg.tgt_len, state.pos
+    dist = (t - jnp.arange(size)) % size  # distance of the position each slot holds
+    # visible: back to the memory's oldest real row; dist 0 is this token's slot (its old
+    # row is stale; the token's own key is scored apart by attend_one)
+    seen = (dist[None] <= (t % cfg.tgt_len + state.valid)[:, None]) & (dist > 0)[None]
     if cfg.same_length:
         seen = seen & (dist < cfg.mem_len)[None]
-    pos_emb = sinusoid(clamp_distance(dist, cfg.clamp_len), cfg.d_model)
+    sin = distance_sinusoids(cfg, size, jnp.concatenate([dist, jnp.zeros((1,), dist.dtype)]))
     rw, rr = mod.shared_biases()
-    dt = compute_dtype(cfg)
     h = mod.embed(token[:, None], True)
-    new_rows = [h[:, 0]]
+    ks, vs = [], []
     for i, layer in enumerate(mod.layers):
-        seg_i = jax.lax.dynamic_update_slice(state.seg[i], h.astype(jnp.float32), (0, p, 0))
-        src = jnp.concatenate([memory.hidden[i], seg_i], axis=1).astype(dt)
-        _, k, v = layer.project(src)
-        q, _, _ = layer.project(h)
-        lrw, lrr = layer.biases(rw, rr)
-        scores = A.rel_scores_direct(q, k, layer.rel_proj(pos_emb), lrw, lrr)
-        vec = layer.attend(scores, seen[:, None, None, :], v, True)
+        q, k, v = layer.project(h)
+        vec = layer.attend_one(q, k, v, state.k[i], state.v[i], sin, seen, rw, rr)
         h = layer.finish(h, vec, True)
-        new_rows.append(h[:, 0])
-    return mod.output(h, True)[:, 0], jnp.stack(new_rows)
+        ks.append(k[:, 0])
+        vs.append(v[:, 0])
+    return mod.output(h, True)[:, 0], ks, vs
 
 
 def xl_decode_step(
     model: Decoder, params, token: jax.Array, state: XLDecodeState
 ) -> tuple[jax.Array, XLDecodeState]:
     """Feed one token [B] -> (logits [B, V] float32, new state). Reproduces segment mode:
-    after tgt_len steps the segment's hidden states roll into the memory. Jit it with
+    the token projects only its own k/v into the cache, and after tgt_len steps the
+    segment becomes the memory as segment mode's update would. Jit it with
     `jax.jit(xl_decode_step, static_argnums=0)`; shapes never change, so it compiles once."""
-    logits, rows = model.apply({"params": params}, token, state, method=_xl_step)
-    seg = jax.lax.dynamic_update_slice(
-        state.seg, rows[:, :, None, :].astype(jnp.float32), (0, 0, state.pos, 0)
-    )
+    cfg = model.cfg
+    logits, k, v = model.apply({"params": params}, token, state, method=_xl_step)
+    slot = state.pos % (cfg.mem_len + cfg.tgt_len)
     pos = state.pos + 1
-    full = pos == model.cfg.tgt_len
-    rolled = update_memory(state.memory, seg)
-    memory = jax.tree.map(lambda a, b: jnp.where(full, a, b), rolled, state.memory)
-    seg = jnp.where(full, jnp.zeros_like(seg), seg)
-    pos = jnp.where(full, 0, pos).astype(jnp.int32)
-    return logits, XLDecodeState(memory=memory, seg=seg, pos=pos)
+    grown = jnp.minimum(cfg.mem_len, state.valid + cfg.tgt_len)
+    k, v = write_token(state.k, state.v, k, v, slot)
+    return logits, XLDecodeState(
+        k=k, v=v, valid=jnp.where(pos % cfg.tgt_len == 0, grown, state.valid).astype(jnp.int32),
+        pos=pos)
+
+
+def _xl_segment(mod: Decoder, tokens: jax.Array, state: XLDecodeState):
+    """Inside apply: a whole segment [B, tgt_len] at a boundary, as segment mode but with
+    the memory's cached k/v -> (logits [B, T, V], every layer's new k, v cache: the memory
+    rows and the segment at their slots)."""
+    cfg = mod.cfg
+    rows, seg_len = cfg.mem_len, cfg.tgt_len
+    mem_valid = jnp.arange(rows)[None, :] >= (rows - state.valid)[:, None]
+    mask = xl_visibility(cfg, mem_valid, seg_len)
+    pos_emb = descending_pos_emb(cfg, rows + seg_len)
+    rw, rr = mod.shared_biases()
+    size = rows + seg_len
+    shift = -(state.pos % size)  # oldest slot first: the memory rows in order
+    back = (state.pos + seg_len) % size  # rows in order -> their slots (position mod K)
+    h = mod.embed(tokens, True)
+    ks, vs = [], []
+    for i, layer in enumerate(mod.layers):
+        q, k, v = layer.project(h)
+        mem_k, mem_v = (jnp.roll(x, shift, axis=1)[:, seg_len:]
+                        for x in from_cache(state.k[i], state.v[i]))
+        kk = jnp.concatenate([mem_k, k.astype(mem_k.dtype)], axis=1)  # [B, M + T, H, D]
+        vv = jnp.concatenate([mem_v, v.astype(mem_v.dtype)], axis=1)
+        lrw, lrr = layer.biases(rw, rr)
+        scores = A.rel_scores(q, kk, layer.rel_proj(pos_emb), lrw, lrr)
+        h = layer.finish(h, layer.attend(scores, mask[:, None], vv, True), True)
+        kc, vc = to_cache(jnp.roll(kk, back, axis=1), jnp.roll(vv, back, axis=1))
+        ks.append(kc)
+        vs.append(vc)
+    return mod.output(h, True), tuple(ks), tuple(vs)
+
+
+def xl_decode_segment(
+    model: Decoder, params, tokens: jax.Array, state: XLDecodeState
+) -> tuple[jax.Array, XLDecodeState]:
+    """Feed a whole segment [B, tgt_len] to a state at a segment boundary (pos a multiple of
+    tgt_len, not checked: it is traced) -> (logits [B, tgt_len, V], state at the next
+    boundary). Equal to the segment forward, without re-projecting the memory rows."""
+    cfg = model.cfg
+    if tokens.shape[1] != cfg.tgt_len:
+        raise ValueError(f"xl_decode_segment needs tgt_len={cfg.tgt_len} tokens per row, "
+                         f"got {tokens.shape[1]}")
+    logits, k, v = model.apply({"params": params}, tokens, state, method=_xl_segment)
+    valid = jnp.minimum(cfg.mem_len, state.valid + cfg.tgt_len).astype(jnp.int32)
+    return logits, XLDecodeState(k=k, v=v, valid=valid, pos=state.pos + cfg.tgt_len)
 
 
 def xl_decode_feed(
