@@ -103,7 +103,7 @@ def variants(depths: list[int], cost_depth: int, span: int, tgt_len: int,
         out.append({"label": f"window L{cost_depth} W'={cost}", "arch": "window",
                     "depth": cost_depth,
                     "overrides": [f"model.n_layer={cost_depth}", f"model.window={cost}",
-                                  f"model.seq_len={max(4 * cost, 256)}"]})
+                                  "model.seq_len=512"]})
     return out
 
 
@@ -223,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--part", choices=("all", "depth", "cost"), default="all",
                         help="depth sweep, equal-cost pairs, or both")
     parser.add_argument("--parallel", type=int, default=1, help="trainings at a time")
+    parser.add_argument("--report", action="store_true",
+                        help="train nothing: tabulate the evaluated runs found under --root")
     parser.add_argument("overrides", nargs="*", help="extra section.key=value for every run")
     args = parser.parse_args(argv)
 
@@ -252,11 +254,20 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
         return result
 
-    jobs = [(model, seed) for model in models for seed in seeds]
-    with ThreadPoolExecutor(max_workers=max(args.parallel, 1)) as pool:
-        results = list(pool.map(train_and_evaluate, jobs))
-    rows = [(model["label"], results[i * len(seeds):(i + 1) * len(seeds)])
-            for i, model in enumerate(models)]
+    if args.report:
+        rows = []
+        for model in models:
+            found = sorted((root / _tag(model["label"])).glob("*/reach.json"))
+            if found:
+                rows.append((model["label"], [json.loads(p.read_text()) for p in found]))
+        if not rows:
+            raise SystemExit(f"no evaluated runs (reach.json) under {root}")
+    else:
+        jobs = [(model, seed) for model in models for seed in seeds]
+        with ThreadPoolExecutor(max_workers=max(args.parallel, 1)) as pool:
+            results = list(pool.map(train_and_evaluate, jobs))
+        rows = [(model["label"], results[i * len(seeds):(i + 1) * len(seeds)])
+                for i, model in enumerate(models)]
     text = table(rows) + "\n" + view_table(rows, cfg.model.tgt_len)
     out = root / "results"
     out.mkdir(parents=True, exist_ok=True)
