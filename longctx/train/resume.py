@@ -168,8 +168,22 @@ def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
         return x
 
     flat = jax.tree_util.tree_flatten_with_path(plain(tree))[0]
-    return {jax.tree_util.keystr(path): tuple(np.shape(leaf) if not hasattr(leaf, "shape")
-                                              else leaf.shape) for path, leaf in flat}
+    return {_path_name(path): tuple(np.shape(leaf) if not hasattr(leaf, "shape")
+                                    else leaf.shape) for path, leaf in flat}
+
+
+def _path_name(path: tuple) -> str:
+    """'.hidden', "['hidden']" and '[0]' alike as '/hidden' or '/0': orbax stores dataclass
+    fields as dict keys, so attribute and key paths must compare equal."""
+    parts = []
+    for k in path:
+        for attr in ("name", "key", "idx"):
+            if hasattr(k, attr):
+                parts.append(str(getattr(k, attr)))
+                break
+        else:
+            parts.append(str(k))
+    return "/" + "/".join(parts)
 
 
 def newest_readable(directory: Path, steps: list[int], attempt: Callable[[int], T]
