@@ -97,6 +97,7 @@ SIZES: dict[str, dict] = {
             "data.num_train=20000",
             "data.num_validation=200", "data.vocab_size=8192",
             "train.train_tokens=200000000", "optim.learning_rate=6e-4",
+            "optim.end_learning_rate=3e-5",
             "optim.warmup_steps=1000", "checkpoint.every_steps=1000", "train.log_every=100",
             "eval.vanilla_stride=64", "eval.context_lengths=64,128,256,512,1024",
         ],
