@@ -1,6 +1,6 @@
 """The main experiment: Transformer-XL vs sliding window vs vanilla on long synthetic dialogues.
 
-Fair by construction (GUIDE §2): one tokenizer and dataset, one optimiser, the same token
+Fair by construction: one tokenizer and dataset, one optimiser, the same token
 budget (`train.train_tokens`; each model turns it into its own number of steps), identical
 parameter counts (one shared module tree), and a matched span W: XL `mem_len = W` with
 `tgt_len <= W`, `window = W`, `ctx_len = W`.

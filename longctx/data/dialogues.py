@@ -1,4 +1,4 @@
-"""The synthetic long-dialogue benchmark (GUIDE §3): two speakers over several sessions,
+"""The synthetic long-dialogue benchmark: two speakers over several sessions,
 each with a persona of facts in the same slots; every fact is stated once and later asked
 back by the OTHER speaker, at a planned distance.
 

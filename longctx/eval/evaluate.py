@@ -1,4 +1,4 @@
-"""`longctx evaluate`: the coherence suite of GUIDE §4 over a run's latest checkpoint.
+"""`longctx evaluate`: the coherence suite over a run's latest checkpoint.
 
 Writes `DIR/eval.json` (schema in docs/eval_json.md and `SCHEMA` below). Every number is
 stored with the count of items behind it; everything except the `speed` section is a

@@ -1,4 +1,4 @@
-"""Coherence metrics as pure functions over log-probabilities (GUIDE §4).
+"""Coherence metrics as pure functions over log-probabilities.
 
 Nothing here touches a model: each function takes scores that a model produced and returns
 the metric with the number of items behind it, so hand-built cases test the definitions.
