@@ -94,7 +94,7 @@ def host_available() -> int | None:
             if line.startswith("MemAvailable:"):
                 found.append(int(line.split()[1]) * 1024)
     except (OSError, ValueError, IndexError):
-        pass
+        found.clear()  # no readable /proc/meminfo: only a cgroup limit can bound us
     for limit, used in (("memory.max", "memory.current"),
                         ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
         try:
