@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     from longctx.errors import UserError
     from longctx.eval.evaluate import load_conversations
     from longctx.eval.scoring import Scorer
-    from longctx.train.checkpoint import load_run
+    from longctx.rundir import load_run
 
     try:
         run = load_run(args.workdir, args.step)

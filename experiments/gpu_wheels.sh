@@ -7,9 +7,8 @@
 # The GPU machine already has jax, flax, optax, orbax-checkpoint, transformers and tokenizers
 # (and what they depend on: absl-py, etils, protobuf, psutil, msgpack, PyYAML, tqdm, ...).
 # What longctx imports beyond those (tensorflow-datasets and its imports, tensorboardX,
-# matplotlib for compare's plots) plus the declared-but-unimported grain, simple-parsing and
-# ml_collections come from here, at the versions of requirements-lock.txt, without their
-# dependencies (the list below is the closure). pyarrow (a tensorflow-datasets requirement,
+# matplotlib for compare's plots) and their dependencies come from here, at the versions of
+# requirements-lock.txt, without their own dependencies (the list is the closure). pyarrow (a tensorflow-datasets requirement,
 # ~40 MiB, never imported by longctx) is left out to keep .whl/ under the device tool's
 # 64 MiB carry limit. promise has only a source release: it is built into a wheel here.
 #

@@ -117,7 +117,7 @@ def evaluate_reach(workdir: Path) -> dict:
     from longctx.eval import probes
     from longctx.eval.evaluate import SEED, load_conversations, recall
     from longctx.eval.scoring import Scorer
-    from longctx.train.checkpoint import load_run
+    from longctx.rundir import load_run
 
     path = workdir / "reach.json"
     if path.is_file():

@@ -16,7 +16,7 @@ _COMMANDS = {
     "data": "longctx.data.commands",
     "evaluate": "longctx.eval.commands",
     "compare": "longctx.eval.commands",
-    "import-txl": "longctx.eval.commands",
+    "import-txl": "longctx.compat.commands",
     "chat": "longctx.generate.commands",
 }
 

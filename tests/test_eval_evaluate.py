@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -11,7 +12,7 @@ from longctx.cli import main
 from longctx.eval import evaluate
 from longctx.eval.metrics import BUCKET_NAMES
 from longctx.eval.scoring import Scorer
-from longctx.train.checkpoint import load_run, save_params_run
+from longctx.rundir import load_run, save_params_run
 from tests.conftest import FIXTURES
 from tests.data_fixtures import real_config
 
@@ -68,6 +69,14 @@ def test_eval_json_has_every_metric_and_count(evaluated):
     assert np.array(cc["nll"]).shape == (3, cc["num_targets"])
     assert ev["speed"]["stream"]["tokens_per_s"] > 0
     assert ev["speed"]["vanilla_recompute"]["tokens_per_s"] > 0
+
+
+def test_docs_schema_table_lists_every_key_eval_json_has(evaluated):
+    """docs/eval_json.md is the schema: each top-level key written has a row there."""
+    doc = (Path(__file__).parents[1] / "docs" / "eval_json.md").read_text()
+    rows = {line.split("|")[1].strip().strip("`") for line in doc.splitlines()
+            if line.startswith("| `")}
+    assert set(evaluated) <= rows, sorted(set(evaluated) - rows)
 
 
 def test_evaluating_twice_gives_identical_numbers(small_run, evaluated):

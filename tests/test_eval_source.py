@@ -17,7 +17,7 @@ from longctx.data.builders.base import read_conversations
 from longctx.data.builders.qmsum import QmsumMeetings
 from longctx.data.render import render
 from longctx.eval.recurrence import RECURRENCE_BUCKETS
-from longctx.train.checkpoint import load_run
+from longctx.rundir import load_run
 from tests.data_fixtures import MSC_SAMPLE, QMSUM_SAMPLE, real_config
 
 # eval work capped: vanilla scores one window per 16 targets (a few batched calls for a

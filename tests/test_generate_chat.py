@@ -17,7 +17,7 @@ from longctx.generate.chat import Chat
 from longctx.generate.commands import repl
 from longctx.generate.sampler import SamplerSettings
 from longctx.models import init_memory
-from longctx.train.checkpoint import load_run
+from longctx.rundir import load_run
 from tests.conftest import REPO, subprocess_env
 
 GREEDY = SamplerSettings(temperature=0.0, max_new_tokens=12)

@@ -11,7 +11,7 @@ from tests.conftest import REPO, subprocess_env
 
 # What a bare accelerator machine lacks: importing any of these must not be needed.
 BLOCKED = ["orbax", "orbax.checkpoint", "tensorflow_datasets", "transformers", "tokenizers",
-           "grain", "tensorboardX", "matplotlib"]
+           "tensorboardX", "matplotlib"]
 
 
 def test_bench_train_smoke_needs_only_jax_flax_optax(tmp_path):

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from longctx.train.checkpoint import load_run
+from longctx.rundir import load_run
 from longctx.train.loop import params_sha256, resolve_num_steps, train
 from tests.conftest import SMOKE, run_cli, smoke_config
 
@@ -84,7 +84,7 @@ def test_divergence_stops_with_the_step_named(data_dir, tmp_path):
 
 
 def test_gradient_accumulation_updates_every_k_steps(data_dir, tmp_path):
-    from longctx.train.checkpoint import load_run
+    from longctx.rundir import load_run
 
     cfg = smoke_config(data_dir, "optim.grad_accum=2", "train.num_steps=3",
                        "checkpoint.every_steps=1", "checkpoint.keep=5")

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from longctx.errors import UserError
+from longctx.rundir import load_run, save_params_run
+from longctx.rundir.settings import config_differences
+from longctx.rundir.steps import CheckpointMismatch
 from longctx.train import resume
-from longctx.train.checkpoint import load_run, save_params_run
 from longctx.train.loop import train
 from tests.conftest import SMOKE, run_cli, smoke_config
 
@@ -40,15 +42,15 @@ def test_only_where_and_how_often_may_change_on_resume(data_dir):
     free = _smoke(data_dir, "train.log_every=1", "train.host_sync_every=1",
                   "checkpoint.every_steps=1", "checkpoint.keep=9", "eval.max_conversations=2",
                   "data.data_dir=elsewhere", "model.remat=true", "name=other", "model.n_token=512")
-    assert resume.config_differences(base, free) == []
+    assert config_differences(base, free) == []
     changed = _smoke(data_dir, "train.batch_size=8", "train.num_steps=24", "optim.b1=0.8",
                      "data.seed=3", "model.d_inner=96")
-    assert {k for k, _, _ in resume.config_differences(base, changed)} == {
+    assert {k for k, _, _ in config_differences(base, changed)} == {
         "train.batch_size", "train.num_steps", "optim.b1", "data.seed", "model.d_inner"}
     # a token budget decides the length: num_steps is then ignored on both sides
     a = _smoke(data_dir, "train.train_tokens=4096", "train.num_steps=5")
     b = _smoke(data_dir, "train.train_tokens=4096", "train.num_steps=7")
-    assert resume.config_differences(a, b) == []
+    assert config_differences(a, b) == []
 
 
 def test_changed_batch_size_and_seed_are_refused_and_nothing_moves(run_copy, data_dir):
@@ -66,7 +68,7 @@ def test_a_step_saved_with_other_settings_is_refused_not_set_aside(run_copy, dat
     path = run_copy / "config.json"
     path.write_text(path.read_text().replace('"batch_size": 4', '"batch_size": 8'))
     before = _state(run_copy)
-    with pytest.raises(resume.CheckpointMismatch, match=r"train.batch_size 4 \(saved\) vs 8 "):
+    with pytest.raises(CheckpointMismatch, match=r"train.batch_size 4 \(saved\) vs 8 "):
         train(_smoke(data_dir, "train.batch_size=8"), run_copy)
     assert _state(run_copy) == before
 

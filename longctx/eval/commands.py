@@ -1,4 +1,4 @@
-"""The `evaluate`, `compare` and `import-txl` subcommands."""
+"""The `evaluate` and `compare` subcommands."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from longctx.errors import UserError
 
 def _evaluate(args: argparse.Namespace) -> int:
     from longctx.eval import evaluate
-    from longctx.train.checkpoint import load_run
+    from longctx.rundir import load_run
 
     run = load_run(args.workdir)
     result = evaluate.evaluate(run, args.dataset, args.split, with_speed=not args.no_speed,
@@ -73,27 +73,8 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _import_txl(args: argparse.Namespace) -> int:
-    from longctx.compat.transformer_xl import load_reference
-    from longctx.config import Config
-    from longctx.train.checkpoint import save_params_run
-
-    path = Path(args.reference)
-    if not path.is_file():
-        raise UserError(f"'{path}': no such file; pass a reference .npz weight file")
-    if args.tokenizer and not (Path(args.tokenizer) / "tokenizer.json").is_file():
-        raise UserError(f"--tokenizer '{args.tokenizer}': no tokenizer.json there; pass a "
-                        "folder saved with save_pretrained (e.g. a run's tokenizer/)")
-    model_cfg, params = load_reference(path)
-    cfg = Config(name=args.name or path.stem, model=model_cfg)
-    out = save_params_run(args.workdir, cfg, params, tokenizer_dir=args.tokenizer)
-    print(f"imported {path} ({model_cfg.n_layer} layers, d_model {model_cfg.d_model}, "
-          f"mem_len {model_cfg.mem_len}, tgt_len {model_cfg.tgt_len}) into {out}")
-    return 0
-
-
 def add_parser(subparsers) -> None:
-    """Register `evaluate`, `compare` and `import-txl`."""
+    """Register `evaluate` and `compare`."""
     p = subparsers.add_parser("evaluate", help="run the coherence suite; writes DIR/eval.json")
     p.add_argument("--workdir", required=True, help="run directory (from longctx train)")
     p.add_argument("--dataset", default=None,
@@ -113,11 +94,3 @@ def add_parser(subparsers) -> None:
                         "(RUN/NAME.json from evaluate --out); datasets get separate tables")
     p.add_argument("--out", default="results", help="output folder (default ./results)")
     p.set_defaults(func=_compare)
-
-    p = subparsers.add_parser("import-txl",
-                              help="make a run directory from original Transformer-XL weights")
-    p.add_argument("reference", help="reference .npz (weights under the original's names)")
-    p.add_argument("--workdir", required=True, help="new run directory to create")
-    p.add_argument("--tokenizer", default=None, help="tokenizer folder to copy in (optional)")
-    p.add_argument("--name", default=None, help="run name (default: the file's stem)")
-    p.set_defaults(func=_import_txl)

@@ -1,6 +1,6 @@
 """`longctx evaluate`: the coherence suite over a run's latest checkpoint.
 
-Writes `DIR/eval.json` (schema in docs/eval_json.md and `SCHEMA` below). Every number is
+Writes `DIR/eval.json` (schema and metric definitions: docs/eval_json.md). Every number is
 stored with the count of items behind it; everything except the `speed` section is a
 deterministic function of the checkpoint, the dataset and the eval config (fixed seed,
 fixed batch shapes), so evaluating twice gives identical numbers.
@@ -27,36 +27,6 @@ SCHEMA_VERSION = 2
 SEED = 20240601  # every random choice of the suite (distractors, shuffles, targets)
 CONTEXT_TARGETS = 256  # target tokens of the context curve
 PARTS = 4  # perplexity.by_part: each conversation's turn tokens in this many equal parts
-
-SCHEMA = """\
-eval.json (schema_version 2); every metric carries the count of items behind it.
-  schema_version: 2
-  run:      workdir, name, arch, step, span (W), num_params, train_tokens (null if unknown),
-            flops_per_token {train, eval} (longctx.eval.flops)
-  dataset:  name, split, source ({path, sha256} of the corpus file; null if generated),
-            conversations, tokens, probes
-  settings: num_candidates, vanilla_stride, streaming (the mode in words),
-            shuffle_window_turns, hits_max_tokens, context_lengths, seed
-  perplexity: overall {nll, ppl, tokens} over turn tokens (content + end-of-turn),
-            by_turn {"<turn index>": {nll, ppl, tokens}}, by_session {"<session>": ...},
-            by_part {"<part>": ...} (each conversation's turn tokens in PARTS equal parts)
-  recurrence: content words by distance to their previous occurrence (longctx.eval.
-            recurrence): unit, min_letters, span, buckets {new, inside, 1-2x, 2-4x, >4x:
-            {nll (per word), nll_per_token, count, tokens}}, by_session {"<s>": buckets}
-  recall:   null without probes; else {num_candidates, chance (1/N), skipped (probes
-            without N-1 same-length distractors), buckets {inside, 1-2x, 2-4x, >4x, all:
-            {accuracy (forced choice, ties split), stderr (over probes), exact_match
-            (greedy), count}}, probes {distance [P], position [P] (stream position of the
-            answer value's first token), credit [P], exact [P]} (one entry per scored probe,
-            for finer buckets)}
-  shuffle:  {accuracy, count, chance: 0.5}
-  hits_at_1: {accuracy, count, num_candidates, chance}
-  context_curve: {context_lengths [C], num_targets, fingerprint (of the targets),
-            mean_nll [C], nll [C][num_targets] (per target token, for RECL in compare)}
-  speed:    wall-clock (not reproducible): stream {mode, tokens, seconds, tokens_per_s,
-            lanes}, vanilla_recompute {...}, speedup_vs_recompute
-  seconds:  wall-clock time of the whole evaluation
-"""
 
 
 def load_conversations(run, dataset: str | None, split: str, max_conversations: int,
@@ -150,7 +120,7 @@ def _summary(workdir: Path) -> dict[str, Any]:
 
 def evaluate(run, dataset: str | None = None, split: str = "validation",
              with_speed: bool = True, source: str | None = None) -> dict[str, Any]:
-    """Run the whole suite on `run` (longctx.train.checkpoint.Run); return eval.json's dict."""
+    """Run the whole suite on `run` (longctx.rundir.Run); return eval.json's dict."""
     from longctx.models import count_params
 
     start = time.perf_counter()

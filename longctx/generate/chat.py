@@ -26,7 +26,7 @@ from longctx.generate import state as saved
 from longctx.generate.sampler import SamplerSettings
 from longctx.generate.state import Conversation, Turn
 from longctx.generate.streaming import Stream
-from longctx.train.checkpoint import Run
+from longctx.rundir import Run
 
 USER, MODEL = 0, 1  # speaker indices of the user and the model
 

@@ -44,7 +44,7 @@ def add_parser(subparsers) -> None:
 def run_chat(args: argparse.Namespace) -> int:
     from longctx.generate.chat import Chat
     from longctx.generate.sampler import SamplerSettings
-    from longctx.train.checkpoint import load_run
+    from longctx.rundir import load_run
 
     logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's read-only notes are noise here
     settings = SamplerSettings(args.temperature, args.top_k, args.top_p, args.max_new_tokens)

@@ -49,12 +49,22 @@ class Stream:
         self.chunk = cfg.tgt_len if cfg.arch == "xl" else cfg.window
         step = xl_decode_step if cfg.arch == "xl" else window_decode_step
         self._step = partial(step, self.model)
-        self._feed_block = jax.jit(self._block_fn())
-        self._feed_steps = jax.jit(self._steps_fn)
-        self._reply_step = jax.jit(self._reply_fn)
-        # A fresh function object: jit caches are per function, so sharing `split_and_sample`
-        # with other callers would mix their compilations into `compiled_variants`.
-        self._sample = jax.jit(lambda logits, key, knobs: split_and_sample(logits, key, knobs))
+        self._traces: dict[str, int] = {}
+        self._feed_block = self._jit("feed_block", self._block_fn())
+        self._feed_steps = self._jit("feed_steps", self._steps_fn)
+        self._reply_step = self._jit("reply_step", self._reply_fn)
+        self._sample = self._jit("sample", split_and_sample)
+
+    def _jit(self, name: str, fn: Any) -> Any:
+        """jax.jit of `fn` that counts its traces (one trace = one compiled version). The
+        wrapper is a fresh function, so no other caller's compilations are counted."""
+        self._traces[name] = 0
+
+        def traced(*args: Any) -> Any:
+            self._traces[name] += 1
+            return fn(*args)
+
+        return jax.jit(traced)
 
     # ------------------------------------------------------------------ state
 
@@ -145,7 +155,6 @@ class Stream:
         return self._reply_step(self.params, state, token, key, knobs)
 
     def compiled_variants(self) -> dict[str, int]:
-        """How many versions of each jitted function exist (1 each = no recompilation)."""
-        fns = {"feed_block": self._feed_block, "feed_steps": self._feed_steps,
-               "reply_step": self._reply_step, "sample": self._sample}
-        return {name: fn._cache_size() for name, fn in fns.items()}
+        """How many versions of each jitted function were compiled (1 each = no
+        recompilation; 0 = not called yet)."""
+        return dict(self._traces)

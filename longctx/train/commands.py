@@ -49,7 +49,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     from longctx.models import count_params
-    from longctx.train.checkpoint import load_run
+    from longctx.rundir import load_run
     from longctx.train.loop import params_sha256
 
     workdir = Path(args.workdir)

@@ -282,7 +282,7 @@ def _flush(pending: list[_Pending], writer: MetricsWriter, cfg: Config, num_step
                 "tokens": float(m["tokens"][0]),
                 "tokens_per_sec": tokens_per_sec,
                 "step_time": step_time,
-            }, print_line=True)
+            })
     pending.clear()
     return now, 0
 

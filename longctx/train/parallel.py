@@ -38,10 +38,6 @@ class Topology:
         return len(self.local_devices)
 
     @property
-    def num_global_devices(self) -> int:
-        return self.num_local * self.process_count
-
-    @property
     def process_lanes(self) -> np.ndarray:
         """Global lane indices this process reads (a contiguous block)."""
         per = self.global_batch // self.process_count
@@ -259,10 +255,6 @@ def local_from_global(tree: Any) -> Any:
         return np.concatenate([np.asarray(s.data) for s in shards], axis=axis)
 
     return jax.tree.map(local, tree)
-
-
-def block_until_ready(tree: Any) -> Any:
-    return jax.tree.map(lambda x: x.block_until_ready() if isinstance(x, jax.Array) else x, tree)
 
 
 def allgather_json(obj: Any) -> list:

@@ -1,210 +1,36 @@
-"""What a resume may change, and which checkpoint step a run continues from.
+"""Continuing a run directory: refuse other settings, set unreadable steps aside.
 
-Settings: a run directory continues only with the settings it was trained with. Every
-field that changes the trajectory (the `model`, `data`, `optim` and `train` sections,
-including batch size, seed and the run's length, which sets the learning-rate schedule)
-must equal the saved one; `FREE_KEYS` and `FREE_SECTIONS` (where things are written and
-how often, evaluation knobs) may change.
-
-Steps: one rule (`read_step`: every item the step lists has its files and metadata)
-decides whether a step is readable, and `newest_readable` walks the steps newest first
-with it, so `train`, `info`, `evaluate` and `chat` agree on the latest readable step. A
-readable step that does not fit the config is a mismatch (`CheckpointMismatch`: one line,
-nothing moved), never corruption. Only `train` sets unreadable steps aside, under a unique
-name, and only when an older step is readable; with none readable every command stops
-with one line and nothing is moved.
+A run directory continues only with the settings it was trained with (the rule is
+`longctx.rundir.settings`). Which step it continues from is the newest readable one (the
+rule is `longctx.rundir.steps`, shared with `info`, `evaluate` and `chat`). Only `train`
+sets unreadable steps aside, under a unique name, and only when an older step is readable;
+with none readable it stops with one line and nothing is moved.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import logging
 import os
-import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
-
-import jax
-import numpy as np
 
 from longctx.config import Config
 from longctx.errors import UserError
+from longctx.rundir.layout import CONFIG, read_config
+from longctx.rundir.settings import config_differences, format_differences
+from longctx.rundir.steps import one_line
 
-T = TypeVar("T")
-
-# May differ between the saved run and the resuming command: where data lives, how often
-# the loop logs, waits and saves, evaluation settings, and activation rematerialisation
-# (same numbers, less memory). Everything else changes what the run computes.
-FREE_KEYS = ("name", "data.data_dir", "model.remat", "train.log_every", "train.host_sync_every")
-FREE_SECTIONS = ("checkpoint", "eval")
 ASIDE = "unreadable_checkpoints"
-
-
-class CheckpointMismatch(UserError):
-    """A readable checkpoint that does not fit the current config (not corruption)."""
-
-
-class Unreadable(Exception):
-    """A checkpoint step whose files are missing or corrupt."""
-
-
-# ----------------------------------------------------------------------------- settings
-
-
-def config_differences(saved: Config, new: Config) -> list[tuple[str, Any, Any]]:
-    """(key, saved value, new value) of every trajectory field that differs."""
-    a, b = saved.to_dict(), new.to_dict()
-    out = []
-    for section, values in a.items():
-        if section in FREE_SECTIONS or not isinstance(values, dict):
-            continue
-        for key, old in values.items():
-            dotted, now = f"{section}.{key}", b[section][key]
-            if dotted in FREE_KEYS or old == now:
-                continue
-            if dotted == "model.n_token" and 0 in (old, now):
-                continue  # 0 = take it from the tokenizer: filled in later
-            if dotted == "train.num_steps" and min(a["train"]["train_tokens"],
-                                                   b["train"]["train_tokens"]) > 0:
-                continue  # a token budget overrides num_steps on both sides
-            out.append((dotted, old, now))
-    return out
-
-
-def format_differences(diffs: list[tuple[str, Any, Any]], left: str, right: str) -> str:
-    """'train.batch_size 4 (saved) vs 8 (now), ...'."""
-    return ", ".join(f"{k} {a!r} ({left}) vs {b!r} ({right})" for k, a, b in diffs)
 
 
 def check_workdir_config(workdir: Path, cfg: Config) -> None:
     """Refuse to continue a run directory with settings that change its trajectory."""
-    from longctx.train.checkpoint import read_config
-
-    if not (workdir / "config.json").exists():
+    if not (workdir / CONFIG).exists():
         return
     diffs = config_differences(read_config(workdir), cfg)
     if diffs:
         raise UserError(
             f"--workdir {workdir} holds a run trained with other settings: "
             f"{format_differences(diffs, 'saved', 'now')}; resuming would silently change that "
-            "run: use the saved values (config.json) or another --workdir")
-
-
-# ----------------------------------------------------------------------------- steps
-
-
-@dataclass
-class StepInfo:
-    """A step's items: tree metadata of the array items, contents of the JSON items."""
-
-    step: int
-    trees: dict[str, Any] = field(default_factory=dict)
-    json: dict[str, Any] = field(default_factory=dict)
-
-
-def read_step(step_dir: Path) -> StepInfo:
-    """The step's metadata, or Unreadable naming the first missing or corrupt file."""
-    import orbax.checkpoint as ocp
-
-    quiet_orbax()
-    meta = step_dir / "_CHECKPOINT_METADATA"
-    try:
-        handlers = json.loads(meta.read_text()).get("item_handlers")
-    except (OSError, ValueError, AttributeError) as exc:
-        raise Unreadable(f"{meta.name}: {_reason(exc)}") from None
-    if not isinstance(handlers, dict):  # older layout: the item folders
-        handlers = {p.name: "" for p in step_dir.iterdir() if p.is_dir()}
-    if "params" not in handlers:
-        raise Unreadable("no params item")
-    info = StepInfo(int(step_dir.name))
-    for name, handler in sorted(handlers.items()):
-        item = step_dir / name
-        if "Json" in str(handler) or (item / "metadata").is_file():
-            try:
-                info.json[name] = json.loads((item / "metadata").read_text())
-            except (OSError, ValueError) as exc:
-                raise Unreadable(f"{name}/metadata: {_reason(exc)}") from None
-            continue
-        if not (item / "_METADATA").is_file():
-            raise Unreadable(f"{name}/_METADATA: missing")
-        try:
-            info.trees[name] = ocp.StandardCheckpointHandler().metadata(item).tree
-        except Exception as exc:  # noqa: BLE001 (json, tensorstore and OS errors alike)
-            raise Unreadable(f"{name}: {_reason(exc)}") from None
-    return info
-
-
-def check_shapes(info: StepInfo, templates: dict[str, Any], where: str) -> None:
-    """CheckpointMismatch naming the first array whose saved shape differs from the model's
-    (or that only one side has); arrays are matched by their path in the tree."""
-    for name, template in templates.items():
-        if template is None:
-            continue
-        if name not in info.trees:
-            raise CheckpointMismatch(f"{where} has no '{name}' item, which this config needs")
-        saved, want = _shapes(info.trees[name]), _shapes(template)
-        for key in sorted(saved.keys() | want.keys()):
-            a, b = saved.get(key), want.get(key)
-            if a == b:
-                continue
-            what = (f"has no {name}{key}" if a is None else f"{name}{key} is not in this model"
-                    if b is None else f"{name}{key} has shape {a}, this config needs {b}")
-            raise CheckpointMismatch(f"{where}: {what}; it was saved with other model or "
-                                     "batch settings")
-
-
-def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
-    """{path: shape} of a tree as orbax stores it (named tuples as dicts, tuples as lists)."""
-    def plain(x: Any) -> Any:
-        if isinstance(x, tuple) and hasattr(x, "_fields"):
-            return {f: plain(getattr(x, f)) for f in x._fields}
-        if isinstance(x, list | tuple):
-            return [plain(v) for v in x]
-        if isinstance(x, dict):
-            return {str(k): plain(v) for k, v in x.items()}
-        return x
-
-    flat = jax.tree_util.tree_flatten_with_path(plain(tree))[0]
-    return {_path_name(path): tuple(np.shape(leaf) if not hasattr(leaf, "shape")
-                                    else leaf.shape) for path, leaf in flat}
-
-
-def _path_name(path: tuple) -> str:
-    """'.hidden', "['hidden']" and '[0]' alike as '/hidden' or '/0': orbax stores dataclass
-    fields as dict keys, so attribute and key paths must compare equal."""
-    parts = []
-    for k in path:
-        for attr in ("name", "key", "idx"):
-            if hasattr(k, attr):
-                parts.append(str(getattr(k, attr)))
-                break
-        else:
-            parts.append(str(k))
-    return "/" + "/".join(parts)
-
-
-def newest_readable(directory: Path, steps: list[int], attempt: Callable[[int], T]
-                    ) -> tuple[T, list[tuple[int, str]]]:
-    """attempt(step) on `steps` newest first: the first result and the (step, problem) of the
-    newer unreadable ones. `attempt` raises Unreadable or any error for a bad step (tried
-    the next) or CheckpointMismatch (stops). With none readable: one-line UserError."""
-    bad: list[tuple[int, str]] = []
-    for step in sorted(steps, reverse=True):
-        try:
-            return attempt(step), bad
-        except (CheckpointMismatch, MemoryError, KeyboardInterrupt):
-            raise
-        except Unreadable as exc:
-            bad.append((step, str(exc)))
-        except Exception as exc:  # noqa: BLE001 (a restore error after the metadata checks)
-            bad.append((step, _reason(exc)))
-    listed = ", ".join(str(s) for s, _ in bad)
-    raise UserError(f"{directory}: no readable checkpoint (steps {listed}; step {bad[0][0]}: "
-                    f"{bad[0][1]:.150}); nothing was moved: restore the files, or delete the "
-                    "checkpoints to train from the start")
+            f"run: use the saved values ({CONFIG}) or another --workdir")
 
 
 def set_aside(directory: Path, step: int, problem: str) -> Path:
@@ -220,50 +46,6 @@ def set_aside(directory: Path, step: int, problem: str) -> Path:
         os.rename(src, dst)
     except OSError as exc:
         raise UserError(f"checkpoint step {step} in {directory} is unreadable ({problem:.120}) "
-                        f"and could not be moved to {aside}/ ({_reason(exc)}); move it out of "
+                        f"and could not be moved to {aside}/ ({one_line(exc)}); move it out of "
                         f"{directory} by hand and rerun") from None
     return dst
-
-
-def warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr, flush=True)
-
-
-def _reason(exc: BaseException) -> str:
-    """An exception as one short line."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, OSError) and exc.strerror:
-        text = exc.strerror
-    return f"{text:.200}"
-
-
-@contextlib.contextmanager
-def quiet_absl() -> Iterator[None]:
-    """Hide absl (orbax) log records below CRITICAL, e.g. its own note on a corrupt step."""
-    logger = logging.getLogger("absl")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-_QUIET = [False]
-
-
-def quiet_orbax() -> None:
-    """Drop the 'Event loop is closed' errors that tensorstore reads still in flight report
-    after orbax gave up on a corrupt step (thousands of tracebacks, no information)."""
-    if _QUIET[0]:
-        return
-    previous = sys.unraisablehook
-
-    def hook(unraisable: Any) -> None:
-        exc = unraisable.exc_value
-        if isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc):
-            return
-        previous(unraisable)
-
-    sys.unraisablehook = hook
-    _QUIET[0] = True

@@ -117,18 +117,3 @@ def make_train_step(
         return new_state, new_memory, metrics
 
     return train_step
-
-
-def make_eval_step(model: nn.Module) -> Callable:
-    """Per-device evaluation: (params, memory, batch, lanes) -> (memory, nll_sum, count)."""
-    forward = make_lane_forward(model, deterministic=True)
-
-    def eval_step(params, memory, batch, lanes):
-        nll_sums, new_memory = forward(params, memory, batch, lanes, jax.random.key(0))
-        return (
-            new_memory,
-            jax.lax.psum(jnp.sum(nll_sums), AXIS),
-            jax.lax.psum(jnp.sum(batch["mask"]), AXIS),
-        )
-
-    return eval_step

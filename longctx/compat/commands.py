@@ -1,0 +1,38 @@
+"""The `import-txl` subcommand: a run directory from the original Transformer-XL's weights."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from longctx.errors import UserError
+
+
+def _import_txl(args: argparse.Namespace) -> int:
+    from longctx.compat.transformer_xl import load_reference
+    from longctx.config import Config
+    from longctx.rundir import save_params_run
+
+    path = Path(args.reference)
+    if not path.is_file():
+        raise UserError(f"'{path}': no such file; pass a reference .npz weight file")
+    if args.tokenizer and not (Path(args.tokenizer) / "tokenizer.json").is_file():
+        raise UserError(f"--tokenizer '{args.tokenizer}': no tokenizer.json there; pass a "
+                        "folder saved with save_pretrained (e.g. a run's tokenizer/)")
+    model_cfg, params = load_reference(path)
+    cfg = Config(name=args.name or path.stem, model=model_cfg)
+    out = save_params_run(args.workdir, cfg, params, tokenizer_dir=args.tokenizer)
+    print(f"imported {path} ({model_cfg.n_layer} layers, d_model {model_cfg.d_model}, "
+          f"mem_len {model_cfg.mem_len}, tgt_len {model_cfg.tgt_len}) into {out}")
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    """Register `import-txl`."""
+    p = subparsers.add_parser("import-txl",
+                              help="make a run directory from original Transformer-XL weights")
+    p.add_argument("reference", help="reference .npz (weights under the original's names)")
+    p.add_argument("--workdir", required=True, help="new run directory to create")
+    p.add_argument("--tokenizer", default=None, help="tokenizer folder to copy in (optional)")
+    p.add_argument("--name", default=None, help="run name (default: the file's stem)")
+    p.set_defaults(func=_import_txl)
