@@ -109,11 +109,11 @@ def _longctx(*args: str) -> None:
 # ----------------------------------------------------------------------------- tables
 
 
-def _cell(values: list[float | None], decimals: int = 3) -> str:
-    v = [x for x in values if x is not None]
+def _cell(values: list[float | None], decimals: int = 3, signed: bool = False) -> str:
+    v = [x for x in values if x is not None and np.isfinite(x)]
     if not v:
         return "–"
-    text = f"{np.mean(v):.{decimals}f}"
+    text = f"{np.mean(v):{'+' if signed else ''}.{decimals}f}"
     return text + (f" ± {np.std(v, ddof=1):.{decimals}f}" if len(v) > 1 else "")
 
 
@@ -143,20 +143,50 @@ def study_tables(evals: dict[str, list[dict]], corpus: str) -> str:
                  f" (n={min(e['recurrence']['buckets'][b]['count'] for e in evs)})"
                  for b in RECURRENCE]
         body.append([arch, str(len(evs)), *cells])
-    base = evals.get("window")
-    for arch, evs in evals.items():  # the memory effect: NLL difference to the window model
-        if base is None or arch == "window":
-            continue
-        diffs = [np.mean([e["recurrence"]["buckets"][b]["nll"] for e in evs
-                          if e["recurrence"]["buckets"][b]["nll"] is not None] or [np.nan])
-                 - np.mean([e["recurrence"]["buckets"][b]["nll"] for e in base
-                            if e["recurrence"]["buckets"][b]["nll"] is not None] or [np.nan])
-                 for b in RECURRENCE]
-        body.append([f"{arch} − window", "", *(f"{d:+.3f}" for d in diffs)])
     out.append(_table(f"{corpus}: recurrence NLL (nats per content word) by distance to the "
                       "previous mention", ["arch", "seeds", "new", "≤ W", "1-2 W", "2-4 W",
                                            "> 4 W"], body))
+    paired = paired_differences(evals)
+    if paired:
+        out.append(_table(f"{corpus}: paired difference to the window model, same seed "
+                          "(nats per content word; mean ± std over seeds)",
+                          ["arch", "seeds", "new", "≤ W", "1-2 W", "2-4 W", "> 4 W",
+                           "memory effect"], paired))
     return "\n".join(out)
+
+
+def _nll(ev: dict, bucket: str) -> float:
+    value = ev["recurrence"]["buckets"][bucket]["nll"]
+    return np.nan if value is None else value
+
+
+def memory_effect(ev: dict, base: dict) -> float:
+    """How much more a model gains over `base` on recurrences beyond W than on those inside
+    W, where both see the previous mention directly: the count-weighted mean difference
+    over the beyond-W buckets minus the difference inside W. Overall model quality moves
+    both terms alike and cancels; a negative value is memory at work."""
+    far = [b for b in RECURRENCE[2:] if ev["recurrence"]["buckets"][b]["count"]]
+    weights = np.array([ev["recurrence"]["buckets"][b]["count"] for b in far], float)
+    diffs = np.array([_nll(ev, b) - _nll(base, b) for b in far])
+    return float(np.sum(weights * diffs) / weights.sum()) - (_nll(ev, "inside")
+                                                             - _nll(base, "inside"))
+
+
+def paired_differences(evals: dict[str, list[dict]], base: str = "window") -> list[list[str]]:
+    """Rows of per-seed differences to `base` (the lists are in the same seed order), so
+    that seed-to-seed variation shared by both models cancels; then the memory effect."""
+    if base not in evals:
+        return []
+    rows = []
+    for arch, evs in evals.items():
+        if arch == base or len(evs) != len(evals[base]):
+            continue
+        pairs = list(zip(evs, evals[base]))
+        cells = [_cell([_nll(e, b) - _nll(w, b) for e, w in pairs], signed=True)
+                 for b in RECURRENCE]
+        rows.append([f"{arch} − {base}", str(len(pairs)), *cells,
+                     _cell([memory_effect(e, w) for e, w in pairs], signed=True)])
+    return rows
 
 
 # ----------------------------------------------------------------------------- main
@@ -218,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in runs:
             ev = json.loads((r.workdir / name).read_text())
             evals.setdefault(ev["run"]["arch"], []).append(ev)
-        text.append(study_tables(evals, corpus))
+        text.append(study_tables(evals, corpus))  # each arch's list in seed order
     study = "\n".join(text)
     print(study)
     (root / "results" / "study.md").write_text(f"# Real dialogue study ({args.size})\n\n"
