@@ -5,12 +5,9 @@ for every failure, with nothing half-written left behind."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import io
 import tarfile
-import threading
 
 import pytest
 
@@ -20,42 +17,18 @@ from longctx.data import prepare_dataset
 from longctx.data.builders.msc import MscDialogues
 from longctx.data.builders.qmsum import QmsumMeetings
 from longctx.data.dataset import dataset_dir
-from tests.data_fixtures import MSC_SAMPLE, QMSUM_SAMPLE, network_off, real_config
+from tests.data_fixtures import MSC_SAMPLE, QMSUM_SAMPLE, network_off, real_config, serve_folder
 
 MEMBER = MscDialogues.MEMBER
 
 
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    requests: list[str] = []
-
-    def do_GET(self):  # noqa: N802 (http.server's name)
-        type(self).requests.append(self.path)
-        super().do_GET()
-
-    def log_message(self, *args):  # quiet
-        pass
-
-
 @pytest.fixture
-def server(tmp_path, monkeypatch):
-    """(folder, base URL, requests seen) of an HTTP server on 127.0.0.1, stopped after."""
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy",
-                "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
+def server(tmp_path):
+    """(served folder, base URL, requests seen) of an HTTP server on 127.0.0.1."""
     root = tmp_path / "www"
     root.mkdir()
-    handler = type("Handler", (_Handler,), {"requests": []})
-    httpd = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(handler, directory=str(root)))
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    try:
-        yield root, f"http://127.0.0.1:{httpd.server_port}", handler.requests
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=30)
+    with serve_folder(root) as (base, seen):
+        yield root, base, seen
 
 
 def _tarball(path, members: dict[str, bytes]) -> None:

@@ -124,8 +124,12 @@ def _fetch(builder_cls, url: str, downloads: Path, extracted: Path) -> Path:
                 _forget(path)  # not the release: the next try downloads it again
                 raise
         _register(registry, key, out, infos)
+    if url in infos:
+        return out
     _register(registry, url, path, infos)
-    return out
+    # once more, now known: TFDS files the copy under its checksum here, not in a later
+    # (perhaps concurrent) call
+    return _fetch(builder_cls, url, downloads, extracted)
 
 
 def _cached(folder: Path, url: str) -> bool:
@@ -206,12 +210,16 @@ def _check(path: Path, key: str, infos: dict, where: dict) -> None:
 
 
 def _register(registry: Path, key: str, path: Path, infos: dict) -> None:
-    """Record a first download's checksum in the data_dir's registry (TFDS's format)."""
+    """Record a first download's checksum in the data_dir's registry (TFDS's format,
+    named as the URL or member names the file)."""
     if key in infos:
         return
     from tensorflow_datasets.core.download import checksums
 
-    checksums.save_url_infos(registry, {key: checksums.compute_url_info(path)})
+    info = checksums.compute_url_info(path)
+    info.filename = Path(urllib.parse.urlsplit(key).fragment or
+                         urllib.parse.urlsplit(key).path).name
+    checksums.save_url_infos(registry, {key: info})
 
 
 def _forget(path: Path) -> None:
