@@ -8,8 +8,9 @@ its training split), the same token budget and tokens per optimiser step, one mo
 recurrence NLL (docs/eval_json.md): content words by distance to their previous mention.
 
     python experiments/real_dialogue_study.py --size tiny     # end-to-end check, minutes
+    python experiments/real_dialogue_study.py --size cpu      # downloads MSC and QMSum
     python experiments/real_dialogue_study.py --size cpu \\
-        --msc /path/msc_dialogue_session_3_test.txt --qmsum /path/qmsum/train.jsonl
+        --msc /path/msc/msc_dialogue/session_3/test.txt --qmsum /path/QMSum/data/ALL/jsonl/train.jsonl
 
 Every (model, seed) trains in its own run directory under --root (finished runs skipped,
 unfinished resumed); each is evaluated on MSC validation (`eval.json`) and on the QMSum
@@ -17,8 +18,9 @@ file's validation meetings (`--source`, `eval_qmsum.json`, the MSC run's own tok
 then `longctx compare` writes one section per corpus, and this script prints (and writes
 to ROOT/results/study.md) perplexity by session (MSC: sessions 1-3), by part (QMSum: each
 meeting cut into 4 equal parts) and recurrence NLL by distance, mean ± std over seeds.
-`longctx train --config experiments/real_dialogue_study.py --workdir DIR` trains the cpu
-size's XL by hand (set data.source=MSC_FILE).
+Without --msc / --qmsum the builders download the official releases into the data_dir
+(once, checked; on a machine without a network pass the files). `longctx train --config
+experiments/real_dialogue_study.py --workdir DIR` trains the cpu size's XL by hand.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ SIZES: dict[str, dict] = {
     "cpu": {
         "seeds": [0, 1, 2],
         "tokens_per_step": 512,
-        "sources": None,  # the builders' defaults, or --msc / --qmsum
+        "sources": None,  # --msc / --qmsum, else the builders download the releases
         "qmsum_split": "validation",
         "overrides": _matched(span=64, tgt_len=64, seq_len=256) + [
             "model.n_layer=3", "model.n_head=4", "model.d_model=128", "model.d_head=32",
@@ -98,6 +100,24 @@ def get_config() -> Config:
     cfg.train.host_sync_every = 25
     cfg.checkpoint.keep = 2
     return parse_overrides(cfg, SIZES["cpu"]["overrides"])
+
+
+def _download(overrides: list[str], msc: bool, qmsum: bool) -> None:
+    """Fetch the releases once, before the trainings start (they then read the copies)."""
+    import dataclasses
+
+    from longctx.data.builders import builder_class
+    from longctx.data.builders.base import source_path
+    from longctx.errors import UserError
+
+    data = parse_overrides(get_config(), overrides).data
+    for name in [n for n, want in (("msc", msc), ("qmsum", qmsum)) if want]:
+        try:
+            path = source_path(dataclasses.replace(data, name=name, source=""),
+                               builder_class(name))
+        except UserError as exc:
+            raise SystemExit(str(exc)) from None
+        print(f"[0/4] {name}: {path}", flush=True)
 
 
 def _longctx(*args: str) -> None:
@@ -198,27 +218,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default=None, help="default: runs/real_<size>")
     parser.add_argument("--seeds", default=None, help="comma list (default: the size's)")
     parser.add_argument("--parallel", type=int, default=1, help="trainings at a time")
-    parser.add_argument("--msc", default=None, help="MSC session-3 JSON-lines file (training)")
-    parser.add_argument("--qmsum", default=None, help="QMSum JSON-lines file (evaluation)")
+    parser.add_argument("--msc", default=None, help="MSC session-3 JSON-lines file (training; "
+                        "default: download the release)")
+    parser.add_argument("--qmsum", default=None, help="QMSum JSON-lines file (evaluation; "
+                        "default: download the release)")
     parser.add_argument("overrides", nargs="*", help="extra section.key=value for every run")
     args = parser.parse_args(argv)
 
-    from longctx.data.builders.msc import MscDialogues
-    from longctx.data.builders.qmsum import QmsumMeetings
     from longctx.train.sweep import run_sweep
 
     size = SIZES[args.size]
-    defaults = size["sources"] or (MscDialogues.DEFAULT_SOURCE, QmsumMeetings.DEFAULT_SOURCE)
-    msc, qmsum = Path(args.msc or defaults[0]), Path(args.qmsum or defaults[1])
+    defaults = size["sources"] or (None, None)
+    msc, qmsum = (args.msc or defaults[0]), (args.qmsum or defaults[1])
     for flag, path in (("--msc", msc), ("--qmsum", qmsum)):
-        if not path.is_file():
+        if path is not None and not Path(path).is_file():
             raise SystemExit(f"{flag} '{path}': not found; pass the corpus file")
     root = Path(args.root or f"runs/real_{args.size}")
     seeds = args.seeds.split(",") if args.seeds else [str(s) for s in size["seeds"]]
     overrides = [f"name=real_dialogue_{args.size}", "data.name=msc",
-                 f"data.source={msc.resolve()}", *size["overrides"], *args.overrides]
+                 *([f"data.source={Path(msc).resolve()}"] if msc else []),
+                 *size["overrides"], *args.overrides]
+    if msc is None or qmsum is None:
+        _download(overrides, msc is None, qmsum is None)
+    msc_name = msc or "MSC (downloaded)"
+    qmsum_name = qmsum or "QMSum (downloaded)"
+    qmsum_source = ["--source", str(qmsum)] if qmsum else []
     start = time.time()
-    print(f"[1/4] training {len(ARCHS)} models x {len(seeds)} seeds on {msc} under {root}",
+    print(f"[1/4] training {len(ARCHS)} models x {len(seeds)} seeds on {msc_name} under {root}",
           flush=True)
     runs = []
     for arch in ARCHS:
@@ -232,12 +258,12 @@ def main(argv: list[str] | None = None) -> int:
     for run in runs:
         if not (run.workdir / "eval.json").exists():
             _longctx("evaluate", "--workdir", str(run.workdir), "--no-speed")
-    print(f"[3/4] evaluating on QMSum {size['qmsum_split']} ({qmsum}, the MSC tokenizer; "
+    print(f"[3/4] evaluating on QMSum {size['qmsum_split']} ({qmsum_name}, the MSC tokenizer; "
           f"{time.time() - start:.0f}s so far)", flush=True)
     for run in runs:
         if not (run.workdir / "eval_qmsum.json").exists():
             _longctx("evaluate", "--workdir", str(run.workdir), "--dataset", "qmsum",
-                     "--source", str(qmsum), "--split", size["qmsum_split"], "--no-speed",
+                     *qmsum_source, "--split", size["qmsum_split"], "--no-speed",
                      "--out", str(run.workdir / "eval_qmsum.json"))
     print(f"[4/4] comparing ({time.time() - start:.0f}s so far)", flush=True)
     files = [str(r.workdir / n) for n in ("eval.json", "eval_qmsum.json") for r in runs]
@@ -252,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     study = "\n".join(text)
     print(study)
     (root / "results" / "study.md").write_text(f"# Real dialogue study ({args.size})\n\n"
-                                               f"Trained on {msc}; QMSum: {qmsum}.\n\n{study}")
+                                               f"Trained on {msc_name}; QMSum: {qmsum_name}.\n\n{study}")
     print(f"done in {time.time() - start:.0f}s; tables and plots in {root / 'results'}")
     return 0
 

@@ -101,7 +101,7 @@ class DataConfig(_Strict):
 
     name: str = "synthetic"  # 'synthetic', 'msc' or 'qmsum'
     data_dir: str = "data_cache"  # where TFDS datasets and tokenizers are built
-    source: str = ""  # source file of a real corpus ('' = the builder's default)
+    source: str = ""  # local file of a real corpus ('' = download the official release)
     span: int = 64  # W used to place synthetic probe distances
     num_train: int = 200  # synthetic conversations in the training split
     num_validation: int = 40  # synthetic conversations in the validation split
