@@ -30,7 +30,7 @@ class Rows:
 
     def take_rows(self, idx: Any) -> Any:
         """Rows `idx` (an index array) of every leaf; leaves without a batch axis as they are."""
-        return jax.tree.map(lambda a, x: x if a is None else jnp.take(x, idx, axis=a),
+        return jax.tree.map(lambda a, x: x if a is None else jnp.take(x, idx, axis=a, mode="clip"),
                             self.batch_axes(), self, is_leaf=lambda a: a is None)
 
 
