@@ -19,7 +19,7 @@ def test_build_then_stats(data_dir, capsys):
     assert "synthetic-" in out and "already built" in out and "validation 20" in out
     assert main(["data", "stats", "synthetic", *args, "--span", "64"]) == 0
     text = capsys.readouterr().out
-    assert "W = 64" in text and "<=W:" in text and ">4W:" in text
+    assert "W = 64" in text and "inside:" in text and ">4x:" in text
     assert main(["data", "stats", "synthetic", *args, "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
     val = stats["splits"]["validation"]
