@@ -24,14 +24,14 @@ import numpy as np
 
 def value_nll(convs, lps, span: int) -> dict[str, dict[str, float]]:
     """Mean NLL of stated vs answered value tokens per distance bucket (with counts)."""
-    from longctx.data.dialogues import BUCKET_NAMES, distance_bucket
+    from longctx.data.buckets import BUCKET_NAMES, distance_bucket
 
     rows: dict[str, list[tuple[float, float]]] = {}
     for conv, lp in zip(convs, lps, strict=True):
         nll = -np.asarray(lp)  # nll[t - 1] scores token t
         for p in conv.probes:
             (fa, fb), (a, b) = p.fact_value_span, p.answer_value_span
-            name = BUCKET_NAMES[distance_bucket(p.distance, span)]
+            name = distance_bucket(p.distance, span)
             rows.setdefault(name, []).append((nll[fa - 1 : fb - 1].mean(),
                                               nll[a - 1 : b - 1].mean()))
     out = {}

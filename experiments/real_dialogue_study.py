@@ -8,8 +8,9 @@ its training split), the same token budget and tokens per optimiser step, one mo
 recurrence NLL (docs/eval_json.md): content words by distance to their previous mention.
 
     python experiments/real_dialogue_study.py --size tiny     # end-to-end check, minutes
+    python experiments/real_dialogue_study.py --size cpu      # downloads MSC and QMSum
     python experiments/real_dialogue_study.py --size cpu \\
-        --msc /path/msc_dialogue_session_3_test.txt --qmsum /path/qmsum/train.jsonl
+        --msc /path/msc/msc_dialogue/session_3/test.txt --qmsum /path/QMSum/data/ALL/jsonl/train.jsonl
 
 Every (model, seed) trains in its own run directory under --root (finished runs skipped,
 unfinished resumed); each is evaluated on MSC validation (`eval.json`) and on the QMSum
@@ -17,8 +18,9 @@ file's validation meetings (`--source`, `eval_qmsum.json`, the MSC run's own tok
 then `longctx compare` writes one section per corpus, and this script prints (and writes
 to ROOT/results/study.md) perplexity by session (MSC: sessions 1-3), by part (QMSum: each
 meeting cut into 4 equal parts) and recurrence NLL by distance, mean ± std over seeds.
-`longctx train --config experiments/real_dialogue_study.py --workdir DIR` trains the cpu
-size's XL by hand (set data.source=MSC_FILE).
+Without --msc / --qmsum the builders download the official releases into the data_dir
+(once, checked; on a machine without a network pass the files). `longctx train --config
+experiments/real_dialogue_study.py --workdir DIR` trains the cpu size's XL by hand.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ SIZES: dict[str, dict] = {
     "cpu": {
         "seeds": [0, 1, 2],
         "tokens_per_step": 512,
-        "sources": None,  # the builders' defaults, or --msc / --qmsum
+        "sources": None,  # --msc / --qmsum, else the builders download the releases
         "qmsum_split": "validation",
         "overrides": _matched(span=64, tgt_len=64, seq_len=256) + [
             "model.n_layer=3", "model.n_head=4", "model.d_model=128", "model.d_head=32",
@@ -100,6 +102,24 @@ def get_config() -> Config:
     return parse_overrides(cfg, SIZES["cpu"]["overrides"])
 
 
+def _download(overrides: list[str], msc: bool, qmsum: bool) -> None:
+    """Fetch the releases once, before the trainings start (they then read the copies)."""
+    import dataclasses
+
+    from longctx.data.builders import builder_class
+    from longctx.data.builders.base import source_path
+    from longctx.errors import UserError
+
+    data = parse_overrides(get_config(), overrides).data
+    for name in [n for n, want in (("msc", msc), ("qmsum", qmsum)) if want]:
+        try:
+            path = source_path(dataclasses.replace(data, name=name, source=""),
+                               builder_class(name))
+        except UserError as exc:
+            raise SystemExit(str(exc)) from None
+        print(f"[0/4] {name}: {path}", flush=True)
+
+
 def _longctx(*args: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "longctx.cli", *args])
     if proc.returncode != 0:
@@ -109,11 +129,11 @@ def _longctx(*args: str) -> None:
 # ----------------------------------------------------------------------------- tables
 
 
-def _cell(values: list[float | None], decimals: int = 3) -> str:
-    v = [x for x in values if x is not None]
+def _cell(values: list[float | None], decimals: int = 3, signed: bool = False) -> str:
+    v = [x for x in values if x is not None and np.isfinite(x)]
     if not v:
         return "–"
-    text = f"{np.mean(v):.{decimals}f}"
+    text = f"{np.mean(v):{'+' if signed else ''}.{decimals}f}"
     return text + (f" ± {np.std(v, ddof=1):.{decimals}f}" if len(v) > 1 else "")
 
 
@@ -143,20 +163,50 @@ def study_tables(evals: dict[str, list[dict]], corpus: str) -> str:
                  f" (n={min(e['recurrence']['buckets'][b]['count'] for e in evs)})"
                  for b in RECURRENCE]
         body.append([arch, str(len(evs)), *cells])
-    base = evals.get("window")
-    for arch, evs in evals.items():  # the memory effect: NLL difference to the window model
-        if base is None or arch == "window":
-            continue
-        diffs = [np.mean([e["recurrence"]["buckets"][b]["nll"] for e in evs
-                          if e["recurrence"]["buckets"][b]["nll"] is not None] or [np.nan])
-                 - np.mean([e["recurrence"]["buckets"][b]["nll"] for e in base
-                            if e["recurrence"]["buckets"][b]["nll"] is not None] or [np.nan])
-                 for b in RECURRENCE]
-        body.append([f"{arch} − window", "", *(f"{d:+.3f}" for d in diffs)])
     out.append(_table(f"{corpus}: recurrence NLL (nats per content word) by distance to the "
                       "previous mention", ["arch", "seeds", "new", "≤ W", "1-2 W", "2-4 W",
                                            "> 4 W"], body))
+    paired = paired_differences(evals)
+    if paired:
+        out.append(_table(f"{corpus}: paired difference to the window model, same seed "
+                          "(nats per content word; mean ± std over seeds)",
+                          ["arch", "seeds", "new", "≤ W", "1-2 W", "2-4 W", "> 4 W",
+                           "memory effect"], paired))
     return "\n".join(out)
+
+
+def _nll(ev: dict, bucket: str) -> float:
+    value = ev["recurrence"]["buckets"][bucket]["nll"]
+    return np.nan if value is None else value
+
+
+def memory_effect(ev: dict, base: dict) -> float:
+    """How much more a model gains over `base` on recurrences beyond W than on those inside
+    W, where both see the previous mention directly: the count-weighted mean difference
+    over the beyond-W buckets minus the difference inside W. Overall model quality moves
+    both terms alike and cancels; a negative value is memory at work."""
+    far = [b for b in RECURRENCE[2:] if ev["recurrence"]["buckets"][b]["count"]]
+    weights = np.array([ev["recurrence"]["buckets"][b]["count"] for b in far], float)
+    diffs = np.array([_nll(ev, b) - _nll(base, b) for b in far])
+    return float(np.sum(weights * diffs) / weights.sum()) - (_nll(ev, "inside")
+                                                             - _nll(base, "inside"))
+
+
+def paired_differences(evals: dict[str, list[dict]], base: str = "window") -> list[list[str]]:
+    """Rows of per-seed differences to `base` (the lists are in the same seed order), so
+    that seed-to-seed variation shared by both models cancels; then the memory effect."""
+    if base not in evals:
+        return []
+    rows = []
+    for arch, evs in evals.items():
+        if arch == base or len(evs) != len(evals[base]):
+            continue
+        pairs = list(zip(evs, evals[base]))
+        cells = [_cell([_nll(e, b) - _nll(w, b) for e, w in pairs], signed=True)
+                 for b in RECURRENCE]
+        rows.append([f"{arch} − {base}", str(len(pairs)), *cells,
+                     _cell([memory_effect(e, w) for e, w in pairs], signed=True)])
+    return rows
 
 
 # ----------------------------------------------------------------------------- main
@@ -168,27 +218,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default=None, help="default: runs/real_<size>")
     parser.add_argument("--seeds", default=None, help="comma list (default: the size's)")
     parser.add_argument("--parallel", type=int, default=1, help="trainings at a time")
-    parser.add_argument("--msc", default=None, help="MSC session-3 JSON-lines file (training)")
-    parser.add_argument("--qmsum", default=None, help="QMSum JSON-lines file (evaluation)")
+    parser.add_argument("--msc", default=None, help="MSC session-3 JSON-lines file (training; "
+                        "default: download the release)")
+    parser.add_argument("--qmsum", default=None, help="QMSum JSON-lines file (evaluation; "
+                        "default: download the release)")
     parser.add_argument("overrides", nargs="*", help="extra section.key=value for every run")
     args = parser.parse_args(argv)
 
-    from longctx.data.builders.msc import MscDialogues
-    from longctx.data.builders.qmsum import QmsumMeetings
     from longctx.train.sweep import run_sweep
 
     size = SIZES[args.size]
-    defaults = size["sources"] or (MscDialogues.DEFAULT_SOURCE, QmsumMeetings.DEFAULT_SOURCE)
-    msc, qmsum = Path(args.msc or defaults[0]), Path(args.qmsum or defaults[1])
+    defaults = size["sources"] or (None, None)
+    msc, qmsum = (args.msc or defaults[0]), (args.qmsum or defaults[1])
     for flag, path in (("--msc", msc), ("--qmsum", qmsum)):
-        if not path.is_file():
+        if path is not None and not Path(path).is_file():
             raise SystemExit(f"{flag} '{path}': not found; pass the corpus file")
     root = Path(args.root or f"runs/real_{args.size}")
     seeds = args.seeds.split(",") if args.seeds else [str(s) for s in size["seeds"]]
     overrides = [f"name=real_dialogue_{args.size}", "data.name=msc",
-                 f"data.source={msc.resolve()}", *size["overrides"], *args.overrides]
+                 *([f"data.source={Path(msc).resolve()}"] if msc else []),
+                 *size["overrides"], *args.overrides]
+    if msc is None or qmsum is None:
+        _download(overrides, msc is None, qmsum is None)
+    msc_name = msc or "MSC (downloaded)"
+    qmsum_name = qmsum or "QMSum (downloaded)"
+    qmsum_source = ["--source", str(qmsum)] if qmsum else []
     start = time.time()
-    print(f"[1/4] training {len(ARCHS)} models x {len(seeds)} seeds on {msc} under {root}",
+    print(f"[1/4] training {len(ARCHS)} models x {len(seeds)} seeds on {msc_name} under {root}",
           flush=True)
     runs = []
     for arch in ARCHS:
@@ -202,12 +258,12 @@ def main(argv: list[str] | None = None) -> int:
     for run in runs:
         if not (run.workdir / "eval.json").exists():
             _longctx("evaluate", "--workdir", str(run.workdir), "--no-speed")
-    print(f"[3/4] evaluating on QMSum {size['qmsum_split']} ({qmsum}, the MSC tokenizer; "
+    print(f"[3/4] evaluating on QMSum {size['qmsum_split']} ({qmsum_name}, the MSC tokenizer; "
           f"{time.time() - start:.0f}s so far)", flush=True)
     for run in runs:
         if not (run.workdir / "eval_qmsum.json").exists():
             _longctx("evaluate", "--workdir", str(run.workdir), "--dataset", "qmsum",
-                     "--source", str(qmsum), "--split", size["qmsum_split"], "--no-speed",
+                     *qmsum_source, "--split", size["qmsum_split"], "--no-speed",
                      "--out", str(run.workdir / "eval_qmsum.json"))
     print(f"[4/4] comparing ({time.time() - start:.0f}s so far)", flush=True)
     files = [str(r.workdir / n) for n in ("eval.json", "eval_qmsum.json") for r in runs]
@@ -218,11 +274,11 @@ def main(argv: list[str] | None = None) -> int:
         for r in runs:
             ev = json.loads((r.workdir / name).read_text())
             evals.setdefault(ev["run"]["arch"], []).append(ev)
-        text.append(study_tables(evals, corpus))
+        text.append(study_tables(evals, corpus))  # each arch's list in seed order
     study = "\n".join(text)
     print(study)
     (root / "results" / "study.md").write_text(f"# Real dialogue study ({args.size})\n\n"
-                                               f"Trained on {msc}; QMSum: {qmsum}.\n\n{study}")
+                                               f"Trained on {msc_name}; QMSum: {qmsum_name}.\n\n{study}")
     print(f"done in {time.time() - start:.0f}s; tables and plots in {root / 'results'}")
     return 0
 

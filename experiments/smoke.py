@@ -5,12 +5,13 @@ from longctx.config import Config
 
 def get_config() -> Config:
     cfg = Config(name="smoke")
-    m = cfg.model
-    m.arch = "xl"
-    m.n_layer, m.n_head, m.d_model, m.d_head, m.d_inner = 2, 2, 32, 16, 64
-    m.tgt_len, m.mem_len, m.window, m.ctx_len, m.seq_len = 16, 32, 32, 32, 64
-    m.dropout, m.dropatt = 0.1, 0.0
-    m.matmul_precision = "highest"  # the tests compare numbers: full float32 on any backend
+    cfg.model = cfg.model.replace(  # the model section is frozen: set it whole
+        arch="xl",
+        n_layer=2, n_head=2, d_model=32, d_head=16, d_inner=64,
+        tgt_len=16, mem_len=32, window=32, ctx_len=32, seq_len=64,
+        dropout=0.1, dropatt=0.0,
+        matmul_precision="highest",  # the tests compare numbers: full float32 on any backend
+    )
     d = cfg.data
     d.name, d.span, d.num_train, d.num_validation, d.vocab_size = "synthetic", 32, 40, 10, 512
     cfg.train.batch_size = 4

@@ -43,19 +43,33 @@ class UnknownKeyError(AttributeError):
 
 
 class _Strict:
-    """Base of the config dataclasses: setting a name that is not a field raises
-    UnknownKeyError, so a misspelt key in an experiment file is never silently ignored."""
+    """Base of the config dataclasses: setting or replacing a name that is not a field
+    raises UnknownKeyError, so a misspelt key in an experiment file is never silently
+    ignored."""
+
+    def _check_names(self, names: Any) -> None:
+        known = [f.name for f in fields(self)]  # type: ignore[arg-type]
+        for name in names:
+            if name not in known:
+                raise UnknownKeyError(_SECTION_NAMES.get(type(self).__name__, "config"), name,
+                                      known)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        known = [f.name for f in fields(self)]  # type: ignore[arg-type]
-        if name not in known:
-            raise UnknownKeyError(_SECTION_NAMES.get(type(self).__name__, "config"), name, known)
+        self._check_names([name])
         object.__setattr__(self, name, value)
 
+    def replace(self, **changes: Any) -> Any:
+        """A copy with `changes` (e.g. `c.model = c.model.replace(n_layer=4)`)."""
+        self._check_names(changes)
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
-@dataclass
+
+@dataclass(frozen=True)
 class ModelConfig(_Strict):
-    """Decoder shape and the memory/attention span of each architecture."""
+    """Decoder shape and the memory/attention span of each architecture.
+
+    Frozen, so it hashes: a model (`longctx.models.Decoder`) and the compiled functions
+    cached for it key on it. Change it whole: `cfg.model = cfg.model.replace(n_layer=4)`."""
 
     arch: str = "xl"  # 'xl' (Transformer-XL memory), 'window' (sliding window), 'vanilla'
     n_token: int = 0  # 0: take the vocabulary size from the dataset's tokenizer
@@ -101,7 +115,7 @@ class DataConfig(_Strict):
 
     name: str = "synthetic"  # 'synthetic', 'msc' or 'qmsum'
     data_dir: str = "data_cache"  # where TFDS datasets and tokenizers are built
-    source: str = ""  # source file of a real corpus ('' = the builder's default)
+    source: str = ""  # local file of a real corpus ('' = download the official release)
     span: int = 64  # W used to place synthetic probe distances
     num_train: int = 200  # synthetic conversations in the training split
     num_validation: int = 40  # synthetic conversations in the validation split
@@ -293,7 +307,7 @@ def apply_override(cfg: Config, dotted: str, value: Any) -> Config:
     sub = getattr(cfg, section)
     types_ = _field_types(type(sub))
     _check(key in types_, dotted, f"unknown key (known in {section}: {', '.join(types_)})")
-    setattr(sub, key, _coerce(value, types_[key], dotted))
+    setattr(cfg, section, dataclasses.replace(sub, **{key: _coerce(value, types_[key], dotted)}))
     return cfg
 
 
@@ -316,9 +330,9 @@ def check_types(cfg: Config) -> Config:
         sub = getattr(cfg, section)
         _check(type(sub) is f.default_factory, section,  # type: ignore[union-attr]
                f"expected a {f.default_factory.__name__}, got {type(sub).__name__}")  # type: ignore[union-attr]
-        for key, tp in _field_types(type(sub)).items():
-            value = getattr(sub, key)
-            object.__setattr__(sub, key, _strict_value(value, tp, f"{section}.{key}"))
+        checked = {key: _strict_value(getattr(sub, key), tp, f"{section}.{key}")
+                   for key, tp in _field_types(type(sub)).items()}
+        setattr(cfg, section, dataclasses.replace(sub, **checked))
     return cfg
 
 

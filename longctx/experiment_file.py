@@ -2,13 +2,16 @@
 
 The file is Python, so anything can go wrong in it; every problem becomes one ConfigError
 that names the file and, where it can be found, the line: an import error or a syntax
-error, an exception raised by `get_config()`, an assignment to a key the schema does not
-have (`c.model.n_layers = 4`), or a value of the wrong type (`c.model.n_layer = "2"`).
+error, an exception raised by `get_config()`, a key the schema does not have
+(`c.train.num_step = 4`, `c.model.replace(n_layers=4)`), a value of the wrong type
+(`c.model.replace(n_layer="2")`), or a field assigned on the frozen model section
+(`c.model.n_layer = 4`: write `c.model = c.model.replace(n_layer=4)`).
 """
 
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib.util
 import traceback
 import types
@@ -72,6 +75,10 @@ def load(path: Path) -> Config:
         cfg = get_config()
     except UnknownKeyError as exc:
         raise ConfigError(f"{_where(path, _line_in_traceback(exc, path))}: {exc}") from None
+    except dataclasses.FrozenInstanceError as exc:
+        raise ConfigError(f"{_where(path, _line_in_traceback(exc, path))}: {exc} of the model "
+                          "section, which is frozen (a built model hashes by it); set it whole, "
+                          "e.g. c.model = c.model.replace(n_layer=4)") from None
     except Exception as exc:
         raise ConfigError(f"{_where(path, _line_in_traceback(exc, path))}: get_config() raised "
                           f"{_one_line(exc)}; fix the file") from None

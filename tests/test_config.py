@@ -10,6 +10,7 @@ import pytest
 from longctx.config import (
     Config,
     ConfigError,
+    UnknownKeyError,
     from_dict,
     load_experiment,
     parse_overrides,
@@ -39,7 +40,7 @@ def test_overrides_are_typed():
 def test_impossible_values_name_the_key(override, key):
     cfg = parse_overrides(Config(), [override])
     if override.startswith("model.same_length"):
-        cfg.model.mem_len = 0
+        cfg.model = cfg.model.replace(mem_len=0)
     with pytest.raises(ConfigError) as err:
         validate(cfg, num_devices=2)
     assert f"'{key}'" in str(err.value)
@@ -61,6 +62,18 @@ def test_round_trip_through_json():
     cfg = parse_overrides(Config(), ["model.arch=window", "eval.context_lengths=8,16"])
     again = from_dict(json.loads(cfg.to_json()))
     assert again == cfg
+
+
+def test_the_model_section_is_a_hashable_value():
+    """Equal model settings are one key (the model and its compiled functions hash by them);
+    they change only by replacement, and a misspelt name is refused."""
+    a = parse_overrides(Config(), ["model.n_layer=3"]).model
+    b = Config().model.replace(n_layer=3)
+    assert a == b and hash(a) == hash(b) and len({a, b, Config().model}) == 2
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.n_layer = 4
+    with pytest.raises(UnknownKeyError, match="unknown key 'model.n_layers'"):
+        a.replace(n_layers=4)
 
 
 def test_experiment_files_load_and_validate():
@@ -88,7 +101,7 @@ def _numeric_fields():
 
 def _set(cfg, key, value):
     section, name = key.split(".")
-    setattr(getattr(cfg, section), name, value)
+    setattr(cfg, section, getattr(cfg, section).replace(**{name: value}))
     return cfg
 
 
@@ -145,22 +158,28 @@ EXPERIMENT = """from longctx.config import Config
 
 def get_config():
     c = Config(name="t")
-    c.model.tgt_len, c.model.mem_len = 16, 32
+    c.model = c.model.replace(tgt_len=16, mem_len=32)
 {line}
     return c
 """
 
 
 @pytest.mark.parametrize("line, words", [
-    ("    c.model.n_layers = 4", ["line 7", "unknown key 'model.n_layers'", "n_layer"]),
+    ("    c.model = c.model.replace(n_layers=4)", ["line 7", "unknown key 'model.n_layers'",
+                                                    "n_layer"]),
+    ("    c.train.num_step = 4", ["line 7", "unknown key 'train.num_step'", "num_steps"]),
     ("    c.modle = 4", ["line 7", "unknown key", "modle"]),
-    ('    c.model.n_layer = "2"', ["line 7", "'model.n_layer'", "expected an integer", "'2'"]),
+    ('    c.model = c.model.replace(n_layer="2")', ["line 7", "'model.n_layer'",
+                                                   "expected an integer", "'2'"]),
     ("    c.optim.b1 = None", ["line 7", "'optim.b1'", "expected a number"]),
-    ("    c.model.tgt_len, c.model.same_length = 8, 1", ["line 7", "'model.same_length'"]),
+    ("    c.model = c.model.replace(tgt_len=8, same_length=1)", ["line 7",
+                                                               "'model.same_length'"]),
     ("    c.model = {}", ["line 7", "'model'", "expected a ModelConfig"]),
+    ("    c.model.n_layer = 4", ["line 7", "field 'n_layer'", "frozen",
+                               "c.model = c.model.replace(n_layer=4)"]),
     ("    raise ValueError('no such size')", ["line 7", "get_config() raised ValueError: "
                                                "no such size"]),
-    ("    c.model.d_inner = 1 / 0", ["line 7", "ZeroDivisionError"]),
+    ("    c.model = c.model.replace(d_inner=1 / 0)", ["line 7", "ZeroDivisionError"]),
     ("    c.model.d_inner = = 3", ["line 7", "syntax error"]),
 ])
 def test_experiment_file_problems_are_one_line_with_file_and_line(tmp_path, line, words):

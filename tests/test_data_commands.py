@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from longctx.cli import main
 from tests.conftest import REPO
 from tests.data_fixtures import MSC_SAMPLE, SMALL
@@ -17,7 +19,7 @@ def test_build_then_stats(data_dir, capsys):
     assert "synthetic-" in out and "already built" in out and "validation 20" in out
     assert main(["data", "stats", "synthetic", *args, "--span", "64"]) == 0
     text = capsys.readouterr().out
-    assert "W = 64" in text and "<=W:" in text and ">4W:" in text
+    assert "W = 64" in text and "inside:" in text and ">4x:" in text
     assert main(["data", "stats", "synthetic", *args, "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
     val = stats["splits"]["validation"]
@@ -47,3 +49,12 @@ def test_data_section_from_an_experiment_file(data_dir, capsys):
     assert main(["data", "build", "--config", str(smoke), "synthetic",
                  f"data.data_dir={data_dir}"]) == 0
     assert "synthetic-1.0.0-n40-10-w32-v512-s0" in capsys.readouterr().out
+
+
+def test_build_help_says_where_corpora_come_from(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["data", "build", "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert "data.source=FILE" in text and "downloads/" in text
+    assert "http://parl.ai/downloads/msc/msc_v0.1.tar.gz" in text and "LONGCTX_QMSUM_URL" in text

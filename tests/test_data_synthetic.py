@@ -62,7 +62,7 @@ def test_every_distance_bucket_has_50_validation_probes(ds):
     w = SMALL["span"]
     probes = [p for c in ds.conversations("validation") for p in c.probes]
     counts = Counter(distance_bucket(p.distance, w) for p in probes)
-    assert all(counts[b] >= 50 for b in range(len(BUCKET_NAMES))), counts
+    assert all(counts[b] >= 50 for b in BUCKET_NAMES), counts
     # from about 21 tokens (the rest of the statement, an acknowledgement, the question) to > 8W
     assert min(p.distance for p in probes) < 0.75 * w and max(p.distance for p in probes) >= 8 * w
 

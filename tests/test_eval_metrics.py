@@ -5,6 +5,8 @@ import math
 import numpy as np
 import pytest
 
+from longctx.data import buckets
+from longctx.data.dialogues import PLAN_RANGES
 from longctx.eval import metrics
 from longctx.eval.shuffle import permute_within_speaker, shuffle_pairs
 
@@ -34,7 +36,7 @@ def test_buckets_follow_recorded_distances():
     cases = {1: "inside", 64: "inside", 65: "1-2x", 128: "1-2x", 129: "2-4x", 256: "2-4x",
              257: ">4x", 10_000: ">4x"}
     for d, name in cases.items():
-        assert metrics.distance_bucket(d, span) == name
+        assert buckets.distance_bucket(d, span) == name
     distances = [10, 70, 70, 300, 300, 300]
     credits = [1.0, 0.0, 0.5, 0.125, 0.125, 0.0]
     exact = [True, False, False, False, True, False]
@@ -47,6 +49,14 @@ def test_buckets_follow_recorded_distances():
     assert res[">4x"]["count"] == 3 and res[">4x"]["accuracy"] == pytest.approx(0.25 / 3)
     assert res[">4x"]["exact_match"] == pytest.approx(1 / 3)
     assert res["all"]["count"] == 6
+
+
+def test_the_synthetic_plan_fills_each_bucket_between_its_ends():
+    span = 64
+    assert len(PLAN_RANGES) == len(buckets.BUCKETS)
+    for (name, _), (lo, hi) in zip(buckets.BUCKETS, PLAN_RANGES, strict=True):
+        assert buckets.distance_bucket(math.floor(lo * span) + 1, span) == name
+        assert buckets.distance_bucket(math.floor(hi * span), span) == name
 
 
 def test_order_blind_model_scores_half_on_shuffles():

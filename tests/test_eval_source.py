@@ -18,7 +18,7 @@ from longctx.data.builders.qmsum import QmsumMeetings
 from longctx.data.render import render
 from longctx.eval.recurrence import RECURRENCE_BUCKETS
 from longctx.rundir import load_run
-from tests.data_fixtures import MSC_SAMPLE, QMSUM_SAMPLE, real_config
+from tests.data_fixtures import MSC_SAMPLE, QMSUM_SAMPLE, network_off, real_config, serve_folder
 
 # eval work capped: vanilla scores one window per 16 targets (a few batched calls for a
 # 25k-token conversation, where XL streams it segment by segment)
@@ -118,6 +118,33 @@ def test_bad_source_files_are_one_line(run_dir, tmp_path, capsys):
     _one_line_error(capsys, [*base[:-1], "test", "--dataset", "msc", "--source",
                              str(MSC_SAMPLE)], "unknown split 'test'")
     assert not (run_dir / "eval.json.tmp").exists()
+
+
+def test_without_source_the_release_is_downloaded(run_dir, tmp_path, monkeypatch, capsys):
+    """--dataset qmsum without --source: the builder's release, fetched into the run's
+    data_dir through TFDS (here served from 127.0.0.1); offline, one line."""
+    workdir = tmp_path / "run"
+    shutil.copytree(run_dir, workdir)
+    cfg = json.loads((workdir / "config.json").read_text())
+    cfg["data"]["data_dir"] = str(tmp_path / "data")
+    (workdir / "config.json").write_text(json.dumps(cfg))
+    args = ["evaluate", "--workdir", str(workdir), "--dataset", "qmsum", "--split", "all",
+            "--no-speed", "--out", str(workdir / "eval_qmsum.json")]
+    monkeypatch.delenv("LONGCTX_QMSUM_URL", raising=False)
+    with network_off():
+        _one_line_error(capsys, args, "could not download https://raw.githubusercontent.com/",
+                        "pass data.source=FILE with the release's data/ALL/jsonl/train.jsonl")
+    assert not (tmp_path / "data").exists()
+    www = tmp_path / "www"
+    www.mkdir()
+    shutil.copy(QMSUM_SAMPLE, www / "train.jsonl")
+    with serve_folder(www) as (base, seen):
+        monkeypatch.setenv("LONGCTX_QMSUM_URL", f"{base}/train.jsonl")
+        assert main(args) == 0
+    source = json.loads((workdir / "eval_qmsum.json").read_text())["dataset"]["source"]
+    assert seen == ["/train.jsonl"]
+    assert source["sha256"] == hashlib.sha256(QMSUM_SAMPLE.read_bytes()).hexdigest()
+    assert source["path"].startswith(str(tmp_path / "data" / "downloads"))
 
 
 # ----------------------------------------------------------------------------- scale

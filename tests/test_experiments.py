@@ -51,3 +51,22 @@ def test_real_study_sizes_match_span_and_tokens_per_step(size):
         spec["tokens_per_step"]}
     assert len({(c.model.n_layer, c.model.d_model, c.train.train_tokens)
                 for c in configs.values()}) == 1
+
+
+def _recurrence_eval(nll: dict[str, float], count: int = 10) -> dict:
+    return {"recurrence": {"buckets": {b: {"nll": v, "count": count} for b, v in nll.items()}}}
+
+
+def test_real_study_memory_effect_separates_memory_from_overall_quality():
+    exp = load_script("real_dialogue_study")
+    base = {"new": 9.0, "inside": 8.0, "1-2x": 7.5, "2-4x": 7.4, ">4x": 7.3}
+    window = _recurrence_eval(base)
+    better_everywhere = _recurrence_eval({b: v - 0.2 for b, v in base.items()})
+    better_beyond_w = _recurrence_eval({b: v - (0.3 if b in ("1-2x", "2-4x", ">4x") else 0.0)
+                                        for b, v in base.items()})
+    assert abs(exp.memory_effect(better_everywhere, window)) < 1e-9  # quality cancels
+    assert exp.memory_effect(better_beyond_w, window) == pytest.approx(-0.3)
+    rows = exp.paired_differences({"xl": [better_beyond_w, better_everywhere],
+                                   "window": [window, window]})
+    assert rows[0][0] == "xl − window" and rows[0][1] == "2"
+    assert rows[0][-1].startswith("-0.150 ± ")

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from longctx.config import ConfigError, ModelConfig
-from longctx.models import Memory, build_model, count_params, init_memory
+from longctx.models import (
+    Memory,
+    build_model,
+    count_params,
+    init_memory,
+    window_decode_init,
+    xl_decode_init,
+)
 from tests.model_utils import forward, make, rel
 
 BASE = ModelConfig(n_token=23, n_layer=2, n_head=2, d_model=16, d_head=8, d_inner=32,
@@ -108,3 +115,22 @@ def test_remat_gives_the_same_loss_and_gradients():
     np.testing.assert_allclose(g1[0], g2[0], rtol=1e-6)
     for a, b in zip(jax.tree.leaves(g1[1]), jax.tree.leaves(g2[1]), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_state_pytrees_know_their_batch_axes():
+    """A row subset of the XL memory (`take_rows`) continues as those rows do in the batch;
+    every decode-state leaf's batch axis has the batch size, and the shared ones none."""
+    cfg = dataclasses.replace(BASE, arch="xl")
+    model, params = make(cfg, batch=3)
+    tokens = jax.random.randint(jax.random.key(1), (3, cfg.tgt_len), 0, cfg.n_token)
+    _, memory = forward(model, params, tokens, init_memory(cfg, 3))
+    logits, _ = forward(model, params, tokens, memory)
+    idx = jnp.array([2, 0])
+    part, _ = forward(model, params, tokens[idx], memory.take_rows(idx))
+    np.testing.assert_allclose(part, logits[idx], rtol=1e-5, atol=1e-6)
+    for state in (memory, xl_decode_init(cfg, 3), window_decode_init(cfg, 3)):
+        axes = jax.tree.leaves(state.batch_axes(), is_leaf=lambda a: a is None)
+        rows = state.take_rows(idx)
+        for a, x, y in zip(axes, jax.tree.leaves(state), jax.tree.leaves(rows), strict=True):
+            assert (x.ndim == 0) if a is None else (x.shape[a] == 3), (type(state), a, x.shape)
+            np.testing.assert_array_equal(y, x if a is None else np.take(np.asarray(x), idx, axis=a))

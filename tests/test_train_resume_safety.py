@@ -121,7 +121,7 @@ def test_edited_config_json_is_one_line_for_evaluate_and_chat(run_copy, tmp_path
     with pytest.raises(UserError, match=r"model.d_inner 64 \(checkpoint\) vs 96 \(config.json\)"):
         load_run(run_copy)
     # a run without a saved config per step (imported weights): the shapes are compared
-    good.cfg.model.d_inner = 96
+    good.cfg.model = good.cfg.model.replace(d_inner=96)
     save_params_run(tmp_path / "imported", good.cfg, good.params)
     with pytest.raises(UserError, match=r"ff_in.*has shape \(64,\), this config needs \(96,\)"):
         load_run(tmp_path / "imported")

@@ -28,9 +28,9 @@ Stream layout, span semantics and distances: `render.py`; batching rules: `lanes
 the synthetic benchmark: `dialogues.py`.
 """
 
+from longctx.data.buckets import BUCKET_NAMES, distance_bucket
 from longctx.data.conversation import Conversation, Probe, Turn
 from longctx.data.dataset import DialogueDataset, dataset_dir, prepare_dataset
-from longctx.data.dialogues import BUCKET_NAMES, distance_bucket
 from longctx.data.lanes import Lanes, lanes_for_process, make_lanes, merge_states
 from longctx.data.render import ProbeSpan, TokenizedConversation, TurnSpan
 

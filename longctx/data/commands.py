@@ -2,7 +2,8 @@
 `longctx data stats [--config FILE] [--span W] [--json] NAME [data.key=value ...]`.
 
 Options go before NAME or after the overrides (argparse reads NAME and the overrides as
-one group)."""
+one group). msc and qmsum read `data.source=FILE` when set, else download the official
+release once into `<data_dir>/downloads/` (see `longctx.data.builders.download`)."""
 
 from __future__ import annotations
 
@@ -49,15 +50,33 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
+SOURCES = """\
+where the real corpora come from:
+  msc and qmsum read data.source=FILE when it is set (a local copy of the release's
+  file; nothing is downloaded). Otherwise the official release is downloaded once,
+  through TFDS's download manager, into <data.data_dir>/downloads/ and checked against its
+  recorded sha256 (a checksum not yet recorded is registered on first download in
+  <data.data_dir>/downloads/checksums.tsv):
+    msc    http://parl.ai/downloads/msc/msc_v0.1.tar.gz
+           (its msc/msc_dialogue/session_3/test.txt; LONGCTX_MSC_URL replaces the URL)
+    qmsum  Yale-LILY/QMSum on GitHub, data/ALL/jsonl/train.jsonl at a pinned commit
+           (LONGCTX_QMSUM_URL replaces the URL)
+  On a machine without a network pass data.source=FILE.
+"""
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register `longctx data {build,stats}`."""
     parser = subparsers.add_parser("data", help="build datasets and print their statistics")
     sub = parser.add_subparsers(dest="data_command", required=True)
     for name, func, help_ in (("build", _build, "build a dataset and its tokenizer"),
                               ("stats", _stats, "print a dataset's statistics")):
-        p = sub.add_parser(name, help=help_)
+        p = sub.add_parser(name, help=help_, description=help_, epilog=SOURCES,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("name", choices=("synthetic", "msc", "qmsum"), help="the dataset")
-        p.add_argument("overrides", nargs="*", help="data.key=value, e.g. data.num_train=400")
+        p.add_argument("overrides", nargs="*", help="data.key=value, e.g. data.num_train=400, "
+                       "data.source=FILE (msc, qmsum: a local corpus file instead of the "
+                       "download)")
         p.add_argument("--config", help="take the data section from an experiment file")
         if name == "stats":
             p.add_argument("--span", type=int, default=0,

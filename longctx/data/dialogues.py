@@ -5,9 +5,9 @@ back by the OTHER speaker, at a planned distance.
 Distances are planned in estimated tokens (characters / chars_per_token: a first guess,
 then the ratio the dataset's tokenizer really has, see `builders/synthetic.py`); the exact
 distance is measured on the token stream when the dataset is built (`render.py`).
-A probe's target distance picks one of the four buckets of the span W uniformly (inside W,
-1-2x, 2-4x, 4-12x) and is log-uniform inside it, so each bucket gets roughly a quarter of
-the probes (16 a conversation). The filler between a fact and its question sets the
+A probe's target distance picks one of the four buckets of the span W (`buckets.py`)
+uniformly (inside W, 1-2x, 2-4x, 4-12x) and is log-uniform inside it, so each bucket gets
+roughly a quarter of the probes (16 a conversation). The filler between a fact and its question sets the
 distance; the shortest reachable one is about 20 tokens (the rest of the statement, an
 acknowledgement, the question), so "inside W" starts near W/3 at W = 64. `longctx data
 stats` prints the histogram; >= 16 validation conversations give >= 50 probes in every
@@ -24,11 +24,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from longctx.data import filler
+from longctx.data.buckets import bucket_ranges
 from longctx.data.conversation import Conversation, Probe, Turn, validate
 from longctx.data.slots import SLOTS, TRAIN_TEMPLATES, Slot
 
 CHARS_PER_TOKEN = 3.3  # first planning estimate (the builder then measures its tokenizer's)
-BUCKETS = ((0.25, 1.0), (1.0, 2.0), (2.0, 4.0), (4.0, 12.0))  # target ranges, in units of W
+PLAN_RANGES = bucket_ranges(0.25, 12.0)  # target distances per bucket, in units of W
 ASK_TOKENS = 22  # a question turn and the answer's lead-in, in tokens
 HALF_EXCHANGE = 15  # about half an exchange of chat, in tokens
 P_STATE = 0.5  # chance to state a new fact (rather than chat) while no answer is due
@@ -56,9 +57,9 @@ def _with_value(template: str, value: str) -> tuple[str, tuple[int, int]]:
 def sample_target(rng: np.random.Generator, span: int, near: float = 0.0,
                   near_max: float = 1.0) -> float:
     """A planned distance: a uniform bucket of W, log-uniform inside it; with probability
-    `near`, log-uniform in [BUCKETS[0][0], near_max] W instead."""
+    `near`, log-uniform in [PLAN_RANGES[0][0], near_max] W instead."""
     inside = near > 0 and rng.random() < near  # no extra draw at 0: same conversations
-    lo, hi = BUCKETS[0 if inside else rng.integers(len(BUCKETS))]
+    lo, hi = PLAN_RANGES[0 if inside else rng.integers(len(PLAN_RANGES))]
     hi = near_max if inside else hi
     return span * math.exp(rng.uniform(math.log(lo), math.log(hi)))
 
@@ -226,10 +227,3 @@ def generate_split(split: str, num: int, span: int, seed: int,
         for i in range(num)
     ]
 
-
-def distance_bucket(distance: int, span: int) -> int:
-    """0: inside W (d <= W), 1: W < d <= 2W, 2: 2W < d <= 4W, 3: d > 4W."""
-    return 0 if distance <= span else 1 if distance <= 2 * span else 2 if distance <= 4 * span else 3
-
-
-BUCKET_NAMES = ("<=W", "1-2W", "2-4W", ">4W")

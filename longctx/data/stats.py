@@ -7,9 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from longctx.data.buckets import BUCKET_NAMES, distance_bucket
 from longctx.data.builders.base import SPLITS
 from longctx.data.dataset import DialogueDataset
-from longctx.data.dialogues import BUCKET_NAMES, NUM_CANDIDATES, distance_bucket
+from longctx.data.dialogues import NUM_CANDIDATES
 
 
 def split_stats(ds: DialogueDataset, split: str, span: int) -> dict[str, Any]:
@@ -27,7 +28,7 @@ def split_stats(ds: DialogueDataset, split: str, span: int) -> dict[str, Any]:
         "tokens_per_conversation": {"mean": float(lengths.mean()) if len(convs) else 0.0,
                                     "max": int(lengths.max()) if len(convs) else 0},
         "probes": len(probes),
-        "probe_buckets": {name: buckets.get(i, 0) for i, name in enumerate(BUCKET_NAMES)},
+        "probe_buckets": {name: buckets.get(name, 0) for name in BUCKET_NAMES},
     }
     if probes:
         out["distance"] = {"min": int(distances.min()), "median": float(np.median(distances)),

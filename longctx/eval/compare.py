@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from longctx.data.buckets import BUCKET_NAMES
 from longctx.errors import UserError
 from longctx.eval import context_curve
-from longctx.eval.metrics import BUCKET_NAMES, MIN_RELIABLE_COUNT
+from longctx.eval.metrics import MIN_RELIABLE_COUNT
 from longctx.eval.recurrence import RECURRENCE_BUCKETS
 
 # Keys that do not make two runs different experiments.

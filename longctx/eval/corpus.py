@@ -1,5 +1,6 @@
 """Which conversations an evaluation reads: the run's own built dataset, or any corpus (a
-user's file with `--source`) rendered with the run's OWN tokenizer.
+user's file with `--source`, else the release its builder downloads into the run's
+data_dir) rendered with the run's OWN tokenizer.
 
 Evaluating on another corpus never builds a dataset and never trains a tokenizer: its
 text conversations are read and checked by the corpus's builder (`read` / `parse`, every
@@ -85,7 +86,7 @@ def _own_dataset(run, split: str) -> Corpus | None:
     a real corpus is not built here or was built with another tokenizer (then it is read
     and rendered like any other corpus: nothing is built, no tokenizer trained)."""
     from longctx.data.builders import builder_class
-    from longctx.data.builders.base import FileCorpusBuilder
+    from longctx.data.builders.base import FileCorpusBuilder, source_path
     from longctx.data.dataset import MANIFEST, dataset_dir, prepare_dataset
     from longctx.data.render import value_ids
 
@@ -94,9 +95,9 @@ def _own_dataset(run, split: str) -> Corpus | None:
     file_corpus = issubclass(builder_cls, FileCorpusBuilder)
     path = None
     if file_corpus:
-        path = Path(data_cfg.source) if data_cfg.source else builder_cls.DEFAULT_SOURCE
-        if not path.is_file():
-            raise UserError(f"source file '{path}': not found; pass --source FILE")
+        if data_cfg.source and not Path(data_cfg.source).is_file():
+            raise UserError(f"source file '{data_cfg.source}': not found; pass --source FILE")
+        path = source_path(data_cfg, builder_cls)  # data.source, else the release's
         if not (dataset_dir(data_cfg) / MANIFEST).is_file():
             return None
     ds = prepare_dataset(data_cfg)  # synthetic: generated as training generated it
@@ -124,7 +125,7 @@ def _other_corpus(run, name: str, split: str, source: str | None,
                   max_conversations: int) -> Corpus:
     """Another corpus (or a user's file) rendered with the run's own tokenizer."""
     from longctx.data.builders import builder_class
-    from longctx.data.builders.base import FileCorpusBuilder
+    from longctx.data.builders.base import FileCorpusBuilder, source_path
     from longctx.data.render import render, value_ids
 
     builder_cls = builder_class(name)
@@ -136,12 +137,12 @@ def _other_corpus(run, name: str, split: str, source: str | None,
         raise UserError(f"--source does not apply to dataset '{name}' (it is generated); "
                         "use it with msc or qmsum")
     path = None
-    if file_corpus:
-        path = _source_file(source) if source is not None else Path(
-            run.cfg.data.source if name == run.cfg.data.name and run.cfg.data.source
-            else builder_cls.DEFAULT_SOURCE)
-        if not path.is_file():
-            raise UserError(f"source file '{path}': not found; pass --source FILE")
+    if file_corpus:  # --source, else the run's data.source for its own corpus, else download
+        own_source = run.cfg.data.source if name == run.cfg.data.name else ""
+        if source is None and own_source and not Path(own_source).is_file():
+            raise UserError(f"source file '{own_source}': not found; pass --source FILE")
+        path = _source_file(source) if source is not None else source_path(
+            dataclasses.replace(run.cfg.data, name=name, source=own_source), builder_cls)
     data_cfg = dataclasses.replace(run.cfg.data, name=name,
                                    source=str(path) if path is not None else "")
     texts = _text_split(builder_cls, data_cfg, split, path)

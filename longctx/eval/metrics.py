@@ -10,28 +10,9 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-# Distance buckets relative to the matched span W: (name, lower, upper) in multiples of W,
-# a probe with distance d falls in the bucket with lower * W < d <= upper * W ('inside':
-# 0 <= d <= W).
-BUCKETS: tuple[tuple[str, float, float], ...] = (
-    ("inside", -np.inf, 1.0),
-    ("1-2x", 1.0, 2.0),
-    ("2-4x", 2.0, 4.0),
-    (">4x", 4.0, np.inf),
-)
-BUCKET_NAMES = tuple(name for name, _, _ in BUCKETS)
+from longctx.data.buckets import BUCKET_NAMES, distance_bucket
+
 MIN_RELIABLE_COUNT = 20  # buckets with fewer items are marked in tables
-
-
-def distance_bucket(distance: int, span: int) -> str:
-    """The bucket of a probe whose value starts `distance` tokens after its fact, W = span."""
-    if span <= 0:
-        raise ValueError(f"span must be > 0, got {span}")
-    ratio = distance / span
-    for name, lo, hi in BUCKETS:
-        if lo < ratio <= hi:
-            return name
-    raise AssertionError(f"no bucket for distance {distance} with span {span}")
 
 
 def forced_choice_credit(scores: Sequence[float] | np.ndarray, true_index: int) -> float:
@@ -66,7 +47,7 @@ def recall_by_bucket(
     span: int,
 ) -> dict[str, dict[str, float | int | None]]:
     """Forced-choice accuracy (with its standard error over probes) and greedy exact match
-    per distance bucket and overall."""
+    per distance bucket (`longctx.data.buckets`) and overall."""
     if not len(credits) == len(exact) == len(distances):
         raise ValueError("credits, exact and distances must have one entry per probe")
     names = [distance_bucket(int(d), span) for d in distances]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from longctx.eval.metrics import BUCKET_NAMES
+from longctx.data.buckets import BUCKET_NAMES
 from longctx.eval.recurrence import RECURRENCE_BUCKETS
 
 if TYPE_CHECKING:

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from longctx.eval.metrics import BUCKET_NAMES, distance_bucket
+from longctx.data.buckets import BUCKET_NAMES, distance_bucket
 
 NEW = "new"  # the word has not occurred before in the conversation
 RECURRENCE_BUCKETS = (NEW, *BUCKET_NAMES)

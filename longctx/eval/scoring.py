@@ -18,8 +18,6 @@ Every call goes through one jitted function per row length with a fixed number o
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,20 +66,26 @@ def _bucket(n: int) -> int:
     return max(16, 1 << max(0, n - 1).bit_length())
 
 
-def _take_rows(memory, idx):
-    """Rows `idx` of the memory pytree (XL memory: hidden [L+1, B, M, D], valid [B])."""
-    return memory.replace(hidden=memory.hidden[:, idx], valid=memory.valid[idx])
+def _pack(rows: Sequence[np.ndarray], length: int, count: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Token rows -> (inputs, targets) [max(count, len(rows)), length] int32: row r predicts
+    its own tokens (inputs row[:-1], targets row[1:]), zero-padded on the right."""
+    x = np.zeros((max(count, len(rows)), length), np.int32)
+    y = np.zeros_like(x)
+    for r, row in enumerate(rows):
+        if row.size > 1:
+            x[r, : row.size - 1] = row[:-1]
+            y[r, : row.size - 1] = row[1:]
+    return x, y
 
 
-_JITS: dict[str, tuple] = {}
+_JITS: dict[ModelConfig, tuple] = {}
 
 
 def _compiled(cfg: ModelConfig) -> tuple:
     """The jitted scoring functions of a model config, shared by every Scorer of the process
     (evaluating twice, or the speed check, reuses the compiled code)."""
-    key = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
-    if key in _JITS:
-        return _JITS[key]
+    if cfg in _JITS:
+        return _JITS[cfg]
     model = build_model(cfg)
 
     def score(params, inputs, targets, memory, reset):
@@ -94,7 +98,7 @@ def _compiled(cfg: ModelConfig) -> tuple:
 
     def score_from(params, inputs, targets, memory, idx):
         reset = jnp.zeros(inputs.shape[0], bool)
-        lp, hit, _ = score(params, inputs, targets, _take_rows(memory, idx), reset)
+        lp, hit, _ = score(params, inputs, targets, memory.take_rows(idx), reset)
         return lp, hit
 
     def feed(params, inputs, targets, cache):
@@ -102,8 +106,8 @@ def _compiled(cfg: ModelConfig) -> tuple:
         logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
         return jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0], cache
 
-    _JITS[key] = (jax.jit(score), jax.jit(score_from), jax.jit(feed))
-    return _JITS[key]
+    _JITS[cfg] = (jax.jit(score), jax.jit(score_from), jax.jit(feed))
+    return _JITS[cfg]
 
 
 class Scorer:
@@ -113,7 +117,6 @@ class Scorer:
         self.cfg = model_cfg
         self.params = jax.device_put(params)  # once, not with every call
         self.stride = vanilla_stride
-        self.model = build_model(model_cfg)
         self._score, self._score_from, self._feed = _compiled(model_cfg)
 
     # ------------------------------------------------------------------ low level
@@ -183,12 +186,8 @@ class Scorer:
         out = [np.zeros(max(ids.size - 1, 0), np.float64) for ids in streams]
         if not rows:
             return out
-        x = np.zeros((len(rows), length), np.int32)
-        y = np.zeros((len(rows), length), np.int32)
-        for r, ((s, e), (i, _, _)) in enumerate(zip(rows, where, strict=True)):
-            x[r, : e - s] = streams[i][s:e]
-            y[r, : e - s] = streams[i][s + 1 : e + 1]
-        lp, _ = self._rows(x, y)
+        lp, _ = self._rows(*_pack([streams[i][s : e + 1]
+                                   for (s, e), (i, _, _) in zip(rows, where, strict=True)], length))
         for r, ((s, e), (i, a, off)) in enumerate(zip(rows, where, strict=True)):
             n = e - s - off
             out[i][a : a + n] = lp[r, off : off + n]
@@ -218,13 +217,7 @@ class Scorer:
                                             state, s * seg, req_len)
                     for k, r in zip(ks, res, strict=True):
                         scored[k] = r
-                x = np.zeros((ROWS, seg), np.int32)
-                y = np.zeros((ROWS, seg), np.int32)
-                for j, i in enumerate(lanes):
-                    chunk = streams[i][s * seg : (s + 1) * seg + 1]
-                    if chunk.size > 1:
-                        x[j, : chunk.size - 1] = chunk[:-1]
-                        y[j, : chunk.size - 1] = chunk[1:]
+                x, y = _pack([streams[i][s * seg : (s + 1) * seg + 1] for i in lanes], seg, ROWS)
                 if xl:
                     lp, _, state = self._score(self.params, x, y, state,
                                                np.full(ROWS, s == 0, bool))
@@ -245,12 +238,7 @@ class Scorer:
                 rows.append(np.concatenate([prefix, c]))
                 lane_idx.append(lanes.index(q.stream))
                 offsets.append(prefix.size - 1)
-        x = np.zeros((len(rows), length), np.int32)
-        y = np.zeros((len(rows), length), np.int32)
-        for r, row in enumerate(rows):
-            x[r, : row.size - 1] = row[:-1]
-            y[r, : row.size - 1] = row[1:]
-        lp, hit = self._rows(x, y, memory, np.asarray(lane_idx, np.int32))
+        lp, hit = self._rows(*_pack(rows, length), memory, np.asarray(lane_idx, np.int32))
         return self._split(reqs, lp, hit, offsets)
 
     def _rows_requests(self, streams, requests):
@@ -275,12 +263,7 @@ class Scorer:
                     rows.append(full[max(0, q.pos - 1 - ctx) :])
                     offsets.append(rows[-1].size - c.size - 1)
                     spans.append(1)
-        x = np.zeros((len(rows), length), np.int32)
-        y = np.zeros((len(rows), length), np.int32)
-        for r, row in enumerate(rows):
-            x[r, : row.size - 1] = row[:-1]
-            y[r, : row.size - 1] = row[1:]
-        lp, hit = self._rows(x, y)
+        lp, hit = self._rows(*_pack(rows, length))
         if not vanilla:
             return self._split(requests, lp, hit, offsets)
         out, r = [], 0

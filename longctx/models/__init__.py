@@ -20,8 +20,9 @@ the memory passes through unchanged (reset is ignored: each call is a fresh sequ
 Vanilla: causal attention inside independent segments of ctx_len.
 
 Streaming and evaluation (all pure, static shapes; jit them with the model static, e.g.
-`jax.jit(xl_decode_step, static_argnums=0)` -- the model hashes by its config, so do not
-mutate a config after building a model from it). Decode states advance all rows together:
+`jax.jit(xl_decode_step, static_argnums=0)` -- the model hashes by its frozen config).
+Decode states advance all rows together. The memory and both decode states know their
+batch axes: `state.batch_axes()` (a vmap/pmap axes spec), `state.take_rows(idx)`.
 
     state = xl_decode_init(cfg, batch)            # k/v cache: memory rows + current segment
     state = xl_decode_from_memory(model, params, memory)      # after segment mode

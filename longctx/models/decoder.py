@@ -8,7 +8,6 @@ fixed-context forward. The embedding is tied to the output layer (plus an output
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 
 import flax.linen as nn
 import jax
@@ -53,11 +52,7 @@ def matmul_precision(cfg: ModelConfig) -> contextlib.AbstractContextManager:
 class Decoder(nn.Module):
     """Tokens -> logits with an explicit memory pytree (see longctx.models docs)."""
 
-    cfg: ModelConfig
-
-    def __hash__(self) -> int:
-        """Hash by config so the model can be a static argument of jax.jit."""
-        return hash((type(self).__name__, dataclasses.astuple(self.cfg), self.name))
+    cfg: ModelConfig  # frozen: the module hashes by it, so it can be a static jit argument
 
     def __post_init__(self) -> None:
         check_config(self.cfg)  # refuse at construction, not only at init/apply

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from longctx.config import ModelConfig
 from longctx.models import attention as A
 from longctx.models.blocks import compute_dtype, descending_pos_emb, distance_sinusoids
+from longctx.models.memory import Rows
 
 if TYPE_CHECKING:
     from longctx.models.decoder import Decoder
@@ -55,13 +56,16 @@ def write_token(ks: tuple, vs: tuple, k: list, v: list, slot: jax.Array) -> tupl
 
 
 @flax.struct.dataclass
-class WindowCache:
+class WindowCache(Rows):
     """k: one [B, n_head, d_head, W] array per layer, v: one [B, n_head, W, d_head] (compute
     dtype; see `to_cache`); slot t mod W holds position t; pos: int32 scalar, tokens fed."""
 
     k: jax.Array
     v: jax.Array
     pos: jax.Array
+
+    def batch_axes(self) -> WindowCache:
+        return WindowCache(k=tuple(0 for _ in self.k), v=tuple(0 for _ in self.v), pos=None)
 
 
 def window_decode_init(cfg: ModelConfig, batch_size: int) -> WindowCache:

@@ -3,9 +3,15 @@
 `hidden[0]` caches the embeddings and `hidden[i]` the output of layer `i-1` (as the original
 Transformer-XL's `mems`). Row b's valid entries are the last `valid[b]` rows; the rest are
 masked as keys. A fixed size keeps every shape static under `jit`.
+
+Every state pytree that is carried per batch row (this memory, the decoders' key/value
+caches) says where its batch axis is (`Rows.batch_axes`), so code that splits, vmaps or
+gathers rows (training lanes, devices, checkpoints, scoring) never guesses the layout.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import flax.struct
 import jax
@@ -14,12 +20,29 @@ import jax.numpy as jnp
 from longctx.config import ModelConfig
 
 
+class Rows:
+    """Base of the per-row state pytrees: each knows the batch axis of its leaves."""
+
+    def batch_axes(self) -> Any:
+        """The same pytree with each leaf replaced by its batch axis (None: shared by all
+        rows), usable as vmap's in_axes / out_axes."""
+        raise NotImplementedError
+
+    def take_rows(self, idx: Any) -> Any:
+        """Rows `idx` (an index array) of every leaf; leaves without a batch axis as they are."""
+        return jax.tree.map(lambda a, x: x if a is None else jnp.take(x, idx, axis=a, mode="clip"),
+                            self.batch_axes(), self, is_leaf=lambda a: a is None)
+
+
 @flax.struct.dataclass
-class Memory:
+class Memory(Rows):
     """hidden: [n_layer+1, B, mem_len, d_model] float32; valid: [B] int32 rows in use."""
 
     hidden: jax.Array
     valid: jax.Array
+
+    def batch_axes(self) -> Memory:
+        return Memory(hidden=1, valid=0)
 
 
 def memory_rows(cfg: ModelConfig) -> int:

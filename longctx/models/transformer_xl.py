@@ -22,7 +22,7 @@ from longctx.config import ConfigError, ModelConfig
 from longctx.models import attention as A
 from longctx.models.blocks import compute_dtype, descending_pos_emb, distance_sinusoids
 from longctx.models.kv_cache import empty_cache, from_cache, to_cache, write_token
-from longctx.models.memory import Memory, apply_reset, key_valid, update_memory
+from longctx.models.memory import Memory, Rows, apply_reset, key_valid, update_memory
 
 if TYPE_CHECKING:
     from longctx.models.decoder import Decoder
@@ -77,7 +77,7 @@ def xl_forward(
 
 
 @flax.struct.dataclass
-class XLDecodeState:
+class XLDecodeState(Rows):
     """k, v: every layer's keys and values in the window cache's layout (`kv_cache.to_cache`)
     over K = mem_len + tgt_len slots: a ring buffer, position u in slot u mod K; valid: [B] int32,
     the current segment's memory rows that are real (the last `valid[b]` before it);
@@ -94,6 +94,10 @@ class XLDecodeState:
     v: jax.Array
     valid: jax.Array
     pos: jax.Array
+
+    def batch_axes(self) -> XLDecodeState:
+        return XLDecodeState(k=tuple(0 for _ in self.k), v=tuple(0 for _ in self.v), valid=0,
+                             pos=None)
 
 
 def xl_decode_init(cfg: ModelConfig, batch_size: int) -> XLDecodeState:

@@ -20,8 +20,10 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from longctx.data.lanes import lanes_for_process
 from longctx.errors import UserError
-from longctx.train.step import AXIS, memory_batch_axes
+from longctx.models.memory import Memory
+from longctx.train.step import AXIS
 
 
 @dataclass(frozen=True)
@@ -40,8 +42,8 @@ class Topology:
     @property
     def process_lanes(self) -> np.ndarray:
         """Global lane indices this process reads (a contiguous block)."""
-        per = self.global_batch // self.process_count
-        return np.arange(self.process_index * per, (self.process_index + 1) * per, dtype=np.int32)
+        return np.asarray(lanes_for_process(self.global_batch, self.process_index,
+                                            self.process_count), np.int32)
 
     @property
     def is_primary(self) -> bool:
@@ -179,18 +181,14 @@ def shard_batch(batch: dict, num_local: int) -> dict:
     return {k: np.asarray(v).reshape((num_local, -1) + np.shape(v)[1:]) for k, v in batch.items()}
 
 
-def memory_to_devices(memory: Any, topo: Topology) -> Any:
-    if memory is None:
-        return None
-    return shard_rows(memory, memory_batch_axes(memory), topo.num_local)
+def memory_to_devices(memory: Memory, topo: Topology) -> Memory:
+    """This process's memory -> [num_local, ...] pieces along its batch axes."""
+    return shard_rows(memory, memory.batch_axes(), topo.num_local)
 
 
-def memory_from_devices(memory: Any) -> Any:
-    if memory is None:
-        return None
-    host = jax.tree.map(lambda x: np.asarray(x[0]), memory)  # one device's piece: its axes
-    axes = memory_batch_axes(host)
-    return unshard_rows(memory, axes)
+def memory_from_devices(memory: Memory) -> Memory:
+    """Inverse of `memory_to_devices` (numpy)."""
+    return unshard_rows(memory, memory.batch_axes())
 
 
 # ----------------------------------------------------------------------------- global layout
@@ -203,11 +201,9 @@ def to_global_replicated(tree: Any) -> Any:
                         tree)
 
 
-def to_global_lanes(tree: Any, topo: Topology) -> Any:
+def to_global_lanes(tree: Memory, topo: Topology) -> Memory:
     """This process's lanes -> global arrays sharded over the lane axis."""
-    if tree is None:
-        return None
-    axes = memory_batch_axes(tree)
+    axes = tree.batch_axes()
 
     def make(x, a):
         spec = [None] * np.ndim(x)
@@ -220,11 +216,9 @@ def to_global_lanes(tree: Any, topo: Topology) -> Any:
     return jax.tree.map(make, tree, axes)
 
 
-def abstract_global_lanes(tree: Any) -> Any:
+def abstract_global_lanes(tree: Memory) -> Memory:
     """Restore targets for a lane-sharded global pytree (shapes from a global host template)."""
-    if tree is None:
-        return None
-    axes = memory_batch_axes(tree)
+    axes = tree.batch_axes()
 
     def spec(x, a):
         parts = [None] * np.ndim(x)

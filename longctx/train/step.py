@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from longctx.models.memory import Memory
+
 AXIS = "data"
 
 
@@ -31,15 +33,6 @@ class TrainState:
     params: Any
     opt_state: Any
     rng: jax.Array  # base PRNG key; per-step, per-lane keys are folded from it
-
-
-def memory_batch_axes(memory: Any) -> Any:
-    """The batch axis of each memory leaf (XL memory: hidden [L+1, B, M, D], valid [B])."""
-    if memory is None:
-        return None
-    if hasattr(memory, "hidden") and hasattr(memory, "valid"):
-        return memory.replace(hidden=1, valid=0)
-    return jax.tree.map(lambda _: 0, memory)
 
 
 def _expand_row(tree: Any, axes: Any) -> Any:
@@ -57,24 +50,23 @@ def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
 
 
 def make_lane_forward(model: nn.Module, deterministic: bool) -> Callable:
-    """(params, memory, batch, lanes, key) -> (nll_sum per lane, new memory), vmapped over lanes."""
+    """(params, memory, batch, lanes, key) -> (nll_sum per lane, new memory), vmapped over
+    lanes (the memory's own `batch_axes`)."""
 
-    def forward(params, memory, batch, lanes, key):
-        axes = memory_batch_axes(memory)
+    def forward(params, memory: Memory, batch, lanes, key):
+        axes = memory.batch_axes()
 
         def one_lane(inputs, targets, mask, reset, mem_row, lane):
-            mem = _expand_row(mem_row, axes) if mem_row is not None else None
             logits, new_mem = model.apply(
                 {"params": params},
                 inputs[None],
-                mem,
+                _expand_row(mem_row, axes),
                 reset[None],
                 deterministic=deterministic,
                 rngs={"dropout": jax.random.fold_in(key, lane)},
             )
             nll = token_nll(logits[0], targets)
-            out_mem = _squeeze_row(new_mem, axes) if new_mem is not None else None
-            return jnp.sum(nll * mask), out_mem
+            return jnp.sum(nll * mask), _squeeze_row(new_mem, axes)
 
         return jax.vmap(one_lane, in_axes=(0, 0, 0, 0, axes, 0), out_axes=(0, axes))(
             batch["inputs"], batch["targets"], batch["mask"], batch["reset"], memory, lanes
@@ -92,7 +84,7 @@ def make_train_step(
     """Build the per-device step; wrap it in `jax.pmap(..., axis_name=AXIS)`."""
     forward = make_lane_forward(model, deterministic=False)
 
-    def train_step(state: TrainState, memory: Any, batch: dict, lanes: jax.Array):
+    def train_step(state: TrainState, memory: Memory, batch: dict, lanes: jax.Array):
         key = jax.random.fold_in(state.rng, state.step)
         count = jax.lax.psum(jnp.sum(batch["mask"]), AXIS)
         denom = jnp.maximum(count, 1.0)

@@ -11,6 +11,7 @@ array_record files that `as_data_source()` reads without TensorFlow.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 from longctx.config import DataConfig
 from longctx.data.conversation import Conversation, validate
@@ -25,8 +27,6 @@ from longctx.data.tokenizer import train_tokenizer
 from longctx.errors import UserError
 
 SPLITS = ("train", "validation")
-REPO = Path(__file__).resolve().parents[3]
-SHARED_DATA = REPO.parent / "shared" / "data"  # where the team's copies of the corpora live
 
 
 def features() -> tfds.features.FeaturesDict:
@@ -51,10 +51,11 @@ class DialogueBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     @tfds.core.utils.classproperty
     @classmethod
-    def code_path(cls) -> None:
-        """No checksums file (nothing is downloaded); TFDS's lookup of the module's path
-        would import `importlib_resources`, which is not installed."""
-        return None
+    def code_path(cls) -> epath.Path:
+        """The builder's module file: TFDS reads the download checksums from
+        `checksums.tsv` beside it (`url_infos`). Given directly because TFDS's own lookup
+        imports `importlib_resources`, which is not installed."""
+        return epath.Path(inspect.getfile(cls))
 
     def __init__(self, *, records: dict[str, list[dict[str, Any]]] | None = None, **kwargs):
         self._records = records
@@ -96,12 +97,15 @@ class DialogueBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
 
 class FileCorpusBuilder(DialogueBuilder, skip_registration=True):
-    """A real corpus read from one JSON-lines file (`data.source`, else DEFAULT_SOURCE):
-    one conversation a line (`parse`), split by a hash of its id, named by the file's
-    digest so a different file builds a different dataset."""
+    """A real corpus read from one JSON-lines file: one conversation a line (`parse`),
+    split by a hash of its id, named by the file's digest so a different file builds a
+    different dataset. The file is `data.source` when set, else the official release's,
+    downloaded into `<data_dir>/downloads/` (`longctx.data.builders.download`)."""
 
     PREFIX: ClassVar[str] = ""  # the dataset folder's name starts with it
-    DEFAULT_SOURCE: ClassVar[Path] = Path()
+    URL: ClassVar[str] = ""  # the official release: the corpus file, or an archive holding it
+    MEMBER: ClassVar[str] = ""  # the corpus file inside the archive at URL ('' = URL is it)
+    RELEASE_FILE: ClassVar[str] = ""  # the corpus file's name in the release (for messages)
 
     @staticmethod
     def parse(obj: dict, where: str, lineno: int) -> Conversation:
@@ -109,12 +113,12 @@ class FileCorpusBuilder(DialogueBuilder, skip_registration=True):
 
     @classmethod
     def dir_name(cls, cfg: DataConfig) -> str:
-        path = source_path(cfg, cls.DEFAULT_SOURCE)
+        path = source_path(cfg, cls)
         return f"{cls.PREFIX}-{cls.VERSION}-v{cfg.vocab_size}-{file_digest(path)}"
 
     @classmethod
     def read(cls, cfg: DataConfig) -> dict[str, list[Conversation]]:
-        path = source_path(cfg, cls.DEFAULT_SOURCE)
+        path = source_path(cfg, cls)
         return split_by_hash(read_conversations(path, cls.parse), path)
 
 
@@ -128,12 +132,19 @@ def training_texts(convs: list[Conversation]) -> Iterator[str]:
 # ----------------------------------------------------------------------------- real corpora
 
 
-def source_path(cfg: DataConfig, default: Path) -> Path:
-    """The corpus file to read: `data.source`, else the team's shared copy."""
-    path = Path(cfg.source) if cfg.source else default
-    if not path.is_file():
-        raise UserError(f"source file '{path}': not found; set data.source=PATH")
-    return path
+def source_path(cfg: DataConfig, builder_cls: type[FileCorpusBuilder]) -> Path:
+    """The corpus file to read: `data.source` when set (a local file overrides the
+    download), else the official release's, downloaded once into `data_dir`."""
+    if cfg.source:
+        path = Path(cfg.source)
+        if not path.is_file():
+            raise UserError(f"source file '{path}': not found; set data.source=PATH to the "
+                            f"release's {builder_cls.RELEASE_FILE}, or leave it unset to "
+                            "download the release")
+        return path
+    from longctx.data.builders.download import fetch
+
+    return fetch(builder_cls, Path(cfg.data_dir))
 
 
 def file_digest(path: Path) -> str:

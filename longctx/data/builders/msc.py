@@ -3,12 +3,13 @@
 Each JSON line is one episode: sessions 1-2 in `previous_dialogs` (each with the time gap
 to the next session) and session 3 in `dialog`. Turns alternate between the two speakers,
 speaker 0 first, in every session (session-3 `id`s are not always 'Speaker 1/2').
-A session header says the gap in time, e.g. '5 days later'.
+A session header says the gap in time, e.g. '5 days later'. The file is
+`msc/msc_dialogue/session_3/test.txt` of ParlAI's `msc_v0.1.tar.gz`.
 """
 
 from __future__ import annotations
 
-from longctx.data.builders.base import SHARED_DATA, FileCorpusBuilder, require
+from longctx.data.builders.base import FileCorpusBuilder, require
 from longctx.data.conversation import Conversation, Turn
 from longctx.errors import UserError
 
@@ -43,5 +44,9 @@ class MscDialogues(FileCorpusBuilder, skip_registration=True):
                 "Conversation. ACL 2022.")
 
     PREFIX = "msc"
-    DEFAULT_SOURCE = SHARED_DATA / "msc" / "msc_dialogue_session_3_test.txt"
+    # ParlAI's release; its checksum is not recorded (registered on first download), the
+    # member's is (checksums.tsv).
+    URL = "http://parl.ai/downloads/msc/msc_v0.1.tar.gz"
+    MEMBER = "msc/msc_dialogue/session_3/test.txt"
+    RELEASE_FILE = MEMBER
     parse = staticmethod(_episode)

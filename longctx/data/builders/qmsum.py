@@ -3,7 +3,8 @@
 Each JSON line is one meeting; its `meeting_transcripts` turns become one long single-
 session conversation. Speakers are numbered by first appearance (the speaker token caps
 at <|spk7|>: meetings have up to ~100 speakers); markers such as {disfmarker} are kept.
-Queries and topics are not used.
+Queries and topics are not used. The file is `data/ALL/jsonl/train.jsonl` of the authors'
+repository (github.com/Yale-LILY/QMSum).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from longctx.data.builders.base import SHARED_DATA, FileCorpusBuilder, require
+from longctx.data.builders.base import FileCorpusBuilder, require
 from longctx.data.conversation import Conversation, Turn
 from longctx.errors import UserError
 
@@ -41,5 +42,9 @@ class QmsumMeetings(FileCorpusBuilder, skip_registration=True):
                 "Summarization. NAACL 2021.")
 
     PREFIX = "qmsum"
-    DEFAULT_SOURCE = SHARED_DATA / "qmsum" / "train.jsonl"
+    # the file at a pinned commit of the authors' repository; its checksum is not recorded
+    # (registered on first download)
+    URL = ("https://raw.githubusercontent.com/Yale-LILY/QMSum/"
+           "83d7768c1f2b4dfeb091385d3dc7e239b8e5bb7e/data/ALL/jsonl/train.jsonl")
+    RELEASE_FILE = "data/ALL/jsonl/train.jsonl"
     parse = staticmethod(_meeting)
