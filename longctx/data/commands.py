@@ -1,8 +1,6 @@
 """`longctx data build [--config FILE] NAME [data.key=value ...]` and
-`longctx data stats [--config FILE] [--span W] [--json] NAME [data.key=value ...]`.
-
-Options go before NAME or after the overrides (argparse reads NAME and the overrides as
-one group)."""
+`longctx data stats [--config FILE] [--span W] [--json] NAME [data.key=value ...]`
+(options, NAME and the overrides in any order)."""
 
 from __future__ import annotations
 
