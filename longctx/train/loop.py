@@ -191,14 +191,19 @@ def _build_or_restore(cfg: Config, workdir: Path, ds: Any, topo: parallel.Topolo
     schedule = learning_rate_schedule(cfg.optim, max(num_steps // cfg.optim.grad_accum, 1))
     p_step, traces = _compile_step(make_train_step(model, optimizer, schedule,
                                                    cfg.optim.grad_accum))
-    # Placed the way the step returns them, so step 2 does not compile a second version.
-    state = parallel.to_devices(parallel.replicate(
-        TrainState(np.asarray(start, np.int32), host.params, host.opt_state, host.rng), topo))
-    mem_dev = parallel.to_devices(parallel.memory_to_devices(host.memory, topo))
+    state, mem_dev = _to_devices(host, start, topo)
     return _Run(cfg=cfg, workdir=workdir, topo=topo, num_steps=num_steps, start=start,
                 lanes=lanes, manager=manager, stateful=stateful, p_step=p_step, traces=traces,
                 state=state, mem_dev=mem_dev,
                 lane_ids=topo.process_lanes.reshape(topo.num_local, -1))
+
+
+def _to_devices(host: _HostState, start: int, topo: parallel.Topology) -> tuple[Any, Any]:
+    """The state replicated and the memory sharded over the local devices, placed the way
+    the step returns them (so step 2 does not compile a second version)."""
+    state = parallel.to_devices(parallel.replicate(
+        TrainState(np.asarray(start, np.int32), host.params, host.opt_state, host.rng), topo))
+    return state, parallel.to_devices(parallel.memory_to_devices(host.memory, topo))
 
 
 def _compile_step(step_fn: Any) -> tuple[Any, list[int]]:
@@ -261,7 +266,7 @@ class _Progress:
                     "tokens": float(m["tokens"][0]),
                     "tokens_per_sec": tokens_per_sec,
                     "step_time": step_time,
-                }, print_line=True)
+                })
         self.pending.clear()
         self.window_start, self.window_tokens = now, 0
 

@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +55,8 @@ class MetricsWriter:
 
             self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True)
         self._file = self.path.open("a")
-        self._last_print = time.time()
 
-    def write(self, row: dict[str, Any], print_line: bool) -> None:
+    def write(self, row: dict[str, Any]) -> None:
         if not self.enabled:
             return
         self._file.write(json.dumps(row, sort_keys=True) + "\n")
@@ -71,7 +69,7 @@ class MetricsWriter:
             self._bar.n = step
             self._bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_sec']:.0f}")
             self._bar.refresh()
-        elif print_line:
+        else:
             log.info(f"step {step}/{self.total}  loss {row['loss']:.4f}  "
                      f"ppl {row['perplexity']:.2f}  lr {row['lr']:.2e}  "
                      f"gnorm {row['grad_norm']:.3f}  {row['tokens_per_sec']:.0f} tok/s")
