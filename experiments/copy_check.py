@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conversations", type=int, default=30)
     parser.add_argument("--step", type=int, default=None, help="checkpoint (default: latest)")
     args = parser.parse_args(argv)
+    from longctx import log
+
+    log.configure()  # library notes hidden, as in the longctx command
 
     from longctx.errors import UserError
     from longctx.eval.evaluate import load_conversations

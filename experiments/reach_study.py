@@ -227,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="train nothing: tabulate the evaluated runs found under --root")
     parser.add_argument("overrides", nargs="*", help="extra section.key=value for every run")
     args = parser.parse_args(argv)
+    from longctx import log
+
+    log.configure()  # library notes hidden, as in the longctx command
 
     from longctx.train.sweep import run_sweep
 

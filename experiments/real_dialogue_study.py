@@ -201,7 +201,7 @@ def paired_differences(evals: dict[str, list[dict]], base: str = "window") -> li
     for arch, evs in evals.items():
         if arch == base or len(evs) != len(evals[base]):
             continue
-        pairs = list(zip(evs, evals[base]))
+        pairs = list(zip(evs, evals[base], strict=True))
         cells = [_cell([_nll(e, b) - _nll(w, b) for e, w in pairs], signed=True)
                  for b in RECURRENCE]
         rows.append([f"{arch} − {base}", str(len(pairs)), *cells,

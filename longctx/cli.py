@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
+from collections.abc import Iterator
 
 # subcommand -> module that defines `add_parser(subparsers)`; the parser sets `func`.
 _COMMANDS = {
@@ -20,35 +22,73 @@ _COMMANDS = {
     "chat": "longctx.generate.commands",
 }
 
+_VERBOSE_HELP = "show the libraries' warnings (absl, orbax, JAX, TensorFlow); hidden by default"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with options and positionals in any order (`train --workdir D
+    model.n_layer=2 --config X`), and every usage error as one line naming the command."""
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._subparsers is not None or self._intermixing:  # a command group, or inside
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            namespace, extras = self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+        if extras:  # here, where the command's name is known, not in the top-level parser
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def iter_parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """`parser` and every subcommand parser under it, depth first."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):  # aliases share a parser
+                yield from iter_parsers(sub)
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="longctx", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    seen: set[str] = set()
+    parser = Parser(prog="longctx", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help=_VERBOSE_HELP)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="one of these; COMMAND --help for its options")
     for module_name in dict.fromkeys(_COMMANDS.values()):
-        if module_name in seen:
-            continue
-        seen.add(module_name)
-        module = importlib.import_module(module_name)
-        module.add_parser(sub)
+        importlib.import_module(module_name).add_parser(sub)
+    # -v is global: it may also come after the command (SUPPRESS: absent there, it does not
+    # reset a -v given before the command).
+    for p in iter_parsers(parser):
+        if p is not parser:
+            p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                           help=_VERBOSE_HELP)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from longctx import log
+
+    args = build_parser().parse_args(argv)
+    log.configure(verbose=args.verbose)
     from longctx.config import ConfigError
     from longctx.errors import UserError
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    logger = logging.getLogger("longctx.cli")
     try:
         code = args.func(args)
     except (ConfigError, UserError) as exc:
-        print(f"longctx {args.command}: error: {exc}", file=sys.stderr)
+        logger.error(f"longctx {args.command}: error: {exc}")
         return 2
     except KeyboardInterrupt:  # Ctrl-C outside the training loop (which stops cleanly itself)
-        print(f"longctx {args.command}: interrupted", file=sys.stderr)
+        logger.error(f"longctx {args.command}: interrupted")
         return 130
     return int(code or 0)
 

@@ -44,7 +44,8 @@ WHY = {
 }
 # Top-level modules outside a package, and the part each belongs to.
 TOP_LEVEL = {"__init__": "config", "errors": "config", "config": "config",
-             "config_rules": "config", "experiment_file": "config", "cli": "cli"}
+             "config_rules": "config", "experiment_file": "config", "log": "config",
+             "cli": "cli"}
 MODEL_LIBRARIES = {"jax", "flax", "numpy"}
 
 

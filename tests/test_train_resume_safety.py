@@ -105,6 +105,9 @@ def test_no_readable_step_is_one_line_moves_nothing_and_never_retrains(run_copy,
 
 def test_train_info_evaluate_chat_agree_on_the_latest_readable_step(run_copy, data_dir,
                                                                      tiny_run, capsys):
+    from longctx import log
+
+    log.configure()  # as the longctx command does: progress on stdout, warnings on stderr
     (run_copy / "checkpoints" / "12" / "params" / "_METADATA").unlink()
     assert load_run(run_copy).step == 8  # info, evaluate and chat read through load_run
     summary = train(_smoke(data_dir), run_copy)

@@ -10,8 +10,10 @@ import subprocess
 import sys
 import time
 
+from longctx import log
 from longctx.data.dataset import clean_stale_builds, prepare_dataset
-from longctx.train.loop import FAULT_ENV, train
+from longctx.train.interrupts import FAULT_ENV
+from longctx.train.loop import train
 from tests.conftest import REPO, SMOKE, smoke_config, subprocess_env
 
 
@@ -32,6 +34,7 @@ def _start(args, env=None):
 
 def test_sigint_saves_the_finished_step_and_resumes_exactly(data_dir, tmp_path, tiny_run,
                                                             monkeypatch, capsys):
+    log.configure()  # as the longctx command does: the loop's progress lines on stdout
     cfg = smoke_config(data_dir, "model.arch=xl")  # as `tiny_run` was trained
     monkeypatch.setenv(FAULT_ENV, "int:5")  # SIGINT (Ctrl-C) to this process after step 5
     summary = train(cfg, tmp_path / "run")

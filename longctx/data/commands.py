@@ -1,9 +1,8 @@
 """`longctx data build [--config FILE] NAME [data.key=value ...]` and
-`longctx data stats [--config FILE] [--span W] [--json] NAME [data.key=value ...]`.
-
-Options go before NAME or after the overrides (argparse reads NAME and the overrides as
-one group). msc and qmsum read `data.source=FILE` when set, else download the official
-release once into `<data_dir>/downloads/` (see `longctx.data.builders.download`)."""
+`longctx data stats [--config FILE] [--span W] [--json] NAME [data.key=value ...]`
+(options, NAME and the overrides in any order). msc and qmsum read `data.source=FILE` when
+set, else download the official release once into `<data_dir>/downloads/` (see
+`longctx.data.builders.download`)."""
 
 from __future__ import annotations
 

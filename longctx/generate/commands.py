@@ -10,7 +10,6 @@ line and the conversation goes on unchanged).
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from typing import TextIO
 
@@ -46,7 +45,6 @@ def run_chat(args: argparse.Namespace) -> int:
     from longctx.generate.sampler import SamplerSettings
     from longctx.rundir import load_run
 
-    logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's read-only notes are noise here
     settings = SamplerSettings(args.temperature, args.top_k, args.top_p, args.max_new_tokens)
     run = load_run(args.workdir, args.step)
     chat = Chat(run, settings, seed=args.seed)

@@ -3,7 +3,6 @@ written for imported weights."""
 
 from __future__ import annotations
 
-import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,6 @@ def load_run(workdir: str | Path, step: int | None = None) -> Run:
     on the latest readable one; unreadable steps are skipped with a warning, never moved.
     config.json must agree with the checkpoint (one line naming the keys if not).
     """
-    logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's read-only notes are noise here
     workdir = Path(workdir)
     cfg = read_config(workdir)
     if not checkpoint_dir(workdir).is_dir():

@@ -146,7 +146,8 @@ def newest_readable(directory: Path, steps: list[int], attempt: Callable[[int], 
 
 
 def warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+    """A warning the user should see (`longctx.log` prints it as `warning: ...`)."""
+    logging.getLogger(__name__).warning(message)
 
 
 def one_line(exc: BaseException) -> str:

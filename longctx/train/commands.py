@@ -15,17 +15,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workdir", required=True, help="run directory (created if missing)")
     p.add_argument("--coordinator", default=None,
                    help="multi-host: coordinator host:port (or LONGCTX_COORDINATOR)")
-    p.add_argument("--num-processes", type=int, default=None)
-    p.add_argument("--process-id", type=int, default=None)
+    p.add_argument("--num-processes", type=int, default=None,
+                   help="multi-host: how many processes in all (or LONGCTX_NUM_PROCESSES)")
+    p.add_argument("--process-id", type=int, default=None,
+                   help="multi-host: this process's index, 0..N-1 (or LONGCTX_PROCESS_ID)")
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.num_steps=20")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("info", help="print a run's step, size and parameter fingerprint (JSON)")
-    p.add_argument("--workdir", required=True)
+    p.add_argument("--workdir", required=True, help="run directory (from longctx train)")
     p.set_defaults(func=_info)
 
     p = sub.add_parser("sweep", help="run a grid of experiments, one workdir each")
-    p.add_argument("--config", required=True)
+    p.add_argument("--config", required=True,
+                   help="experiment file every run starts from, e.g. experiments/smoke.py")
     p.add_argument("--root", required=True, help="directory that holds one workdir per run")
     p.add_argument("--grid", action="append", default=[],
                    help="key=v1,v2,... (repeatable), e.g. model.arch=xl,window train.seed=0,1")

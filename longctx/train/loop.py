@@ -1,5 +1,9 @@
 """The training loop: schedules pmapped steps, logs, checkpoints, resumes exactly.
 
+`train` reads as its steps: check that the run can start (before anything is written),
+make the dataset, build the state or restore the latest checkpoint's, run the steps,
+write the summary.
+
 Exact resume: everything the next step depends on (parameters, optimiser state, step,
 PRNG key, every lane's memory and the data iterators' positions) is in each checkpoint,
 and the step is a pure function of it; so a run killed at any moment and restarted from
@@ -9,11 +13,9 @@ its latest checkpoint ends bit-identical to an uninterrupted one (same device co
 from __future__ import annotations
 
 import json
+import logging
 import math
-import os
 import shutil
-import signal
-import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,14 +27,12 @@ import numpy as np
 from longctx.config import Config, ConfigError, resolved_steps, validate
 from longctx.errors import UserError
 from longctx.train import budget, checkpoint, parallel, resume
+from longctx.train.interrupts import StopSignals, fault_after_step, fault_point, kill_self
 from longctx.train.metrics import MetricsWriter
 from longctx.train.optimizer import learning_rate_schedule, make_optimizer
 from longctx.train.step import TrainState, make_train_step
 
-# Test hook for fault injection: "step:N" SIGKILLs the process after step N is dispatched;
-# "save:N" SIGKILLs it right after the async save of step N has started; "term:N" sends
-# it SIGTERM after step N (as a scheduler's preemption would), "int:N" SIGINT (Ctrl-C).
-FAULT_ENV = "LONGCTX_FAULT"
+log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(UserError):
@@ -42,6 +42,55 @@ class TrainingDiverged(UserError):
 def resolve_num_steps(cfg: Config) -> int:
     """Steps for the configured budget: a token budget (fair across models) wins over num_steps."""
     return resolved_steps(cfg)
+
+
+def train(cfg: Config, workdir: str | Path) -> dict:
+    """Train `cfg` in `workdir`, resuming from its latest checkpoint; return the summary."""
+    workdir = Path(workdir)
+    topo = _check_can_start(cfg, workdir)
+    ds = _prepare_data(cfg, topo)
+    # From here on SIGINT and SIGTERM stop the loop cleanly (compilation, restore and the
+    # steps are never cut half-way); before, Ctrl-C stops a data build like any command.
+    with StopSignals() as stop:
+        run = _build_or_restore(_with_vocab(cfg, ds), workdir, ds, topo)
+        step, started = _run_steps(run, stop)
+        return _finish(run, step, started)
+
+
+def _check_can_start(cfg: Config, workdir: Path) -> parallel.Topology:
+    """Refuse, before anything is allocated or written, a config these devices cannot run,
+    a run that cannot fit in memory, or a workdir trained with trajectory-changing settings."""
+    topo = parallel.topology(cfg.train.batch_size)
+    validate(cfg, num_devices=topo.num_local, num_processes=topo.process_count)
+    budget.check_fits(cfg, list(topo.local_devices), topo.process_count)
+    resume.check_workdir_config(workdir, cfg)
+    return topo
+
+
+def _prepare_data(cfg: Config, topo: parallel.Topology) -> Any:
+    """The dataset and tokenizer: the primary process builds them (if missing) while the
+    others wait, then every process opens them."""
+    from longctx.data import prepare_dataset
+
+    if topo.is_primary:
+        ds = prepare_dataset(cfg.data)
+    if topo.process_count > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("longctx-dataset-ready")
+    if not topo.is_primary:
+        ds = prepare_dataset(cfg.data)
+    return ds
+
+
+def _with_vocab(cfg: Config, ds: Any) -> Config:
+    """`cfg` with model.n_token taken from the tokenizer when 0 (too small: refused)."""
+    if cfg.model.n_token == 0:
+        return replace(cfg, model=replace(cfg.model, n_token=ds.vocab_size))
+    if cfg.model.n_token < ds.vocab_size:
+        raise ConfigError(f"config key 'model.n_token': {cfg.model.n_token} is smaller than the "
+                          f"tokenizer's {ds.vocab_size}; use 0 to take it from the tokenizer")
+    return cfg
 
 
 def _write_run_files(workdir: Path, cfg: Config, tokenizer_dir: Path) -> None:
@@ -55,40 +104,118 @@ def _write_run_files(workdir: Path, cfg: Config, tokenizer_dir: Path) -> None:
         (workdir / "tokenizer.tmp").replace(workdir / "tokenizer")
 
 
-def _fault_point() -> tuple[str, int] | None:
-    spec = os.environ.get(FAULT_ENV, "")
-    if not spec:
-        return None
-    kind, _, n = spec.partition(":")
-    return kind, int(n)
+@dataclass
+class _HostState:
+    """Parameters, optimiser state, dropout key and this process's lanes' memory, on the host."""
+    params: Any
+    opt_state: Any
+    rng: np.ndarray
+    memory: Any
 
 
-def _kill_self() -> None:
-    os.kill(os.getpid(), signal.SIGKILL)
+def _fresh_state(cfg: Config, model: Any, optimizer: Any, num_lanes: int) -> _HostState:
+    """The state of step 0 (also the shape templates a checkpoint is restored into)."""
+    from longctx.models import init_memory
+
+    init_key, dropout_key = jax.random.split(jax.random.PRNGKey(cfg.train.seed))
+    dummy = np.zeros((1, cfg.model.row_len), np.int32)
+    params = model.init({"params": init_key}, dummy, init_memory(cfg.model, 1),
+                        np.zeros((1,), bool))["params"]
+    params = jax.tree.map(np.asarray, params)
+    opt_state = jax.tree.map(np.asarray, optimizer.init(params))
+    memory = init_memory(cfg.model, num_lanes)
+    memory = None if memory is None else jax.tree.map(np.asarray, memory)
+    return _HostState(params, opt_state, np.asarray(dropout_key), memory)
 
 
-class StopSignals:
-    """SIGINT and SIGTERM alike ask the training loop to stop after the current step (which
-    it saves); a second SIGINT interrupts at once. Installed only in the main thread."""
+@dataclass
+class _Run:
+    """A run ready to step: its config, data lanes, checkpoints and state on the devices."""
+    cfg: Config
+    workdir: Path
+    topo: parallel.Topology
+    num_steps: int
+    start: int  # the step this session starts from (0, or the restored one)
+    lanes: Any
+    manager: Any
+    stateful: bool  # only XL carries state between steps; the others' memory is not saved
+    p_step: Any
+    traces: list[int]  # how many times the step was traced: more than 1 means a recompile
+    state: Any  # TrainState, replicated on the local devices
+    mem_dev: Any  # this process's lanes' memory, sharded over the local devices
+    lane_ids: np.ndarray
 
-    def __init__(self) -> None:
-        self.signal: str | None = None
-        self._previous: dict[int, Any] = {}
+    def save(self, step: int) -> None:
+        """Checkpoint the state after `step` (asynchronously when checkpoint.async_save)."""
+        host_state = parallel.unreplicate(self.state)
+        checkpoint.save(self.manager, step, params=host_state.params,
+                        opt_state=host_state.opt_state, rng=host_state.rng,
+                        memory=(parallel.memory_from_devices(self.mem_dev) if self.stateful
+                                else None),
+                        data_state=self.lanes.get_state(), cfg=self.cfg, topo=self.topo)
 
-    def _handle(self, signum: int, _frame: Any) -> None:
-        if self.signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signal = signal.Signals(signum).name
 
-    def __enter__(self) -> StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._handle)
-                              for s in (signal.SIGINT, signal.SIGTERM)}
-        return self
+def _build_or_restore(cfg: Config, workdir: Path, ds: Any, topo: parallel.Topology) -> _Run:
+    """Model, optimiser, data lanes and state: fresh, or the latest readable checkpoint's.
+    The run files (config.json, tokenizer/) are written only once a resume is accepted, so
+    a refused one leaves the run directory as it was."""
+    from longctx.data import make_lanes
+    from longctx.models import build_model, init_memory
 
-    def __exit__(self, *exc: Any) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
+    num_steps = resolve_num_steps(cfg)
+    model = build_model(cfg.model)
+    optimizer = make_optimizer(cfg.optim, num_steps)
+    host = _fresh_state(cfg, model, optimizer, len(topo.process_lanes))
+    lanes = make_lanes(ds, "train", cfg.train.batch_size, cfg.model.row_len,
+                       mode="segments" if cfg.model.arch == "xl" else "sequences",
+                       lane_ids=topo.process_lanes, seed=cfg.train.seed)
+
+    manager = checkpoint.make_manager(workdir, cfg.checkpoint.keep, cfg.checkpoint.async_save)
+    stateful = cfg.model.arch == "xl" and cfg.model.mem_len > 0
+    memory_global = (jax.tree.map(np.asarray, init_memory(cfg.model, cfg.train.batch_size))
+                     if stateful else None)
+    restored = checkpoint.restore_latest(manager, params=host.params, opt_state=host.opt_state,
+                                         rng=host.rng, memory_global=memory_global, topo=topo,
+                                         cfg=cfg)
+    if topo.is_primary:
+        _write_run_files(workdir, cfg, ds.tokenizer_dir)
+    start = 0
+    if restored is not None:
+        start = restored.step
+        host = _HostState(restored.params, restored.opt_state, restored.rng,
+                          restored.memory if stateful else host.memory)
+        lanes.set_state(restored.data_state)
+        if topo.is_primary:
+            log.info(f"resumed from step {start} ({workdir})")
+
+    schedule = learning_rate_schedule(cfg.optim, max(num_steps // cfg.optim.grad_accum, 1))
+    p_step, traces = _compile_step(make_train_step(model, optimizer, schedule,
+                                                   cfg.optim.grad_accum))
+    state, mem_dev = _to_devices(host, start, topo)
+    return _Run(cfg=cfg, workdir=workdir, topo=topo, num_steps=num_steps, start=start,
+                lanes=lanes, manager=manager, stateful=stateful, p_step=p_step, traces=traces,
+                state=state, mem_dev=mem_dev,
+                lane_ids=topo.process_lanes.reshape(topo.num_local, -1))
+
+
+def _to_devices(host: _HostState, start: int, topo: parallel.Topology) -> tuple[Any, Any]:
+    """The state replicated and the memory sharded over the local devices, placed the way
+    the step returns them (so step 2 does not compile a second version)."""
+    state = parallel.to_devices(parallel.replicate(
+        TrainState(np.asarray(start, np.int32), host.params, host.opt_state, host.rng), topo))
+    return state, parallel.to_devices(parallel.memory_to_devices(host.memory, topo))
+
+
+def _compile_step(step_fn: Any) -> tuple[Any, list[int]]:
+    """The step pmapped over the local devices (state and memory donated), and a counter
+    of its traces (Python runs once per trace)."""
+    traces = [0]
+
+    def counted_step(*args):
+        traces[0] += 1
+        return step_fn(*args)
+
+    return jax.pmap(counted_step, axis_name="data", donate_argnums=(0, 1)), traces
 
 
 @dataclass
@@ -98,193 +225,123 @@ class _Pending:
     time: float
 
 
-def train(cfg: Config, workdir: str | Path) -> dict:
-    """Train `cfg` in `workdir`, resuming from its latest checkpoint; return the summary."""
-    from longctx.data import prepare_dataset
+class _Progress:
+    """Steps whose metrics are still on the devices, and the throughput window they are
+    timed over; `flush` waits on them and logs the rows that are due."""
 
-    workdir = Path(workdir)
-    topo = parallel.topology(cfg.train.batch_size)
-    validate(cfg, num_devices=topo.num_local, num_processes=topo.process_count)
-    budget.check_fits(cfg, list(topo.local_devices), topo.process_count)  # before any allocation
-    resume.check_workdir_config(workdir, cfg)
+    def __init__(self, writer: MetricsWriter, cfg: Config, num_steps: int) -> None:
+        self.writer, self.cfg, self.num_steps = writer, cfg, num_steps
+        self.pending: list[_Pending] = []
+        self.tokens_per_step = cfg.train.batch_size * cfg.model.row_len
+        self.window_start, self.window_tokens = time.time(), 0
 
-    if topo.is_primary:
-        ds = prepare_dataset(cfg.data)
-    if topo.process_count > 1:
-        from jax.experimental import multihost_utils
+    def record(self, step: int, metrics: Any) -> None:
+        self.window_tokens += self.tokens_per_step
+        self.pending.append(_Pending(step, metrics, time.time()))
 
-        multihost_utils.sync_global_devices("longctx-dataset-ready")
-    if not topo.is_primary:
-        ds = prepare_dataset(cfg.data)
-    # From here on SIGINT and SIGTERM stop the loop cleanly (compilation, restore and the
-    # steps are never cut half-way); before, Ctrl-C stops a data build like any command.
-    with StopSignals() as stop:
-        return _train(cfg, workdir, ds, topo, stop)
+    def restart_window(self) -> None:
+        """Leave the time a save took out of the next throughput figure."""
+        self.window_start = time.time()
+
+    def flush(self) -> None:
+        """Wait on the queued steps' metrics, stop on a non-finite loss, log the due rows."""
+        host = jax.device_get([p.metrics for p in self.pending])
+        now = time.time()
+        elapsed = max(now - self.window_start, 1e-9)
+        tokens_per_sec = self.window_tokens / elapsed
+        step_time = elapsed / max(len(self.pending), 1)
+        for p, m in zip(self.pending, host, strict=True):
+            loss = float(m["loss"][0])
+            if not math.isfinite(loss):
+                raise TrainingDiverged(f"loss is {loss} at step {p.step}; the last good "
+                                       "checkpoint is kept; lower optim.learning_rate or check "
+                                       "the data")
+            if p.step % self.cfg.train.log_every == 0 or p.step == self.num_steps:
+                self.writer.write({
+                    "step": p.step,
+                    "loss": loss,
+                    "perplexity": math.exp(min(loss, 50.0)),
+                    "lr": float(m["lr"][0]),
+                    "grad_norm": float(m["grad_norm"][0]),
+                    "tokens": float(m["tokens"][0]),
+                    "tokens_per_sec": tokens_per_sec,
+                    "step_time": step_time,
+                })
+        self.pending.clear()
+        self.window_start, self.window_tokens = now, 0
 
 
-def _train(cfg: Config, workdir: Path, ds: Any, topo: parallel.Topology,
-           stop: StopSignals) -> dict:
-    """The part of `train` after the dataset is ready: restore, compile, step, save."""
-    from longctx.data import make_lanes
-    from longctx.models import build_model, count_params, init_memory
-
-    if cfg.model.n_token == 0:
-        cfg = replace(cfg, model=replace(cfg.model, n_token=ds.vocab_size))
-    elif cfg.model.n_token < ds.vocab_size:
-        raise ConfigError(f"config key 'model.n_token': {cfg.model.n_token} is smaller than the "
-                          f"tokenizer's {ds.vocab_size}; use 0 to take it from the tokenizer")
-
-    num_steps = resolve_num_steps(cfg)
-    seg_len = cfg.model.row_len
-    model = build_model(cfg.model)
-    optimizer = make_optimizer(cfg.optim, num_steps)
-    schedule = learning_rate_schedule(cfg.optim, max(num_steps // cfg.optim.grad_accum, 1))
-
-    # Fresh state (also the shape templates for restoring).
-    lanes_here = len(topo.process_lanes)
-    init_key, dropout_key = jax.random.split(jax.random.PRNGKey(cfg.train.seed))
-    dummy = np.zeros((1, seg_len), np.int32)
-    params = model.init({"params": init_key}, dummy, init_memory(cfg.model, 1),
-                        np.zeros((1,), bool))["params"]
-    params = jax.tree.map(np.asarray, params)
-    opt_state = jax.tree.map(np.asarray, optimizer.init(params))
-    rng = np.asarray(dropout_key)
-    memory = init_memory(cfg.model, lanes_here)
-    memory = None if memory is None else jax.tree.map(np.asarray, memory)
-    lanes = make_lanes(ds, "train", cfg.train.batch_size, seg_len,
-                       mode="segments" if cfg.model.arch == "xl" else "sequences",
-                       lane_ids=topo.process_lanes, seed=cfg.train.seed)
-
-    manager = checkpoint.make_manager(workdir, cfg.checkpoint.keep, cfg.checkpoint.async_save)
-    # Only XL carries state between steps; the others' (empty) memory is not checkpointed.
-    stateful = cfg.model.arch == "xl" and cfg.model.mem_len > 0
-    memory_global = (jax.tree.map(np.asarray, init_memory(cfg.model, cfg.train.batch_size))
-                     if stateful else None)
-    restored = checkpoint.restore_latest(manager, params=params, opt_state=opt_state, rng=rng,
-                                         memory_global=memory_global, topo=topo, cfg=cfg)
-    if topo.is_primary:  # only now: a refused resume leaves the run directory as it was
-        _write_run_files(workdir, cfg, ds.tokenizer_dir)
-    start = 0
-    if restored is not None:
-        start = restored.step
-        params, opt_state, rng = restored.params, restored.opt_state, restored.rng
-        memory = restored.memory if stateful else memory
-        lanes.set_state(restored.data_state)
-        if topo.is_primary:
-            print(f"resumed from step {start} ({workdir})", flush=True)
-
-    step_fn = make_train_step(model, optimizer, schedule, cfg.optim.grad_accum)
-    traces = [0]  # Python runs once per trace: more than one would mean a recompilation
-
-    def counted_step(*args):
-        traces[0] += 1
-        return step_fn(*args)
-
-    p_step = jax.pmap(counted_step, axis_name="data", donate_argnums=(0, 1))
-    # Placed the way the step returns them, so step 2 does not compile a second version.
-    state = parallel.to_devices(
-        parallel.replicate(TrainState(np.asarray(start, np.int32), params, opt_state, rng), topo))
-    mem_dev = parallel.to_devices(parallel.memory_to_devices(memory, topo))
-    lane_ids = topo.process_lanes.reshape(topo.num_local, -1)
-
-    writer = MetricsWriter(workdir, start, num_steps, enabled=topo.is_primary)
-    fault = _fault_point()
-    pending: list[_Pending] = []
-    window_start, window_tokens = time.time(), 0
-    tokens_per_step = cfg.train.batch_size * seg_len
-    step = saved = start
+def _run_steps(run: _Run, stop: StopSignals) -> tuple[int, float]:
+    """Step until num_steps or a stop signal, logging and saving on schedule; returns the
+    step reached and when the steps started. Waits for the last save before returning."""
+    cfg = run.cfg
+    writer = MetricsWriter(run.workdir, run.start, run.num_steps, enabled=run.topo.is_primary)
+    progress = _Progress(writer, cfg, run.num_steps)
+    fault = fault_point()
+    step = saved = run.start
     started = time.time()
-
-    def save() -> None:
-        host_state = parallel.unreplicate(state)
-        checkpoint.save(manager, step, params=host_state.params,
-                        opt_state=host_state.opt_state, rng=host_state.rng,
-                        memory=parallel.memory_from_devices(mem_dev) if stateful else None,
-                        data_state=lanes.get_state(), cfg=cfg, topo=topo)
-
     try:
-        while step < num_steps and stop.signal is None:
-            batch = parallel.shard_batch(next(lanes), topo.num_local)
-            state, mem_dev, metrics = p_step(state, mem_dev, batch, lane_ids)
+        while step < run.num_steps and stop.signal is None:
+            batch = parallel.shard_batch(next(run.lanes), run.topo.num_local)
+            run.state, run.mem_dev, metrics = run.p_step(run.state, run.mem_dev, batch,
+                                                         run.lane_ids)
             step += 1
-            window_tokens += tokens_per_step
-            pending.append(_Pending(step, metrics, time.time()))
-            if fault == ("step", step):
-                _kill_self()
-            if fault is not None and fault[0] in ("term", "int") and fault[1] == step:
-                os.kill(os.getpid(), signal.SIGTERM if fault[0] == "term" else signal.SIGINT)
-            save_now = step % cfg.checkpoint.every_steps == 0 or step == num_steps
+            progress.record(step, metrics)
+            fault_after_step(fault, step)
+            save_now = step % cfg.checkpoint.every_steps == 0 or step == run.num_steps
             save_now = save_now or stop.signal is not None
             if (step % cfg.train.host_sync_every == 0 or step % cfg.train.log_every == 0
                     or save_now):
-                window_start, window_tokens = _flush(pending, writer, cfg, num_steps,
-                                                     window_start, window_tokens)
+                progress.flush()
             if save_now:
-                save()
+                run.save(step)
                 saved = step
                 if fault == ("save", step):
-                    _kill_self()
-                window_start = time.time()
+                    kill_self()
+                progress.restart_window()
         if stop.signal is not None:
-            if step > saved:  # the signal came between a step's save check and the next
-                window_start, window_tokens = _flush(pending, writer, cfg, num_steps,
-                                                     window_start, window_tokens)
-                save()
-            if topo.is_primary:
-                what = (f"saved step {step}" if step > start
-                        else f"stopped before the first step (step {step} is as it was)")
-                print(f"{stop.signal}: {what}; rerun the same command to resume", flush=True)
+            _stop_early(run, progress, step, saved, stop.signal)
     finally:
-        manager.wait_until_finished()
-        manager.close()
+        run.manager.wait_until_finished()
+        run.manager.close()
         writer.close()
+    return step, started
 
-    final = parallel.unreplicate(state)
+
+def _stop_early(run: _Run, progress: _Progress, step: int, saved: int, signal_name: str) -> None:
+    """After SIGINT/SIGTERM: save the steps since the last checkpoint, say how to resume."""
+    if step > saved:  # the signal came between a step's save check and the next
+        progress.flush()
+        run.save(step)
+    if run.topo.is_primary:
+        what = (f"saved step {step}" if step > run.start
+                else f"stopped before the first step (step {step} is as it was)")
+        log.info(f"{signal_name}: {what}; rerun the same command to resume")
+
+
+def _finish(run: _Run, step: int, started: float) -> dict:
+    """The session's summary; the primary process also writes it to summary.json."""
+    from longctx.models import count_params
+
+    cfg = run.cfg
+    final = parallel.unreplicate(run.state)
     summary = {
         "config_name": cfg.name,
         "arch": cfg.model.arch,
         "span": cfg.model.span,
         "seed": cfg.train.seed,
         "step": step,
-        "num_steps": num_steps,
-        "done": step >= num_steps,
-        "train_tokens": step * tokens_per_step,
+        "num_steps": run.num_steps,
+        "done": step >= run.num_steps,
+        "train_tokens": step * cfg.train.batch_size * cfg.model.row_len,
         "num_params": count_params(final.params),
         "params_sha256": params_sha256(final.params),
         "session_seconds": round(time.time() - started, 2),
-        "step_traces": traces[0],  # 1: static shapes, the step compiled once this session
+        "step_traces": run.traces[0],  # 1: static shapes, the step compiled once this session
     }
-    if topo.is_primary:
-        (workdir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+    if run.topo.is_primary:
+        (run.workdir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
     return summary
-
-
-def _flush(pending: list[_Pending], writer: MetricsWriter, cfg: Config, num_steps: int,
-           window_start: float, window_tokens: int) -> tuple[float, int]:
-    """Wait on the queued steps' metrics, stop on a non-finite loss, log the due rows."""
-    host = jax.device_get([p.metrics for p in pending])
-    now = time.time()
-    elapsed = max(now - window_start, 1e-9)
-    tokens_per_sec = window_tokens / elapsed
-    step_time = elapsed / max(len(pending), 1)
-    for p, m in zip(pending, host, strict=True):
-        loss = float(m["loss"][0])
-        if not math.isfinite(loss):
-            raise TrainingDiverged(f"loss is {loss} at step {p.step}; the last good checkpoint "
-                                   "is kept; lower optim.learning_rate or check the data")
-        if p.step % cfg.train.log_every == 0 or p.step == num_steps:
-            writer.write({
-                "step": p.step,
-                "loss": loss,
-                "perplexity": math.exp(min(loss, 50.0)),
-                "lr": float(m["lr"][0]),
-                "grad_norm": float(m["grad_norm"][0]),
-                "tokens": float(m["tokens"][0]),
-                "tokens_per_sec": tokens_per_sec,
-                "step_time": step_time,
-            })
-    pending.clear()
-    return now, 0
 
 
 def params_sha256(params: Any) -> str:

@@ -1,4 +1,5 @@
-"""Training metrics: `metrics.jsonl`, TensorBoard event files, and progress on the terminal.
+"""Training metrics: `metrics.jsonl`, TensorBoard event files, and progress on the terminal
+(a tqdm bar when stderr is a terminal, else one logged line per logged step).
 
 Only the primary process writes. After a resume from step s, rows logged past s (by the
 run that died) are dropped first, so no step is logged twice.
@@ -7,10 +8,13 @@ run that died) are dropped first, so no step is logged twice.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def truncate_jsonl(path: Path, last_step: int) -> None:
@@ -31,7 +35,7 @@ def truncate_jsonl(path: Path, last_step: int) -> None:
 
 
 class MetricsWriter:
-    """Writes one row per logged step to metrics.jsonl and TensorBoard; prints progress."""
+    """Writes one row per logged step to metrics.jsonl and TensorBoard; logs progress."""
 
     def __init__(self, workdir: Path, start_step: int, total_steps: int, enabled: bool = True):
         self.enabled = enabled
@@ -66,9 +70,9 @@ class MetricsWriter:
             self._bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_sec']:.0f}")
             self._bar.refresh()
         else:
-            print(f"step {step}/{self.total}  loss {row['loss']:.4f}  ppl {row['perplexity']:.2f}  "
-                  f"lr {row['lr']:.2e}  gnorm {row['grad_norm']:.3f}  "
-                  f"{row['tokens_per_sec']:.0f} tok/s", flush=True)
+            log.info(f"step {step}/{self.total}  loss {row['loss']:.4f}  "
+                     f"ppl {row['perplexity']:.2f}  lr {row['lr']:.2e}  "
+                     f"gnorm {row['grad_norm']:.3f}  {row['tokens_per_sec']:.0f} tok/s")
 
     def close(self) -> None:
         if not self.enabled:
