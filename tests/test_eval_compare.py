@@ -112,3 +112,18 @@ def test_single_seed_recall_shows_standard_error_and_memory_check(tmp_path):
     line = next(x for x in table.splitlines() if x.startswith("- 1-2x"))
     assert "XL − window z = +7.4" in line and "XL − chance z = +9.4" in line, line
     assert "window − chance z = +0.2" in line
+
+
+def test_a_run_saved_before_a_config_field_existed_groups_with_its_later_seeds(runs, tmp_path):
+    old = runs[0] / "config.json"  # seed 0 written before model.matmul_precision existed
+    cfg = json.loads(old.read_text())
+    assert cfg["model"].pop("matmul_precision") == "default"
+    old.write_text(json.dumps(cfg))
+    rows = list(csv.DictReader((compare(runs, tmp_path / "out") and
+                                (tmp_path / "out" / "results.csv")).open()))
+    assert [(r["run"], r["seeds"]) for r in rows] == [("xl", "2"), ("win", "1")]
+    cfg["model"]["matmul_precision"] = "highest"  # a real difference still splits
+    old.write_text(json.dumps(cfg))
+    rows = list(csv.DictReader((compare(runs, tmp_path / "out2") and
+                                (tmp_path / "out2" / "results.csv")).open()))
+    assert [r["seeds"] for r in rows] == ["1", "1", "1"]

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from longctx.config import Config
 from longctx.data.buckets import BUCKET_NAMES
 from longctx.errors import UserError
 from longctx.eval import context_curve
@@ -61,9 +62,23 @@ def load_result(where: str | Path) -> RunResult:
     return RunResult(workdir, loaded["config"], loaded["eval"])
 
 
+def _with_defaults(config: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """`config` with every key it lacks taken from `defaults` (recursively): a run saved
+    before a field existed ran with that field's default."""
+    out = copy.deepcopy(config)
+    for key, value in defaults.items():
+        if key not in out:
+            out[key] = copy.deepcopy(value)
+        elif isinstance(value, dict) and isinstance(out[key], dict):
+            out[key] = _with_defaults(out[key], value)
+    return out
+
+
 def group_key(r: RunResult) -> str:
-    """The config without seed/bookkeeping keys, plus the evaluated dataset and split."""
-    cfg = copy.deepcopy(r.config)
+    """The config without seed/bookkeeping keys (missing keys at their defaults, so a run
+    saved before a field existed groups with its later seeds), plus the evaluated dataset
+    and split."""
+    cfg = _with_defaults(r.config, Config().to_dict())
     for path in _IGNORED:
         node = cfg
         for key in path[:-1]:
