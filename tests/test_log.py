@@ -35,3 +35,18 @@ def test_info_prints_no_library_warnings_unless_verbose(tiny_run):
     loud = run_cli(["info", "--workdir", str(tiny_run), "-v"])
     assert "WARNING:absl:" in loud.stderr  # orbax's notes on opening checkpoints read-only
     assert loud.stdout == quiet.stdout
+
+
+def test_verbose_sweep_passes_verbose_on_to_its_runs(tmp_path, monkeypatch):
+    from longctx.train import sweep
+
+    commands = []
+    monkeypatch.setattr(sweep.subprocess, "run",
+                        lambda cmd, timeout=None: commands.append(cmd) or
+                        type("Done", (), {"returncode": 0})())
+    config = str(sweep.Path(__file__).resolve().parents[1] / "experiments" / "smoke.py")
+    for verbose in (False, True):
+        log.configure(verbose=verbose)
+        sweep.run_sweep(config, tmp_path / str(verbose), {"train.seed": ["0"]}, [])
+    log.configure()
+    assert ["-v" in cmd for cmd in commands] == [False, True]

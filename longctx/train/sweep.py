@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -73,6 +74,8 @@ def run_sweep(config: str, root: Path, grid: dict[str, list[str]], common: list[
             return run
         cmd = [sys.executable, "-m", "longctx.cli", "train", "--config", config,
                "--workdir", str(run.workdir), *run.overrides]
+        if logging.getLogger("longctx").isEnabledFor(logging.DEBUG):
+            cmd.append("-v")  # `longctx -v sweep`: the runs show library notes too
         try:
             proc = subprocess.run(cmd, timeout=timeout)
             ok = proc.returncode == 0
