@@ -28,26 +28,29 @@ Stream layout, span semantics and distances: `render.py`; batching rules: `lanes
 the synthetic benchmark: `dialogues.py`.
 """
 
-from longctx.data.buckets import BUCKET_NAMES, distance_bucket
-from longctx.data.conversation import Conversation, Probe, Turn
-from longctx.data.dataset import DialogueDataset, dataset_dir, prepare_dataset
-from longctx.data.lanes import Lanes, lanes_for_process, make_lanes, merge_states
-from longctx.data.render import ProbeSpan, TokenizedConversation, TurnSpan
+from importlib import import_module
 
-__all__ = [
-    "BUCKET_NAMES",
-    "Conversation",
-    "DialogueDataset",
-    "Lanes",
-    "Probe",
-    "ProbeSpan",
-    "TokenizedConversation",
-    "Turn",
-    "TurnSpan",
-    "dataset_dir",
-    "distance_bucket",
-    "lanes_for_process",
-    "make_lanes",
-    "merge_states",
-    "prepare_dataset",
-]
+# name -> the module defining it. Imported on first use (PEP 562), so that importing one
+# light submodule (e.g. `longctx.data.lanes` from training's device code) does not pull in
+# TensorFlow Datasets and the tokenizer libraries.
+_EXPORTS = {
+    "BUCKET_NAMES": "buckets", "distance_bucket": "buckets",
+    "Conversation": "conversation", "Probe": "conversation", "Turn": "conversation",
+    "DialogueDataset": "dataset", "dataset_dir": "dataset", "prepare_dataset": "dataset",
+    "Lanes": "lanes", "lanes_for_process": "lanes", "make_lanes": "lanes",
+    "merge_states": "lanes",
+    "ProbeSpan": "render", "TokenizedConversation": "render", "TurnSpan": "render",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'longctx.data' has no attribute {name!r}")
+    value = getattr(import_module(f"longctx.data.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
