@@ -108,38 +108,51 @@ def _inputs(cfg: ModelConfig, batch_size: int = BATCH):
     return step, rep, mem, batch, lanes, count_params(params)
 
 
+class Prepared:
+    """One configuration's compiled training step, warmed up, ready to be timed in chunks
+    (`run`), so another implementation can be timed in between (bench_vs_pytorch.py)."""
+
+    def __init__(self, cfg: ModelConfig, batch_size: int = BATCH):
+        step, self.state, self.mem, self.batch, self.lanes, self.n_params = _inputs(cfg, batch_size)
+        self.cfg, self.batch_size = cfg, batch_size
+        t0 = time.perf_counter()
+        self.compiled = step.lower(self.state, self.mem, self.batch, self.lanes).compile()
+        self.compile_s = time.perf_counter() - t0
+        self.peak = None
+        try:
+            ma = self.compiled.memory_analysis()
+            ma = ma[0] if isinstance(ma, list | tuple) else ma
+            self.peak = int(ma.argument_size_in_bytes + ma.output_size_in_bytes
+                            + ma.temp_size_in_bytes - ma.alias_size_in_bytes)
+        except Exception:  # noqa: BLE001 - not every backend reports it
+            pass
+        self.run(1)  # warm-up (and, for XL, a full memory from here on)
+
+    def run(self, steps: int) -> list[float]:
+        """Seconds of each of `steps` training steps (the host waits on every step)."""
+        times = []
+        for _ in range(steps):
+            t1 = time.perf_counter()
+            self.state, self.mem, self.metrics = self.compiled(self.state, self.mem, self.batch,
+                                                               self.lanes)
+            jax.block_until_ready(self.metrics)
+            times.append(time.perf_counter() - t1)
+        if not np.all(np.isfinite(np.asarray(self.metrics["loss"]))):
+            raise SystemExit(f"bench_train: non-finite loss for {self.cfg.arch}")
+        return times
+
+
 def measure(cfg: ModelConfig, steps: int, batch_size: int = BATCH) -> dict:
     """Compile, warm up, then time `steps` train steps of one configuration."""
-    step, state, mem, batch, lanes, n_params = _inputs(cfg, batch_size)
-    t0 = time.perf_counter()
-    compiled = step.lower(state, mem, batch, lanes).compile()
-    compile_s = time.perf_counter() - t0
-    peak = None
-    try:
-        ma = compiled.memory_analysis()
-        ma = ma[0] if isinstance(ma, list | tuple) else ma
-        peak = int(ma.argument_size_in_bytes + ma.output_size_in_bytes + ma.temp_size_in_bytes
-                   - ma.alias_size_in_bytes)
-    except Exception:  # noqa: BLE001 - not every backend reports it
-        pass
-    state, mem, metrics = compiled(state, mem, batch, lanes)  # warm-up
-    jax.block_until_ready(metrics)
-    times = []
-    for _ in range(steps):
-        t1 = time.perf_counter()
-        state, mem, metrics = compiled(state, mem, batch, lanes)
-        jax.block_until_ready(metrics)
-        times.append(time.perf_counter() - t1)
-    if not np.all(np.isfinite(np.asarray(metrics["loss"]))):
-        raise SystemExit(f"bench_train: non-finite loss for {cfg.arch}")
-    step_s = statistics.median(times)
+    prep = Prepared(cfg, batch_size)
+    step_s = statistics.median(prep.run(steps))
     tokens = batch_size * cfg.row_len
     return {"arch": cfg.arch, "d_model": cfg.d_model, "n_layer": cfg.n_layer, "batch": batch_size,
-            "dtype": cfg.dtype, "remat": cfg.remat, "params": n_params,
-            "tokens_per_step": tokens, "compile_s": compile_s, "step_s": step_s,
+            "dtype": cfg.dtype, "remat": cfg.remat, "params": prep.n_params,
+            "tokens_per_step": tokens, "compile_s": prep.compile_s, "step_s": step_s,
             "tokens_per_s": tokens / step_s,
             "flops_per_s": flops_per_token(cfg, training=True) * tokens / step_s,
-            "peak_bytes": peak}
+            "peak_bytes": prep.peak}
 
 
 def render(rows: list[dict], matmul: float, device: str) -> str:
