@@ -52,10 +52,12 @@ class Stream:
         self._traces: dict[str, int] = {}
         self._feed_block = self._jit("feed_block", self._block_fn())
         self._feed_steps = self._jit("feed_steps", self._steps_fn)
-        self._reply_step = self._jit("reply_step", self._reply_fn)
+        # the state a reply step is given is consumed: its cache is updated in place
+        # instead of copied every token (callers keep only the state it returns)
+        self._reply_step = self._jit("reply_step", self._reply_fn, donate=(1,))
         self._sample = self._jit("sample", split_and_sample)
 
-    def _jit(self, name: str, fn: Any) -> Any:
+    def _jit(self, name: str, fn: Any, donate: tuple[int, ...] = ()) -> Any:
         """jax.jit of `fn` that counts its traces (one trace = one compiled version). The
         wrapper is a fresh function, so no other caller's compilations are counted."""
         self._traces[name] = 0
@@ -64,7 +66,7 @@ class Stream:
             self._traces[name] += 1
             return fn(*args)
 
-        return jax.jit(traced)
+        return jax.jit(traced, donate_argnums=donate)
 
     # ------------------------------------------------------------------ state
 
@@ -151,7 +153,9 @@ class Stream:
 
     def reply_step(self, state: Any, token: jax.Array, key: jax.Array, knobs: dict
                    ) -> tuple[jax.Array, Any, jax.Array, jax.Array]:
-        """Feed `token` [1] and sample the next: (next token [1], state, next key, logits)."""
+        """Feed `token` [1] and sample the next: (next token [1], state, next key, logits).
+        `state` is consumed (donated to the step, which updates its cache in place): use
+        the returned state, never the one passed in."""
         return self._reply_step(self.params, state, token, key, knobs)
 
     def compiled_variants(self) -> dict[str, int]:

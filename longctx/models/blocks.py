@@ -38,10 +38,9 @@ def descending_pos_emb(cfg: ModelConfig, key_len: int) -> jax.Array:
     return sinusoid(clamp_distance(dist, cfg.clamp_len), cfg.d_model)
 
 
-def distance_sinusoids(cfg: ModelConfig, size: int, dist: jax.Array) -> jax.Array:
-    """Sinusoids [..., d_model] of relative distances `dist` (< size; negatives read as 0)
-    gathered from a table of distances 0 .. size-1 made once at trace time, so a decode
-    step needs no sin/cos of its own (the table's values are those of `sinusoid`)."""
+def distance_table(cfg: ModelConfig, size: int) -> jax.Array:
+    """Sinusoids [size, d_model] of the distances 0 .. size-1 (clamped as the model clamps
+    them), made once at trace time: a decode step scores its positional term against this
+    constant and picks each key's score by its distance, with no sin/cos of its own."""
     with jax.ensure_compile_time_eval():
-        table = sinusoid(clamp_distance(jnp.arange(size), cfg.clamp_len), cfg.d_model)
-    return table[jnp.clip(dist, 0, size - 1)]
+        return sinusoid(clamp_distance(jnp.arange(size), cfg.clamp_len), cfg.d_model)

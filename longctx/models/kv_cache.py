@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from longctx.config import ModelConfig
 from longctx.models import attention as A
-from longctx.models.blocks import compute_dtype, descending_pos_emb, distance_sinusoids
+from longctx.models.blocks import compute_dtype, descending_pos_emb, distance_table
 from longctx.models.memory import Rows
 
 if TYPE_CHECKING:
@@ -83,13 +83,14 @@ def _step(mod: Decoder, token: jax.Array, cache: WindowCache):
     # dist 0 is this token's slot: its old row (position t - W) is out of the window; the
     # token's own key is scored apart by attend_one
     seen = jnp.broadcast_to((dist <= t) & (dist > 0), (token.shape[0], width))
-    sin = distance_sinusoids(cfg, width, jnp.concatenate([dist, jnp.zeros((1,), dist.dtype)]))
+    table = distance_table(cfg, width)
+    dist = jnp.concatenate([dist, jnp.zeros((1,), dist.dtype)])  # then the token's own
     rw, rr = mod.shared_biases()
     h = mod.embed(token[:, None], True)
     ks, vs = [], []
     for i, layer in enumerate(mod.layers):
         q, k, v = layer.project(h)
-        vec = layer.attend_one(q, k, v, cache.k[i], cache.v[i], sin, seen, rw, rr)
+        vec = layer.attend_one(q, k, v, cache.k[i], cache.v[i], table, dist, seen, rw, rr)
         h = layer.finish(h, vec, True)
         ks.append(k[:, 0])
         vs.append(v[:, 0])

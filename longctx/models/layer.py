@@ -96,15 +96,18 @@ class DecoderLayer(nn.Module):
         r = self.r_net(pos_emb.astype(compute_dtype(c)))
         return r.reshape(pos_emb.shape[:-1] + (c.n_head, c.d_head))
 
-    def attend_one(self, q, k, v, kc, vc, sin, seen, r_w_bias, r_r_bias) -> jax.Array:
+    def attend_one(self, q, k, v, kc, vc, table, dist, seen, r_w_bias, r_r_bias) -> jax.Array:
         """Decoding: the new token (q, k, v [B, 1, H, D]) attends to itself and to the cached
         keys kc [B, H, D, K] and values vc [B, H, K, D] (the layout XLA's CPU dots read
-        without a copy) where seen [B, K]; sin [K + 1, d_model] holds the
-        sinusoids of the cached keys' distances then of the token's own (0) -> [B, 1, H, D].
+        without a copy) where seen [B, K]; dist [K + 1] holds the cached keys' distances
+        then the token's own (0), rows of `table` [S, d_model] (sinusoids of distances
+        0 .. S-1) -> [B, 1, H, D].
         The token's own key is scored apart, so the cache is only read (never copied to
-        insert the new row), and the positional term is
-        ((q + r_r_bias) W_r^T) . sin_j: the query goes back through r_net's kernel once
-        (d_model H D) instead of all K sinusoids going through it (K d_model H D)."""
+        insert the new row), and the positional term is ((q + r_r_bias) W_r^T) . table:
+        the query goes back through r_net's kernel once (d_model H D) instead of all K
+        sinusoids going through it (K d_model H D), is scored against the constant table
+        in distance order, and each key takes the score of its distance (a gather of
+        K scores, not of K sinusoid rows)."""
         c = self.cfg
         rw, rr = self.biases(r_w_bias, r_r_bias)
         f32 = jnp.float32
@@ -112,7 +115,7 @@ class DecoderLayer(nn.Module):
         kernel = kernel.reshape(c.d_model, c.n_head, c.d_head)
         qw = q + rw.astype(q.dtype)
         u = jnp.einsum("bqhd,mhd->bhqm", q + rr.astype(q.dtype), kernel, preferred_element_type=f32)
-        bd = jnp.einsum("bhqm,km->bhqk", u, sin.astype(f32))
+        bd = jnp.take(jnp.einsum("bhqm,km->bhqk", u, table), dist, axis=-1, mode="clip")
         scale = 1.0 / np.sqrt(c.d_head)
         cached = (jnp.einsum("bqhd,bhdk->bhqk", qw, kc, preferred_element_type=f32)
                   + bd[..., :-1]) * scale

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from longctx.config import ConfigError, ModelConfig
 from longctx.models import attention as A
-from longctx.models.blocks import compute_dtype, descending_pos_emb, distance_sinusoids
+from longctx.models.blocks import compute_dtype, descending_pos_emb, distance_table
 from longctx.models.kv_cache import empty_cache, from_cache, to_cache, write_token
 from longctx.models.memory import Memory, Rows, apply_reset, key_valid, update_memory
 
@@ -141,13 +141,14 @@ def _xl_step(mod: Decoder, token: jax.Array, state: XLDecodeState):
     seen = (dist[None] <= (t % cfg.tgt_len + state.valid)[:, None]) & (dist > 0)[None]
     if cfg.same_length:
         seen = seen & (dist < cfg.mem_len)[None]
-    sin = distance_sinusoids(cfg, size, jnp.concatenate([dist, jnp.zeros((1,), dist.dtype)]))
+    table = distance_table(cfg, size)
+    dist = jnp.concatenate([dist, jnp.zeros((1,), dist.dtype)])  # then the token's own
     rw, rr = mod.shared_biases()
     h = mod.embed(token[:, None], True)
     ks, vs = [], []
     for i, layer in enumerate(mod.layers):
         q, k, v = layer.project(h)
-        vec = layer.attend_one(q, k, v, state.k[i], state.v[i], sin, seen, rw, rr)
+        vec = layer.attend_one(q, k, v, state.k[i], state.v[i], table, dist, seen, rw, rr)
         h = layer.finish(h, vec, True)
         ks.append(k[:, 0])
         vs.append(v[:, 0])
