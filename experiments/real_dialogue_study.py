@@ -72,9 +72,10 @@ SIZES: dict[str, dict] = {
             "eval.context_lengths=16,32",
         ],
     },
-    # The CPU study: 3 seeds. MSC's ~450 training episodes are ~0.6M tokens (vocab 2048),
-    # so 2.4M tokens is ~4 epochs: dropout 0.1 against overfitting. Eval on all 50 MSC
-    # validation episodes and the QMSum file's 16 validation meetings (~190k tokens).
+    # The CPU study (experiments/RESULTS.md): 3 seeds. MSC's 451 training episodes are
+    # ~0.5M tokens (vocab 2048), so 1.2M tokens is ~2.4 epochs: dropout 0.1 against
+    # overfitting. Eval on all 50 MSC validation episodes (56k tokens) and the QMSum file's
+    # 16 validation meetings (281k tokens). About 50 minutes on one core per job.
     "cpu": {
         "seeds": [0, 1, 2],
         "tokens_per_step": 512,
@@ -83,7 +84,7 @@ SIZES: dict[str, dict] = {
         "overrides": _matched(span=64, tgt_len=64, seq_len=256) + [
             "model.n_layer=3", "model.n_head=4", "model.d_model=128", "model.d_head=32",
             "model.d_inner=512", "model.dropout=0.1", "data.vocab_size=2048",
-            "train.train_tokens=2400000", "optim.learning_rate=2e-3",
+            "train.train_tokens=1200000", "optim.learning_rate=2e-3",
             "optim.end_learning_rate=1e-4", "optim.warmup_steps=50",
             "checkpoint.every_steps=500", "train.log_every=50",
             "eval.max_conversations=60", "eval.vanilla_stride=16",
