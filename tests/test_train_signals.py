@@ -26,8 +26,15 @@ def _wait_for(proc, found, what, timeout=240):
         time.sleep(0.01)
 
 
+# The child turns Ctrl-C into KeyboardInterrupt itself: a test run started as a background
+# job (`cmd &` in a script) ignores SIGINT, a child inherits that, and Python then installs
+# no KeyboardInterrupt handler of its own.
+_CLI = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "sys.argv[0] = 'longctx'; runpy.run_module('longctx.cli', run_name='__main__')")
+
+
 def _start(args, env=None):
-    return subprocess.Popen([sys.executable, "-m", "longctx.cli", *args], cwd=REPO,
+    return subprocess.Popen([sys.executable, "-c", _CLI, *args], cwd=REPO,
                             env=env or subprocess_env(1), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
