@@ -7,10 +7,12 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from tests.conftest import REPO, SMOKE, run_cli, subprocess_env
 
-ARGS = ["train.num_steps=20", "train.log_every=1", "checkpoint.every_steps=100"]
+STEPS = 10
+ARGS = [f"train.num_steps={STEPS}", "train.log_every=1", "checkpoint.every_steps=100"]
 
 
 def _curve(workdir):
@@ -22,12 +24,18 @@ def _train_args(workdir, data_dir):
             f"data.data_dir={data_dir}", *ARGS]
 
 
-def test_device_count_does_not_change_the_loss_curve(data_dir, tmp_path):
-    curves = {}
+@pytest.fixture(scope="module")
+def device_runs(data_dir, tmp_path_factory):
+    """The smoke run trained on 1, 2 and 4 devices (one process each): {devices: workdir}."""
+    root = tmp_path_factory.mktemp("devices")
     for devices in (1, 2, 4):
-        run_cli(_train_args(tmp_path / f"d{devices}", data_dir), devices=devices, timeout=300)
-        curves[devices] = _curve(tmp_path / f"d{devices}")
-    assert len(curves[1]) == 20
+        run_cli(_train_args(root / f"d{devices}", data_dir), devices=devices, timeout=300)
+    return {devices: root / f"d{devices}" for devices in (1, 2, 4)}
+
+
+def test_device_count_does_not_change_the_loss_curve(device_runs):
+    curves = {devices: _curve(workdir) for devices, workdir in device_runs.items()}
+    assert len(curves[1]) == STEPS
     np.testing.assert_allclose(curves[2], curves[1], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(curves[4], curves[1], rtol=1e-5, atol=1e-5)
 
@@ -46,9 +54,8 @@ def _start_process(pid, port, workdir, data_dir, extra_env=None):
                             text=True)
 
 
-def test_two_processes_match_one_process_with_two_devices(data_dir, tmp_path):
-    # build the dataset first so both processes only read it
-    run_cli(_train_args(tmp_path / "single", data_dir), devices=2, timeout=300)
+def test_two_processes_match_one_process_with_two_devices(device_runs, data_dir, tmp_path):
+    single_dir = device_runs[2]  # also built the dataset, so both processes only read it
     port = _free_port()
     procs = [_start_process(i, port, tmp_path / "multi", data_dir) for i in range(2)]
     try:
@@ -58,9 +65,9 @@ def test_two_processes_match_one_process_with_two_devices(data_dir, tmp_path):
             p.kill()
     for p, (_out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]
-    np.testing.assert_allclose(_curve(tmp_path / "multi"), _curve(tmp_path / "single"),
+    np.testing.assert_allclose(_curve(tmp_path / "multi"), _curve(single_dir),
                                rtol=1e-5, atol=1e-5)
-    single = json.loads((tmp_path / "single" / "summary.json").read_text())
+    single = json.loads((single_dir / "summary.json").read_text())
     multi = json.loads((tmp_path / "multi" / "summary.json").read_text())
     assert multi["params_sha256"] == single["params_sha256"]
 
