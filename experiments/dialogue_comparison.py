@@ -32,17 +32,20 @@ from longctx.config import Config, parse_overrides
 ARCHS = ("xl", "window", "vanilla")
 
 
-def _matched(span: int, tgt_len: int, seq_len: int) -> list[str]:
+def matched_span(span: int, tgt_len: int, seq_len: int) -> list[str]:
     """Overrides that give the three architectures the same span W."""
     return [f"model.mem_len={span}", f"model.window={span}", f"model.ctx_len={span}",
             f"model.tgt_len={tgt_len}", f"model.seq_len={seq_len}", f"data.span={span}"]
 
 
-def batch_overrides(arch: str, tokens_per_step: int, overrides: list[str]) -> list[str]:
+def batch_overrides(arch: str, tokens_per_step: int, overrides: list[str],
+                    base: Config | None = None) -> list[str]:
     """The batch that gives `arch` the same tokens per optimiser step as the others, so
     equal token budgets are also equal numbers of updates (XL rows are tgt_len tokens,
-    window rows seq_len, vanilla rows ctx_len)."""
-    row = parse_overrides(get_config(), [*overrides, f"model.arch={arch}"]).model.row_len
+    window rows seq_len, vanilla rows ctx_len); `base`: the experiment's config (this
+    file's by default)."""
+    cfg = base if base is not None else get_config()
+    row = parse_overrides(cfg, [*overrides, f"model.arch={arch}"]).model.row_len
     if tokens_per_step % row:
         raise SystemExit(f"tokens_per_step {tokens_per_step} is not a multiple of the {arch} "
                          f"row length {row}")
@@ -60,7 +63,7 @@ SIZES: dict[str, dict] = {
     "readme": {
         "seeds": [0],
         "tokens_per_step": 512,
-        "overrides": _matched(span=64, tgt_len=64, seq_len=256) + [
+        "overrides": matched_span(span=64, tgt_len=64, seq_len=256) + [
             "model.n_layer=2", "model.n_head=4", "model.d_model=128", "model.d_head=32",
             "model.d_inner=512", "model.dropout=0", "data.num_train=1000",
             "data.num_validation=60", "data.vocab_size=2048", "data.train_near=1",
@@ -77,7 +80,7 @@ SIZES: dict[str, dict] = {
     "cpu": {
         "seeds": [0, 1, 2],
         "tokens_per_step": 512,
-        "overrides": _matched(span=64, tgt_len=64, seq_len=256) + [
+        "overrides": matched_span(span=64, tgt_len=64, seq_len=256) + [
             "model.n_layer=3", "model.n_head=4", "model.d_model=128", "model.d_head=32",
             "model.d_inner=512", "model.dropout=0", "data.num_train=1000",
             "data.num_validation=60", "data.vocab_size=2048", "data.train_near=1",
@@ -91,7 +94,7 @@ SIZES: dict[str, dict] = {
     "gpu": {
         "seeds": [0, 1, 2],
         "tokens_per_step": 8192,
-        "overrides": _matched(span=512, tgt_len=256, seq_len=2048) + [
+        "overrides": matched_span(span=512, tgt_len=256, seq_len=2048) + [
             "model.n_layer=8", "model.n_head=8", "model.d_model=512", "model.d_head=64",
             "model.d_inner=2048", "model.dropout=0.1", "model.dtype=bfloat16",
             "data.num_train=20000",
@@ -115,7 +118,7 @@ SIZES["gpu-quick"] = {
     "seeds": [0],
     "tokens_per_step": 8192,
     "evaluate_args": ["--no-speed"],
-    "overrides": _matched(span=512, tgt_len=256, seq_len=2048) + [
+    "overrides": matched_span(span=512, tgt_len=256, seq_len=2048) + [
         "model.n_layer=8", "model.n_head=8", "model.d_model=512", "model.d_head=64",
         "model.d_inner=2048", "model.dtype=bfloat16", "model.dropout=0",
         "data.num_train=2000", "data.num_validation=20", "data.vocab_size=8192",

@@ -36,25 +36,20 @@ import numpy as np
 
 from longctx.config import Config, parse_overrides
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded as an experiment
+import dialogue_comparison as comparison  # noqa: E402
+from dialogue_comparison import matched_span  # noqa: E402
+
 ARCHS = ("xl", "window", "vanilla")
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "tests" / "data"
 RECURRENCE = ("new", "inside", "1-2x", "2-4x", ">4x")
 
 
-def _matched(span: int, tgt_len: int, seq_len: int) -> list[str]:
-    """Overrides that give the three architectures the same span W."""
-    return [f"model.mem_len={span}", f"model.window={span}", f"model.ctx_len={span}",
-            f"model.tgt_len={tgt_len}", f"model.seq_len={seq_len}", f"data.span={span}"]
-
-
 def batch_overrides(arch: str, tokens_per_step: int, overrides: list[str]) -> list[str]:
-    """The batch giving `arch` the same tokens per optimiser step as the others."""
-    row = parse_overrides(get_config(), [*overrides, f"model.arch={arch}"]).model.row_len
-    if tokens_per_step % row:
-        raise SystemExit(f"tokens_per_step {tokens_per_step} is not a multiple of the {arch} "
-                         f"row length {row}")
-    return [f"train.batch_size={tokens_per_step // row}"]
+    """The batch giving `arch` the same tokens per optimiser step as the others (the main
+    comparison's rule, on this study's config)."""
+    return comparison.batch_overrides(arch, tokens_per_step, overrides, base=get_config())
 
 
 SIZES: dict[str, dict] = {
@@ -64,7 +59,7 @@ SIZES: dict[str, dict] = {
         "tokens_per_step": 256,
         "sources": (SAMPLES / "msc_sample.jsonl", SAMPLES / "qmsum_sample.jsonl"),
         "qmsum_split": "all",  # the sample's 3 meetings (its validation split has one)
-        "overrides": _matched(span=32, tgt_len=32, seq_len=64) + [
+        "overrides": matched_span(span=32, tgt_len=32, seq_len=64) + [
             "model.n_layer=2", "model.n_head=2", "model.d_model=32", "model.d_head=16",
             "model.d_inner=64", "data.vocab_size=400", "train.train_tokens=8192",
             "optim.warmup_steps=4", "checkpoint.every_steps=16", "train.log_every=8",
@@ -81,7 +76,7 @@ SIZES: dict[str, dict] = {
         "tokens_per_step": 512,
         "sources": None,  # --msc / --qmsum, else the builders download the releases
         "qmsum_split": "validation",
-        "overrides": _matched(span=64, tgt_len=64, seq_len=256) + [
+        "overrides": matched_span(span=64, tgt_len=64, seq_len=256) + [
             "model.n_layer=3", "model.n_head=4", "model.d_model=128", "model.d_head=32",
             "model.d_inner=512", "model.dropout=0.1", "data.vocab_size=2048",
             "train.train_tokens=1200000", "optim.learning_rate=2e-3",

@@ -33,6 +33,21 @@ def load_script(name: str):
     return module
 
 
+def size_configs(exp, spec) -> dict:
+    """Each architecture's validated config at one of an experiment's sizes, with the batch
+    the experiment gives it."""
+    from longctx.config import parse_overrides, validate
+
+    configs = {}
+    for arch in exp.ARCHS:
+        overrides = [*spec["overrides"], f"model.arch={arch}"]
+        overrides += exp.batch_overrides(arch, spec["tokens_per_step"], spec["overrides"])
+        cfg = parse_overrides(exp.get_config(), overrides)
+        validate(cfg)
+        configs[arch] = cfg
+    return configs
+
+
 def subprocess_env(devices: int = 1, **extra: str) -> dict:
     """Environment for a child `longctx` process: offline, shared compile cache, N fake devices."""
     env = dict(os.environ)

@@ -4,25 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from longctx.config import parse_overrides, validate
-from tests.conftest import load_script
+from tests.conftest import load_script, size_configs
 
 
 def _experiment():
     return load_script("dialogue_comparison")
 
 
+
 @pytest.mark.parametrize("size", ["readme", "cpu", "gpu", "gpu-quick"])
 def test_every_size_matches_span_tokens_per_step_and_parameters(size):
     exp = _experiment()
     spec = exp.SIZES[size]
-    configs = {}
-    for arch in exp.ARCHS:
-        overrides = [*spec["overrides"], f"model.arch={arch}"]
-        overrides += exp.batch_overrides(arch, spec["tokens_per_step"], spec["overrides"])
-        cfg = parse_overrides(exp.get_config(), overrides)
-        validate(cfg)
-        configs[arch] = cfg
+    configs = size_configs(exp, spec)
     assert len({c.model.span for c in configs.values()}) == 1
     assert configs["xl"].model.tgt_len <= configs["xl"].model.mem_len  # XL sees >= W keys
     assert {c.train.batch_size * c.model.row_len for c in configs.values()} == {
@@ -37,13 +31,7 @@ def test_every_size_matches_span_tokens_per_step_and_parameters(size):
 def test_real_study_sizes_match_span_and_tokens_per_step(size):
     exp = load_script("real_dialogue_study")
     spec = exp.SIZES[size]
-    configs = {}
-    for arch in exp.ARCHS:
-        overrides = [*spec["overrides"], f"model.arch={arch}"]
-        overrides += exp.batch_overrides(arch, spec["tokens_per_step"], spec["overrides"])
-        cfg = parse_overrides(exp.get_config(), overrides)
-        validate(cfg)
-        configs[arch] = cfg
+    configs = size_configs(exp, spec)
     assert {c.data.name for c in configs.values()} == {"msc"}  # trained on MSC
     assert len({c.model.span for c in configs.values()}) == 1
     assert configs["xl"].model.tgt_len <= configs["xl"].model.mem_len

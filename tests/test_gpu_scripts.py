@@ -10,9 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from longctx.config import parse_overrides
 from longctx.eval.scoring import ROW_TOKENS, rows_per_call
-from tests.conftest import REPO, load_script, subprocess_env
+from tests.conftest import REPO, load_script, size_configs, subprocess_env
 
 # Each script's wall-clock bound (CPU time is ~40 s for the study, ~30 s for the check; a
 # heavily shared machine may need more: GPU_SCRIPTS_TEST_TIMEOUT, with pytest --timeout).
@@ -33,11 +32,7 @@ def test_gpu_quick_size_has_the_study_shapes_and_is_fair():
     exp = load_script("dialogue_comparison")
     spec = exp.SIZES["gpu-quick"]
     assert spec["seeds"] == [0]
-    cfgs = {}
-    for arch in exp.ARCHS:
-        overrides = [*spec["overrides"], f"model.arch={arch}"]
-        overrides += exp.batch_overrides(arch, spec["tokens_per_step"], spec["overrides"])
-        cfgs[arch] = parse_overrides(exp.get_config(), overrides)
+    cfgs = size_configs(exp, spec)
     for cfg in cfgs.values():
         m = cfg.model
         assert (m.d_model, m.n_layer, m.span, m.dtype) == (512, 8, 512, "bfloat16")

@@ -12,7 +12,6 @@ sha256 are recorded, so eval.json says exactly which text the numbers are about.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,16 +36,9 @@ class Corpus:
     source: dict[str, str] | None  # {"path", "sha256"} of the corpus file; None: generated
 
 
-def file_sha256(path: Path) -> str:
-    """Full sha256 of a file, read in chunks (corpora can be large)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _provenance(path: Path) -> dict[str, str]:
+    from longctx.data.builders.base import file_sha256
+
     return {"path": str(path.resolve()), "sha256": file_sha256(path)}
 
 

@@ -84,7 +84,6 @@ def _step(mod: Decoder, token: jax.Array, cache: WindowCache):
     # token's own key is scored apart by attend_one
     seen = jnp.broadcast_to((dist <= t) & (dist > 0), (token.shape[0], width))
     table = distance_table(cfg, width)
-    dist = jnp.concatenate([dist, jnp.zeros((1,), dist.dtype)])  # then the token's own
     rw, rr = mod.shared_biases()
     h = mod.embed(token[:, None], True)
     ks, vs = [], []

@@ -99,9 +99,9 @@ class DecoderLayer(nn.Module):
     def attend_one(self, q, k, v, kc, vc, table, dist, seen, r_w_bias, r_r_bias) -> jax.Array:
         """Decoding: the new token (q, k, v [B, 1, H, D]) attends to itself and to the cached
         keys kc [B, H, D, K] and values vc [B, H, K, D] (the layout XLA's CPU dots read
-        without a copy) where seen [B, K]; dist [K + 1] holds the cached keys' distances
-        then the token's own (0), rows of `table` [S, d_model] (sinusoids of distances
-        0 .. S-1) -> [B, 1, H, D].
+        without a copy) where seen [B, K]; dist [K] holds the cached keys' distances, rows
+        of `table` [S, d_model] (sinusoids of distances 0 .. S-1; the token's own is 0)
+        -> [B, 1, H, D].
         The token's own key is scored apart, so the cache is only read (never copied to
         insert the new row), and the positional term is ((q + r_r_bias) W_r^T) . table:
         the query goes back through r_net's kernel once (d_model H D) instead of all K
@@ -115,12 +115,12 @@ class DecoderLayer(nn.Module):
         kernel = kernel.reshape(c.d_model, c.n_head, c.d_head)
         qw = q + rw.astype(q.dtype)
         u = jnp.einsum("bqhd,mhd->bhqm", q + rr.astype(q.dtype), kernel, preferred_element_type=f32)
-        bd = jnp.take(jnp.einsum("bhqm,km->bhqk", u, table), dist, axis=-1, mode="clip")
+        by_distance = jnp.einsum("bhqm,km->bhqk", u, table)
         scale = 1.0 / np.sqrt(c.d_head)
         cached = (jnp.einsum("bqhd,bhdk->bhqk", qw, kc, preferred_element_type=f32)
-                  + bd[..., :-1]) * scale
+                  + jnp.take(by_distance, dist, axis=-1, mode="clip")) * scale
         own = (jnp.einsum("bqhd,bkhd->bhqk", qw, k, preferred_element_type=f32)
-               + bd[..., -1:]) * scale
+               + by_distance[..., :1]) * scale
         cached = jnp.where(seen[:, None, None, :], cached, A.NEG_INF)
         prob = jax.nn.softmax(jnp.concatenate([cached, own], axis=-1), axis=-1).astype(v.dtype)
         return (jnp.einsum("bhqk,bhkd->bqhd", prob[..., :-1], vc)

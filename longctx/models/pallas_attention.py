@@ -55,25 +55,44 @@ def _rotate_groups(x: jax.Array) -> jax.Array:
     return pairs.transpose(0, 1, 3, 2).reshape(rows, groups, n)
 
 
-def skew_rows(x: jax.Array, n_keys: int) -> jax.Array:
-    """[bq, W] -> [bq, n_keys]: out[a, c] = x[a, c + bq - 1 - a] (the tile's relative shift).
-
-    W and n_keys powers of two, W >= bq + n_keys - 1. Row a is rotated left by bq-1-a with a
-    barrel shifter (one conditional rotation per bit), so no pad, slice or gather is needed.
-    """
+def barrel_rotate(x: jax.Array, rotate) -> jax.Array:
+    """Row a of x [bq, W] rotated by bq-1-a group steps of `rotate` ([R, G, n] -> [R, G, n],
+    one group along): one conditional rotation per bit of the shift (a barrel shifter), so
+    no pad, slice or gather is needed."""
     bq, width = x.shape
     shift = (bq - 1) - jnp.arange(bq)
     bit = 1
     while bit < bq:
-        rolled = _rotate_groups(x.reshape(bq, width // bit, bit)).reshape(bq, width)
+        rolled = rotate(x.reshape(bq, width // bit, bit)).reshape(bq, width)
         x = jnp.where((jnp.bitwise_and(shift, bit) != 0)[:, None], rolled, x)
         bit *= 2
-    return jnp.split(x, width // n_keys, axis=-1)[0]
+    return x
+
+
+def skew_rows(x: jax.Array, n_keys: int) -> jax.Array:
+    """[bq, W] -> [bq, n_keys]: out[a, c] = x[a, c + bq - 1 - a] (the tile's relative shift).
+    W and n_keys powers of two, W >= bq + n_keys - 1; row a is rotated left by bq-1-a."""
+    width = x.shape[1]
+    return jnp.split(barrel_rotate(x, _rotate_groups), width // n_keys, axis=-1)[0]
 
 
 def window_len(block_q: int, block_k: int) -> int:
     """r rows one tile reads: the smallest power of two >= block_q + block_k - 1."""
     return int(pl.next_power_of_2(block_q + block_k - 1))
+
+
+def tile_scores(qw, qr, k, r_ref, i0, j0, key_start, *, mem_rows: int, seg_len: int,
+                span: int, block_q: int, block_k: int, scale: float):
+    """Query block i0 against key block j0 -> (scaled scores [block_q, block_k]: the content
+    term plus the position term relative-shifted within the tile; which are visible; the
+    window of r rows the tile read, which the backward needs again)."""
+    # distances of this tile: r rows seg_len-1-i+j for i in the block, j in the key block
+    r_win = r_ref[pl.ds(seg_len - i0 - block_q + j0, window_len(block_q, block_k)), :]
+    ac = jnp.dot(qw, k.T, preferred_element_type=jnp.float32)
+    bd = jnp.dot(qr, r_win.T, preferred_element_type=jnp.float32)
+    ok = _visible(i0 + jnp.arange(block_q), j0 + jnp.arange(block_k), mem_rows, key_start,
+                  span)
+    return (ac + skew_rows(bd, block_k)) * scale, ok, r_win
 
 
 # ----------------------------------------------------------------------------- forward kernel
@@ -87,19 +106,15 @@ def _fwd_kernel(kstart_ref, qw_ref, qr_ref, k_ref, v_ref, r_ref, o_ref, lse_ref,
     key_start = kstart_ref[0]
     qw = qw_ref[...]
     qr = qr_ref[...]
-    rows = i0 + jnp.arange(block_q)
+    tile = functools.partial(tile_scores, mem_rows=mem_rows, seg_len=seg_len, span=span,
+                             block_q=block_q, block_k=block_k, scale=scale)
 
     def body(jb, carry):
         acc, m_prev, l_prev = carry
         j0 = jb * block_k
         k = k_ref[pl.ds(j0, block_k), :]
         v = v_ref[pl.ds(j0, block_k), :]
-        # distances of this tile: r rows seg_len-1-i+j for i in the block, j in the key block
-        r_win = r_ref[pl.ds(seg_len - i0 - block_q + j0, window_len(block_q, block_k)), :]
-        ac = jnp.dot(qw, k.T, preferred_element_type=jnp.float32)
-        bd = jnp.dot(qr, r_win.T, preferred_element_type=jnp.float32)
-        s = (ac + skew_rows(bd, block_k)) * scale
-        ok = _visible(rows, j0 + jnp.arange(block_k), mem_rows, key_start, span)
+        s, ok, _ = tile(qw, qr, k, r_ref, i0, j0, key_start)
         s = jnp.where(ok, s, A.NEG_INF)
         m_new = jnp.maximum(m_prev, jnp.max(s, axis=-1))
         p = jnp.where(ok, jnp.exp(s - m_new[:, None]), 0.0)

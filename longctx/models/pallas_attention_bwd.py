@@ -17,7 +17,7 @@ import numpy as np
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plt
 
-from longctx.models.pallas_attention import _visible, skew_rows, window_len
+from longctx.models.pallas_attention import barrel_rotate, tile_scores, window_len
 
 
 def _rotate_groups_right(x: jax.Array) -> jax.Array:
@@ -36,13 +36,7 @@ def unskew_rows(x: jax.Array, width: int) -> jax.Array:
     bq, n = x.shape
     while x.shape[1] < width:  # append zero columns by doubling: [x | 0]
         x = jnp.stack([x, jnp.zeros_like(x)], axis=-1).transpose(0, 2, 1).reshape(bq, -1)
-    shift = (bq - 1) - jnp.arange(bq)
-    bit = 1
-    while bit < bq:
-        rolled = _rotate_groups_right(x.reshape(bq, width // bit, bit)).reshape(bq, width)
-        x = jnp.where((jnp.bitwise_and(shift, bit) != 0)[:, None], rolled, x)
-        bit *= 2
-    return x
+    return barrel_rotate(x, _rotate_groups_right)
 
 
 def _bwd_kernel(kstart_ref, qw_ref, qr_ref, k_ref, v_ref, r_ref, do_ref, lse_ref, delta_ref,
@@ -53,19 +47,16 @@ def _bwd_kernel(kstart_ref, qw_ref, qr_ref, k_ref, v_ref, r_ref, do_ref, lse_ref
     key_start = kstart_ref[0]
     qw, qr, do = qw_ref[...], qr_ref[...], do_ref[...]
     lse, delta = lse_ref[...], delta_ref[...]
-    rows = i0 + jnp.arange(block_q)
     width = window_len(block_q, block_k)
+    tile = functools.partial(tile_scores, mem_rows=mem_rows, seg_len=seg_len, span=span,
+                             block_q=block_q, block_k=block_k, scale=scale)
 
     def body(jb, carry):
         dqw, dqr = carry
         j0 = jb * block_k
         k = k_ref[pl.ds(j0, block_k), :]
         v = v_ref[pl.ds(j0, block_k), :]
-        r_win = r_ref[pl.ds(seg_len - i0 - block_q + j0, width), :]
-        ac = jnp.dot(qw, k.T, preferred_element_type=jnp.float32)
-        bd = jnp.dot(qr, r_win.T, preferred_element_type=jnp.float32)
-        s = (ac + skew_rows(bd, block_k)) * scale
-        ok = _visible(rows, j0 + jnp.arange(block_k), mem_rows, key_start, span)
+        s, ok, r_win = tile(qw, qr, k, r_ref, i0, j0, key_start)
         p = jnp.where(ok, jnp.exp(s - lse[:, None]), 0.0)
         dp = jnp.dot(do, v.T, preferred_element_type=jnp.float32)
         ds = p * (dp - delta[:, None]) * scale  # d loss / d (content + position term)

@@ -142,7 +142,6 @@ def _xl_step(mod: Decoder, token: jax.Array, state: XLDecodeState):
     if cfg.same_length:
         seen = seen & (dist < cfg.mem_len)[None]
     table = distance_table(cfg, size)
-    dist = jnp.concatenate([dist, jnp.zeros((1,), dist.dtype)])  # then the token's own
     rw, rr = mod.shared_biases()
     h = mod.embed(token[:, None], True)
     ks, vs = [], []

@@ -147,9 +147,18 @@ def source_path(cfg: DataConfig, builder_cls: type[FileCorpusBuilder]) -> Path:
     return fetch(builder_cls, Path(cfg.data_dir))
 
 
+def file_sha256(path: Path) -> str:
+    """Full sha256 of a file, read in chunks (corpora can be large)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def file_digest(path: Path) -> str:
     """Short sha256 of a source file (names the built dataset, so edits rebuild it)."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    return file_sha256(path)[:12]
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

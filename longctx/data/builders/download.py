@@ -39,6 +39,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
+from longctx.data.builders.base import file_sha256
 from longctx.errors import UserError
 
 REGISTRY = "checksums.tsv"  # first-download checksums of a data_dir, under downloads/
@@ -116,7 +117,7 @@ def _fetch(builder_cls, url: str, downloads: Path, extracted: Path) -> Path:
     if builder_cls.MEMBER:
         key = f"{url}#{builder_cls.MEMBER}"
         out = extracted / builder_cls.MEMBER
-        if not (out.is_file() and key in infos and _sha256(out) == infos[key].checksum):
+        if not (out.is_file() and key in infos and file_sha256(out) == infos[key].checksum):
             try:
                 _extract(path, url, builder_cls.MEMBER, out)
                 _check(out, key, infos, where)
@@ -165,14 +166,6 @@ def _first_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:300]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _extract(archive: Path, url: str, member: str, out: Path) -> None:
     """Write `member` of `archive` to `out` (atomically) with TFDS's archive reader."""
     import tensorflow_datasets as tfds
@@ -203,7 +196,7 @@ def _extract(archive: Path, url: str, member: str, out: Path) -> None:
 
 def _check(path: Path, key: str, infos: dict, where: dict) -> None:
     """Raise unless `path` has the sha256 recorded for `key` (when one is)."""
-    if key in infos and _sha256(path) != infos[key].checksum:
+    if key in infos and file_sha256(path) != infos[key].checksum:
         path.unlink()
         raise _Failed(f"its {key.split('#', 1)[-1]} does not have the sha256 "
                       f"{infos[key].checksum} recorded in {where[key]}")
