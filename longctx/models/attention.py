@@ -39,19 +39,6 @@ def rel_scores(
     return (ac + rel_shift(bd)) * scale
 
 
-def rel_scores_direct(
-    q: jax.Array, k: jax.Array, r_keys: jax.Array, r_w_bias: jax.Array, r_r_bias: jax.Array
-) -> jax.Array:
-    """One query per row: q [B, 1, H, D], k [B, Tk, H, D], r_keys [Tk, H, D] (r at key j's
-    distance) -> scaled scores [B, H, 1, Tk] float32. Used by the decoders."""
-    scale = 1.0 / np.sqrt(q.shape[-1])
-    f32 = jnp.float32
-    ac = jnp.einsum("bqhd,bkhd->bhqk", q + r_w_bias.astype(q.dtype), k, preferred_element_type=f32)
-    bd = jnp.einsum("bqhd,khd->bhqk", q + r_r_bias.astype(q.dtype), r_keys,
-                    preferred_element_type=f32)
-    return (ac + bd) * scale
-
-
 def attend(
     scores: jax.Array,
     mask: jax.Array,
