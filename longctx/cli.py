@@ -90,6 +90,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C outside the training loop (which stops cleanly itself)
         logger.error(f"longctx {args.command}: interrupted")
         return 130
+    except Exception as exc:  # a machine limit no command caught where it happened
+        from longctx.fsguard import limit_of, os_error_line, quiet_limit_noise
+
+        if limit_of(exc) is None:
+            raise
+        quiet_limit_noise()
+        where = str(getattr(exc, "filename", None) or "a file it writes")
+        logger.error(f"longctx {args.command}: error: {os_error_line(exc, where, 'stopped')}")
+        return 2
     return int(code or 0)
 
 
