@@ -41,15 +41,15 @@ def holder(workdir: str | Path) -> str:
 class RunLock:
     """Hold `workdir`'s lock for `command` (creating the directory if it is missing).
 
-    A directory this lock created and that holds nothing but the lock file when it is
+    With `create=False` the directory must exist. A directory this lock created and that holds nothing but the lock file when it is
     released is removed again, so a command refused before it wrote anything leaves no
     trace. `enabled=False` (a non-primary process) does nothing.
     """
 
     def __init__(self, workdir: str | Path, command: str, *, flag: str = "--workdir",
-                 enabled: bool = True, busy_hint: str = "") -> None:
+                 enabled: bool = True, busy_hint: str = "", create: bool = True) -> None:
         self.workdir = check_dir_arg(workdir, flag)
-        self.command, self.flag, self.enabled = command, flag, enabled
+        self.command, self.flag, self.enabled, self.create = command, flag, enabled, create
         self.busy_hint = busy_hint
         self._fd: int | None = None
         self._created = False
@@ -58,6 +58,8 @@ class RunLock:
         if not self.enabled or self._fd is not None:
             return self
         path = self.workdir / LOCK
+        if not self.create and not self.workdir.is_dir():
+            raise UserError(f"{self.flag} {self.workdir}: no such directory")
         try:
             self._created = not self.workdir.exists()
             self.workdir.mkdir(parents=True, exist_ok=True)
