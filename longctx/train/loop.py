@@ -285,15 +285,18 @@ def _run_steps(run: _Run, stop: StopSignals) -> tuple[int, float]:
     step = saved = run.start
     started = time.time()
     try:
-        while step < run.num_steps and stop.signal is None:
+        # A stop signal counts once every process has seen it (at once on one process).
+        stopping = stop.agreed(step, cfg.train.host_sync_every, run.topo.process_count)
+        while step < run.num_steps and not stopping:
             batch = parallel.shard_batch(next(run.lanes), run.topo.num_local)
             run.state, run.mem_dev, metrics = run.p_step(run.state, run.mem_dev, batch,
                                                          run.lane_ids)
             step += 1
             progress.record(step, metrics)
             fault_after_step(fault, step)
+            stopping = stop.agreed(step, cfg.train.host_sync_every, run.topo.process_count)
             save_now = step % cfg.checkpoint.every_steps == 0 or step == run.num_steps
-            save_now = save_now or stop.signal is not None
+            save_now = save_now or stopping
             if (step % cfg.train.host_sync_every == 0 or step % cfg.train.log_every == 0
                     or save_now):
                 progress.flush()
@@ -303,7 +306,7 @@ def _run_steps(run: _Run, stop: StopSignals) -> tuple[int, float]:
                 if fault == ("save", step):
                     kill_self()
                 progress.restart_window()
-        if stop.signal is not None:
+        if stopping:
             _stop_early(run, progress, step, saved, stop.signal)
     finally:
         try:
