@@ -88,7 +88,7 @@ def _interrupt_once() -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, first)
+    signal.signal(signal.SIGINT, first)  # kept to the end: a late Ctrl-C is ignored too
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,11 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         logger.error(f"longctx {args.command}: interrupted")
         return 130
     except Exception as exc:  # a machine limit no command caught where it happened
-        from longctx.fsguard import limit_of, os_error_line, quiet_limit_noise
+        from longctx.fsguard import limit_of, limit_reported, os_error_line
 
         if limit_of(exc) is None:
             raise
-        quiet_limit_noise()
+        limit_reported()
         where = str(getattr(exc, "filename", None) or "a file it writes")
         logger.error(f"longctx {args.command}: error: {os_error_line(exc, where, 'stopped')}")
         return 2

@@ -62,16 +62,21 @@ def _is_noise(exc: BaseException | None) -> bool:
     interpreter after it (a closed event loop, imports at shutdown)."""
     if exc is None:
         return False
+    if _FAILED[0]:
+        return True
     text = str(exc)
     return (limit_of(exc) is not None or any(t in text for t in _SHUTDOWN_TEXTS))
 
 
 _SHUTDOWN_TEXTS = ("Event loop is closed", "Python is likely shutting down",
-                   "cannot schedule new futures after interpreter shutdown")
+                   "cannot schedule new futures after interpreter shutdown",
+                   "object has no attribute '_ssock'")  # an event loop that EMFILE cut short
 
 
 class _DropNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
+        if _FAILED[0]:
+            return False
         exc = record.exc_info[1] if record.exc_info else None
         message = record.getMessage()
         return not (_is_noise(exc) or any(text in message for text in _TEXTS)
@@ -79,6 +84,15 @@ class _DropNoise(logging.Filter):
 
 
 _QUIETED = [False]
+_FAILED = [False]  # a limit was reported: what the libraries' threads say next is its echo
+
+
+def limit_reported() -> None:
+    """The command reported a machine limit and is ending: from now on the libraries'
+    background threads (their log records, thread and unraisable errors) are silent, as
+    their in-flight writes fail one after the other."""
+    quiet_limit_noise()
+    _FAILED[0] = True
 
 
 def quiet_limit_noise() -> None:
@@ -90,6 +104,9 @@ def quiet_limit_noise() -> None:
     _QUIETED[0] = True
     for name in ("absl", "asyncio", "orbax", "tensorboardX"):
         logging.getLogger(name).addFilter(_DropNoise())
+    import warnings
+
+    warnings.filterwarnings("ignore", message="coroutine .* was never awaited")
     previous_unraisable, previous_thread = sys.unraisablehook, threading.excepthook
 
     def unraisable(info) -> None:
@@ -130,6 +147,7 @@ def machine_limits(where: str, doing: str, cleanup: Callable[[], None] | None = 
     except Exception as exc:
         if limit_of(exc) is None:
             raise
+        limit_reported()
         if cleanup is not None:
             with contextlib.suppress(OSError):
                 cleanup()

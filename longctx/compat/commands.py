@@ -29,8 +29,8 @@ def _import_txl(args: argparse.Namespace) -> int:
                    if not (lock.workdir / name).exists()]
 
         def cleanup() -> None:  # a full or read-only disk: remove what this import wrote
-            for path in written:
-                remove_tree(path)()
+            for new in written:
+                remove_tree(new)()
 
         with machine_limits(f"--workdir {lock.workdir}", "cannot write the run", cleanup):
             out = save_params_run(lock.workdir, cfg, params, tokenizer_dir=args.tokenizer)

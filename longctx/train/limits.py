@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from longctx.errors import UserError
-from longctx.fsguard import limit_of, os_error_line, quiet_limit_noise
+from longctx.fsguard import limit_of, limit_reported, os_error_line, quiet_limit_noise
 from longctx.rundir.layout import CHECKPOINTS
 
 # What the loop writes under a temporary name and renames into place when complete.
@@ -70,6 +70,7 @@ def stop_at_limits(workdir: Path, primary: bool = True) -> Iterator[None]:
     except Exception as exc:
         if limit_of(exc) is None:
             raise
+        limit_reported()
         if primary:
             _remove_when_quiet(workdir)
         step = latest_complete_step(workdir)
