@@ -180,13 +180,16 @@ def check_dir_arg(value: str | Path | None, flag: str) -> Path:
                         "link, or pass another directory")
     try:
         os.stat(path)
-    except FileNotFoundError:
-        for parent in path.absolute().parents:  # a file where a directory must be made
-            if parent.exists() and not parent.is_dir():
-                raise UserError(f"{flag} {path}: {parent} is a file, not a directory; pass "
-                                "another directory") from None
-        return path
     except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            for parent in path.absolute().parents:  # the nearest that exists must be a folder
+                if parent.exists():
+                    if not parent.is_dir():
+                        raise UserError(f"{flag} {path}: {parent} is a file, not a directory; "
+                                        "pass another directory") from None
+                    break
+            if exc.errno == errno.ENOENT:
+                return path
         raise UserError(os_error_line(exc, f"{flag} {path}", "cannot use it")) from None
     if not path.is_dir():
         raise UserError(f"{flag} {path} is a file, not a directory; pass a directory")

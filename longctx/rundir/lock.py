@@ -12,6 +12,7 @@ share the directory and agree on every write).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -60,12 +61,14 @@ class RunLock:
         path = self.workdir / LOCK
         if not self.create and not self.workdir.is_dir():
             raise UserError(f"{self.flag} {self.workdir}: no such directory")
+        created = not self.workdir.exists()
         try:
-            self._created = not self.workdir.exists()
             self.workdir.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            self._created = False
+            if created:
+                with contextlib.suppress(OSError):
+                    self.workdir.rmdir()
             raise UserError(os_error_line(exc, f"{self.flag} {self.workdir}",
                                           "cannot create its lock file")) from None
         try:
@@ -79,7 +82,7 @@ class RunLock:
                                      f"{self.flag}"
             raise RunBusy(f"{self.flag} {self.workdir} is in use by another longctx process "
                           f"({holder(self.workdir)}); {hint}") from None
-        self._fd = fd
+        self._fd, self._created = fd, created
         try:  # who holds it, for the message a second writer gets (best effort)
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()} {self.command}\n".encode(), 0)
