@@ -15,7 +15,6 @@ import jax.numpy as jnp
 
 from longctx.errors import UserError
 
-
 INT32_MAX = 2**31 - 1
 SEED_LIMIT = 2**32  # PRNGKey keeps 32 bits of a seed: 2**32 would sample like 0
 
