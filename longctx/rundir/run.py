@@ -62,8 +62,9 @@ def load_run(workdir: str | Path, step: int | None = None) -> Run:
                                f"{where} (against {CONFIG})")
         out = manager.restore(s, args=ocp.args.Composite(params=ocp.args.StandardRestore()))
         params = jax.tree.map(np.asarray, out["params"])
-        return Run(workdir, cfg, params, int(s), load_tokenizer(workdir))
+        return Run(workdir, cfg, params, int(s), tokenizer)
 
+    tokenizer = load_tokenizer(workdir)  # read first: a damaged one is named, not a step
     run, bad = steps.newest_readable(directory, saved, attempt)
     for s, problem in bad:
         steps.warn(f"checkpoint step {s} of {workdir} is unreadable ({problem:.200}); "

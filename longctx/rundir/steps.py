@@ -48,13 +48,7 @@ def read_step(step_dir: Path) -> StepInfo:
     import orbax.checkpoint as ocp
 
     quiet_orbax()
-    meta = step_dir / "_CHECKPOINT_METADATA"
-    try:
-        handlers = json.loads(meta.read_text()).get("item_handlers")
-    except (OSError, ValueError, AttributeError) as exc:
-        raise Unreadable(f"{meta.name}: {one_line(exc)}") from None
-    if not isinstance(handlers, dict):  # older layout: the item folders
-        handlers = {p.name: "" for p in step_dir.iterdir() if p.is_dir()}
+    handlers = _item_handlers(step_dir)
     if "params" not in handlers:
         raise Unreadable("no params item")
     info = StepInfo(int(step_dir.name))
@@ -72,7 +66,43 @@ def read_step(step_dir: Path) -> StepInfo:
             info.trees[name] = ocp.StandardCheckpointHandler().metadata(item).tree
         except Exception as exc:  # noqa: BLE001 (json, tensorstore and OS errors alike)
             raise Unreadable(f"{name}: {one_line(exc)}") from None
+    if "state" in info.trees:
+        saved = _saved_step(step_dir / "state")
+        if saved != info.step:
+            raise Unreadable(f"state/step holds step {saved}, not {info.step} (a step folder "
+                             "copied or renamed)")
     return info
+
+
+def _item_handlers(step_dir: Path) -> dict[str, str]:
+    """{item: handler name} from the step's _CHECKPOINT_METADATA; without a readable one
+    (an older layout, or a file lost while the items are whole) the item folders, so a
+    step orbax can restore is restored, and a broken item is named when it is read."""
+    try:
+        handlers = json.loads((step_dir / "_CHECKPOINT_METADATA").read_text()).get(
+            "item_handlers")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        handlers = None
+    if isinstance(handlers, dict):
+        return handlers
+    try:
+        return {p.name: "" for p in step_dir.iterdir() if p.is_dir()}
+    except OSError as exc:
+        raise Unreadable(f"{step_dir.name}: {one_line(exc)}") from None
+
+
+def _saved_step(item: Path) -> int:
+    """The step number saved inside a training step's `state` item (read alone)."""
+    import orbax.checkpoint as ocp
+
+    try:
+        out = ocp.PyTreeCheckpointHandler().restore(item, args=ocp.args.PyTreeRestore(
+            item={"step": np.zeros((), np.int32)},
+            restore_args={"step": ocp.RestoreArgs(restore_type=np.ndarray)},
+            partial_restore=True))
+        return int(out["step"])
+    except Exception as exc:  # noqa: BLE001 (tensorstore, json and OS errors alike)
+        raise Unreadable(f"state/step: {one_line(exc)}") from None
 
 
 def check_shapes(info: StepInfo, templates: dict[str, Any], where: str) -> None:

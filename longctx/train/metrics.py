@@ -19,16 +19,20 @@ log = logging.getLogger(__name__)
 
 
 def truncate_jsonl(path: Path, last_step: int) -> None:
-    """Keep only the rows of `path` with step <= last_step (the restored step)."""
+    """Keep only the rows of `path` with step <= last_step (the restored step). A row that
+    is not a whole JSON object (cut by a kill mid-write, or bytes that are not UTF-8) is
+    dropped, so a damaged tail never stops a resume."""
     if not path.exists():
         return
     kept = []
-    for line in path.read_text().splitlines():
+    for raw in path.read_bytes().splitlines():
         try:
+            line = raw.decode("utf-8")
             row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a row cut by a kill mid-write
-        if row.get("step", 0) <= last_step:
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            continue
+        step = row.get("step", 0) if isinstance(row, dict) else None
+        if isinstance(step, int | float) and step <= last_step:
             kept.append(line)
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(k + "\n" for k in kept))
