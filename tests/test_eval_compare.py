@@ -135,7 +135,7 @@ def _metrics(workdir, train_losses, validation):
     rows += [{"step": s, "kind": "validation", "loss": loss, "recall": {"all": rec}}
              for s, (loss, rec) in validation.items()]
     (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows)
-                                           + '{"step": 9, "lo')  # a row cut by a kill
+                                           + '[1]\n{"step": 9, "lo')  # not a row; cut by a kill
 
 
 def test_compare_plots_training_and_validation_curves(runs, tmp_path):

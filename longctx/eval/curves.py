@@ -26,17 +26,19 @@ class Curves:
 
 
 def read(workdir: str | Path, label: str | None = None) -> Curves | None:
-    """The curves in `workdir`/metrics.jsonl, or None when it has none (a row cut by a kill
-    mid-write is skipped)."""
+    """The curves in `workdir`/metrics.jsonl, or None when it has none (a row that is not a
+    whole JSON object, e.g. cut by a kill mid-write, is skipped)."""
     workdir = Path(workdir)
     path = workdir / METRICS
     if not path.is_file():
         return None
     curves = Curves(label or _name(workdir))
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():
         try:
             row: dict[str, Any] = json.loads(line)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
+            continue
+        if not isinstance(row, dict):
             continue
         step, loss = row.get("step"), row.get("loss")
         if not isinstance(step, int) or not isinstance(loss, int | float):
