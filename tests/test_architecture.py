@@ -21,7 +21,7 @@ ALLOWED = {
     "models": {"config"},
     "data": {"config"},
     "rundir": {"config", "models"},
-    "train": {"config", "models", "data", "rundir"},
+    "train": {"config", "models", "data", "rundir", "eval"},
     "eval": {"config", "models", "data", "rundir"},
     "generate": {"config", "models", "data", "rundir"},
     "compat": {"config", "models", "rundir"},
@@ -34,7 +34,8 @@ WHY = {
     "data": "data turns corpora into token streams; it knows no model and no trainer",
     "rundir": "a run directory is read by training, evaluation and chat alike; it needs none "
               "of them",
-    "train": "training never depends on evaluation, generation or the import tools",
+    "train": "training scores validation through the evaluation suite, never through "
+             "generation or the import tools",
     "eval": "evaluation reads run directories (longctx.rundir), never the trainer",
     "generate": "generation reads run directories (longctx.rundir), never the trainer or "
                 "the evaluation suite",

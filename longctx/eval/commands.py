@@ -69,7 +69,8 @@ def _compare(args: argparse.Namespace) -> int:
                             "their evaluation files, RUN/NAME.json) to compare")
     table = compare(args.workdirs, args.out)
     print(table)
-    print(f"wrote {Path(args.out) / 'results.md'}, results.csv and plots")
+    print(f"wrote {Path(args.out) / 'results.md'}, results.csv and plots (curves.png: training "
+          "and validation curves)")
     return 0
 
 
@@ -91,6 +92,7 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("compare", help="table and plots over evaluated run directories")
     p.add_argument("workdirs", nargs="+",
                    help="run directories holding eval.json, or evaluation files "
-                        "(RUN/NAME.json from evaluate --out); datasets get separate tables")
+                        "(RUN/NAME.json from evaluate --out); datasets get separate tables; "
+                        "a run without eval.json yet adds its training/validation curves")
     p.add_argument("--out", default="results", help="output folder (default ./results)")
     p.set_defaults(func=_compare)

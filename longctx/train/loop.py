@@ -26,7 +26,7 @@ import numpy as np
 
 from longctx.config import Config, ConfigError, resolved_steps, validate
 from longctx.errors import UserError
-from longctx.train import budget, checkpoint, parallel, resume
+from longctx.train import budget, checkpoint, parallel, profiling, resume, validation
 from longctx.train.interrupts import StopSignals, fault_after_step, fault_point, kill_self
 from longctx.train.metrics import MetricsWriter
 from longctx.train.optimizer import learning_rate_schedule, make_optimizer
@@ -277,15 +277,19 @@ def _run_steps(run: _Run, stop: StopSignals) -> tuple[int, float]:
     cfg = run.cfg
     writer = MetricsWriter(run.workdir, run.start, run.num_steps, enabled=run.topo.is_primary)
     progress = _Progress(writer, cfg, run.num_steps)
+    validator = validation.for_run(cfg, run.workdir, writer, run.num_steps)  # None: off
+    profiler = profiling.for_run(cfg, run.workdir, run.topo.is_primary, run.start)
     fault = fault_point()
     step = saved = run.start
     started = time.time()
     try:
         while step < run.num_steps and stop.signal is None:
+            profiler.before(step + 1)
             batch = parallel.shard_batch(next(run.lanes), run.topo.num_local)
             run.state, run.mem_dev, metrics = run.p_step(run.state, run.mem_dev, batch,
                                                          run.lane_ids)
             step += 1
+            profiler.after(step, run.state)
             progress.record(step, metrics)
             fault_after_step(fault, step)
             save_now = step % cfg.checkpoint.every_steps == 0 or step == run.num_steps
@@ -293,6 +297,10 @@ def _run_steps(run: _Run, stop: StopSignals) -> tuple[int, float]:
             if (step % cfg.train.host_sync_every == 0 or step % cfg.train.log_every == 0
                     or save_now):
                 progress.flush()
+            if validator is not None and validator.due(step):  # before the step's save
+                progress.flush()
+                validator.run(step, parallel.unreplicate(run.state.params))
+                progress.restart_window()
             if save_now:
                 run.save(step)
                 saved = step
@@ -302,6 +310,7 @@ def _run_steps(run: _Run, stop: StopSignals) -> tuple[int, float]:
         if stop.signal is not None:
             _stop_early(run, progress, step, saved, stop.signal)
     finally:
+        profiler.close()
         run.manager.wait_until_finished()
         run.manager.close()
         writer.close()
