@@ -12,6 +12,7 @@ def _import_txl(args: argparse.Namespace) -> int:
     from longctx.compat.transformer_xl import load_reference
     from longctx.config import Config
     from longctx.rundir import save_params_run
+    from longctx.rundir.layout import read_tokenizer
 
     path = Path(args.reference)
     if not path.is_file():
@@ -20,6 +21,12 @@ def _import_txl(args: argparse.Namespace) -> int:
         raise UserError(f"--tokenizer '{args.tokenizer}': no tokenizer.json there; pass a "
                         "folder saved with save_pretrained (e.g. a run's tokenizer/)")
     model_cfg, params = load_reference(path)
+    if args.tokenizer:  # checked before anything is written: readable, and fits the model
+        tokenizer = read_tokenizer(Path(args.tokenizer), "pass an intact tokenizer folder")
+        if len(tokenizer) > model_cfg.n_token:
+            raise UserError(f"--tokenizer '{args.tokenizer}': {len(tokenizer)} tokens, more "
+                            f"than the {model_cfg.n_token} the weights have (n_token); pass "
+                            "the tokenizer these weights were trained with")
     cfg = Config(name=args.name or path.stem, model=model_cfg)
     out = save_params_run(args.workdir, cfg, params, tokenizer_dir=args.tokenizer)
     print(f"imported {path} ({model_cfg.n_layer} layers, d_model {model_cfg.d_model}, "
