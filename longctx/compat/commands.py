@@ -12,6 +12,7 @@ def _import_txl(args: argparse.Namespace) -> int:
     from longctx.compat.transformer_xl import load_reference
     from longctx.config import Config
     from longctx.rundir import save_params_run
+    from longctx.rundir.layout import read_tokenizer
 
     path = Path(args.reference)
     if not path.is_file():
@@ -23,6 +24,12 @@ def _import_txl(args: argparse.Namespace) -> int:
     from longctx.rundir.lock import RunLock
 
     model_cfg, params = load_reference(path)
+    if args.tokenizer:  # checked before anything is written: readable, and fits the model
+        tokenizer = read_tokenizer(Path(args.tokenizer), "pass an intact tokenizer folder")
+        if len(tokenizer) > model_cfg.n_token:
+            raise UserError(f"--tokenizer '{args.tokenizer}': {len(tokenizer)} tokens, more "
+                            f"than the {model_cfg.n_token} the weights have (n_token); pass "
+                            "the tokenizer these weights were trained with")
     cfg = Config(name=args.name or path.stem, model=model_cfg)
     with RunLock(args.workdir, "import-txl") as lock:
         written = [lock.workdir / name for name in ("config.json", "tokenizer", "checkpoints")

@@ -89,7 +89,8 @@ def _compare(args: argparse.Namespace) -> int:
     with machine_limits(f"--out {out}", "cannot write the results"):
         table = compare(args.workdirs, out)
     print(table)
-    print(f"wrote {Path(args.out) / 'results.md'}, results.csv and plots")
+    print(f"wrote {Path(args.out) / 'results.md'}, results.csv and plots (curves.png: training "
+          "and validation curves)")
     return 0
 
 
@@ -111,6 +112,7 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("compare", help="table and plots over evaluated run directories")
     p.add_argument("workdirs", nargs="+",
                    help="run directories holding eval.json, or evaluation files "
-                        "(RUN/NAME.json from evaluate --out); datasets get separate tables")
+                        "(RUN/NAME.json from evaluate --out); datasets get separate tables; "
+                        "a run without eval.json yet adds its training/validation curves")
     p.add_argument("--out", default="results", help="output folder (default ./results)")
     p.set_defaults(func=_compare)

@@ -42,15 +42,20 @@ def add_parser(subparsers) -> None:
 
 def run_chat(args: argparse.Namespace) -> int:
     from longctx.generate.chat import Chat
-    from longctx.generate.sampler import SamplerSettings
+    from longctx.generate.sampler import SamplerSettings, check_seed
+    from longctx.fsguard import check_dir_arg
     from longctx.rundir import load_run
 
-    from longctx.fsguard import check_dir_arg
-
     settings = SamplerSettings(args.temperature, args.top_k, args.top_p, args.max_new_tokens)
+    check_seed(args.seed)
+    if args.step is not None and args.step < 0:
+        raise UserError(f"--step: must be >= 0, got {args.step}")
     workdir = check_dir_arg(args.workdir, "--workdir")
     if not workdir.is_dir():
         raise UserError(f"--workdir {workdir}: no such directory")
+    # a line that is not UTF-8 is read with U+FFFD in place of its bad bytes, not a traceback
+    if hasattr(sys.stdin, "reconfigure"):
+        sys.stdin.reconfigure(errors="replace")
     run = load_run(workdir, args.step)
     chat = Chat(run, settings, seed=args.seed)
     interactive = sys.stdin.isatty()

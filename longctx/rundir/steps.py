@@ -62,7 +62,7 @@ def read_step(step_dir: Path) -> StepInfo:
         if "Json" in str(handler) or (item / "metadata").is_file():
             try:
                 info.json[name] = json.loads((item / "metadata").read_text())
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, RecursionError) as exc:
                 raise Unreadable(f"{name}/metadata: {one_line(exc)}") from None
             continue
         if not (item / "_METADATA").is_file():

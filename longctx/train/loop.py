@@ -27,7 +27,7 @@ import numpy as np
 from longctx.config import Config, ConfigError, resolved_steps, validate
 from longctx.errors import UserError
 from longctx.rundir.lock import RunLock
-from longctx.train import budget, checkpoint, parallel, resume
+from longctx.train import budget, checkpoint, parallel, profiling, resume, validation
 from longctx.train.interrupts import StopSignals, fault_after_step, fault_point, kill_self
 from longctx.train.limits import stop_at_limits
 from longctx.train.metrics import MetricsWriter
@@ -281,6 +281,8 @@ def _run_steps(run: _Run, stop: StopSignals) -> tuple[int, float]:
     cfg = run.cfg
     writer = MetricsWriter(run.workdir, run.start, run.num_steps, enabled=run.topo.is_primary)
     progress = _Progress(writer, cfg, run.num_steps)
+    validator = validation.for_run(cfg, run.workdir, writer, run.num_steps)  # None: off
+    profiler = profiling.for_run(cfg, run.workdir, run.topo.is_primary, run.start)
     fault = fault_point()
     step = saved = run.start
     started = time.time()
@@ -288,10 +290,12 @@ def _run_steps(run: _Run, stop: StopSignals) -> tuple[int, float]:
         # A stop signal counts once every process has seen it (at once on one process).
         stopping = stop.agreed(step, cfg.train.host_sync_every, run.topo.process_count)
         while step < run.num_steps and not stopping:
+            profiler.before(step + 1)
             batch = parallel.shard_batch(next(run.lanes), run.topo.num_local)
             run.state, run.mem_dev, metrics = run.p_step(run.state, run.mem_dev, batch,
                                                          run.lane_ids)
             step += 1
+            profiler.after(step, run.state)
             progress.record(step, metrics)
             fault_after_step(fault, step)
             stopping = stop.agreed(step, cfg.train.host_sync_every, run.topo.process_count)
@@ -300,6 +304,10 @@ def _run_steps(run: _Run, stop: StopSignals) -> tuple[int, float]:
             if (step % cfg.train.host_sync_every == 0 or step % cfg.train.log_every == 0
                     or save_now):
                 progress.flush()
+            if validator is not None and validator.due(step):  # before the step's save
+                progress.flush()
+                validator.run(step, parallel.unreplicate(run.state.params))
+                progress.restart_window()
             if save_now:
                 run.save(step)
                 saved = step
@@ -309,6 +317,7 @@ def _run_steps(run: _Run, stop: StopSignals) -> tuple[int, float]:
         if stopping:
             _stop_early(run, progress, step, saved, stop.signal)
     finally:
+        profiler.close()
         try:
             run.manager.wait_until_finished()
         finally:  # even after a failed save: its threads end before anything is cleaned

@@ -67,9 +67,10 @@ def expand(grid: dict[str, list[str]]) -> list[dict[str, str]]:
 def is_done(workdir: Path) -> bool:
     path = workdir / "summary.json"
     try:
-        return bool(json.loads(path.read_text()).get("done"))
-    except (OSError, json.JSONDecodeError):
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):  # missing, cut or not UTF-8: not done
         return False
+    return isinstance(summary, dict) and summary.get("done") is True
 
 
 def _plan(config: str, root: Path, grid: dict[str, list[str]], common: list[str]
