@@ -17,12 +17,14 @@ from longctx.errors import UserError
 from longctx.fsguard import limit_of, limit_reported, os_error_line, quiet_limit_noise
 from longctx.rundir.layout import CHECKPOINTS
 
-# What the loop writes under a temporary name and renames into place when complete.
-TEMPORARIES = ("config.json.tmp", "tokenizer.tmp", "metrics.tmp", "summary.json.tmp")
+# What is written under a temporary name and renamed into place when complete:
+# `<name>.tmp` at the top of the run (config.json.tmp, tokenizer.tmp/, metrics.tmp, ...) and
+# orbax's `<step>.orbax-checkpoint-tmp*` folders. Under the run's lock any of them found is
+# a dead or failed writer's.
 
 
 def _temporaries(workdir: Path) -> list[Path]:
-    paths = [workdir / name for name in TEMPORARIES]
+    paths = sorted(workdir.glob("*.tmp")) if workdir.is_dir() else []
     ckpt = workdir / CHECKPOINTS
     if ckpt.is_dir():
         paths += [p for p in ckpt.iterdir() if ".orbax-checkpoint-tmp" in p.name]
