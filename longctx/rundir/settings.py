@@ -15,9 +15,10 @@ from longctx.config import Config, ConfigError, from_dict
 from longctx.rundir.steps import CheckpointMismatch, StepInfo, Unreadable
 
 # May differ between the saved run and a later command: where data lives, how often the
-# loop logs, waits and saves, evaluation settings, and activation rematerialisation (same
-# numbers, less memory). Everything else changes what the run computes.
-FREE_KEYS = ("name", "data.data_dir", "model.remat", "train.log_every", "train.host_sync_every")
+# loop logs, waits, validates, profiles and saves, evaluation settings, and activation
+# rematerialisation (same numbers, less memory). Everything else changes what the run computes.
+FREE_KEYS = ("name", "data.data_dir", "model.remat", "train.log_every", "train.host_sync_every",
+             "train.eval_every_steps", "train.eval_tokens", "train.profile_steps")
 FREE_SECTIONS = ("checkpoint", "eval")
 
 
