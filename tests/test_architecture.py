@@ -49,6 +49,7 @@ WHY = {
 # Top-level modules outside a package, and the part each belongs to.
 TOP_LEVEL = {"__init__": "config", "errors": "config", "config": "config",
              "config_rules": "config", "experiment_file": "config", "log": "config",
+             "fsguard": "config",
              "cli": "cli", "api": "api"}
 MODEL_LIBRARIES = {"jax", "flax", "numpy"}
 

@@ -122,10 +122,13 @@ def dataset_dir(cfg: DataConfig) -> Path:
 
 def prepare_dataset(cfg: DataConfig) -> DialogueDataset:
     """Build the dataset and its tokenizer if missing (idempotent), then open it."""
+    from longctx.fsguard import check_dir_arg, machine_limits
+
     builder_cls = builder_class(cfg.name)
-    root = Path(cfg.data_dir) / builder_cls.dir_name(cfg)
+    root = check_dir_arg(cfg.data_dir, "data.data_dir") / builder_cls.dir_name(cfg)
     if not (root / MANIFEST).is_file():
-        _build(cfg, builder_cls, root)
+        with machine_limits(f"data.data_dir {cfg.data_dir}", f"cannot build {root.name}"):
+            _build(cfg, builder_cls, root)
     return DialogueDataset(root, cfg, builder_cls)
 
 

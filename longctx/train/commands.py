@@ -55,7 +55,9 @@ def _info(args: argparse.Namespace) -> int:
     from longctx.rundir import load_run
     from longctx.train.loop import params_sha256
 
-    workdir = Path(args.workdir)
+    from longctx.fsguard import check_dir_arg
+
+    workdir = check_dir_arg(args.workdir, "--workdir")
     if not workdir.is_dir():
         raise UserError(f"--workdir {workdir}: no such directory")
     run = load_run(workdir)
@@ -71,9 +73,10 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
+    from longctx.fsguard import check_dir_arg
     from longctx.train.sweep import parse_grid, run_sweep
 
-    results = run_sweep(args.config, Path(args.root), parse_grid(args.grid), args.overrides,
+    results = run_sweep(args.config, check_dir_arg(args.root, "--root"), parse_grid(args.grid), args.overrides,
                         parallel=args.parallel, timeout=args.timeout)
     failed = [r for r in results if r.status == "failed"]
     for r in results:
