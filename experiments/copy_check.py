@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     from longctx.errors import UserError
     from longctx.eval.evaluate import load_conversations
     from longctx.eval.scoring import Scorer
+    from longctx.models import archs
     from longctx.rundir import load_run
 
     try:
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     m = run.cfg.model
     scorer = Scorer(m, run.params, 1)
     lps, _ = scorer.stream_logprobs([c.ids for c in convs])
-    table = value_nll(convs, lps, m.span)
+    table = value_nll(convs, lps, archs.span(m))
     print(f"{args.workdir} ({m.arch}, step {run.step}), {args.split}, {len(convs)} conversations")
     print("\n| bucket | probes | value NLL stated | value NLL answer | gap |\n|---|---|---|---|---|")
     for name, r in table.items():

@@ -28,8 +28,9 @@ import time
 from pathlib import Path
 
 from longctx.config import Config, parse_overrides
+from longctx.models import archs
 
-ARCHS = ("xl", "window", "vanilla")
+ARCHS = archs.names()  # every registered architecture, built-ins first
 
 
 def matched_span(span: int, tgt_len: int, seq_len: int) -> list[str]:
@@ -45,7 +46,7 @@ def batch_overrides(arch: str, tokens_per_step: int, overrides: list[str],
     window rows seq_len, vanilla rows ctx_len); `base`: the experiment's config (this
     file's by default)."""
     cfg = base if base is not None else get_config()
-    row = parse_overrides(cfg, [*overrides, f"model.arch={arch}"]).model.row_len
+    row = archs.tokens_per_step(parse_overrides(cfg, [*overrides, f"model.arch={arch}"]).model)
     if tokens_per_step % row:
         raise SystemExit(f"tokens_per_step {tokens_per_step} is not a multiple of the {arch} "
                          f"row length {row}")

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded as 
 import dialogue_comparison as comparison  # noqa: E402
 from dialogue_comparison import matched_span  # noqa: E402
 
-ARCHS = ("xl", "window", "vanilla")
+ARCHS = comparison.ARCHS
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "tests" / "data"
 RECURRENCE = ("new", "inside", "1-2x", "2-4x", ">4x")

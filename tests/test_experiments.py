@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from longctx.models import archs
 from tests.conftest import load_script, size_configs
 
 
@@ -17,9 +18,9 @@ def test_every_size_matches_span_tokens_per_step_and_parameters(size):
     exp = _experiment()
     spec = exp.SIZES[size]
     configs = size_configs(exp, spec)
-    assert len({c.model.span for c in configs.values()}) == 1
+    assert len({archs.span(c.model) for c in configs.values()}) == 1
     assert configs["xl"].model.tgt_len <= configs["xl"].model.mem_len  # XL sees >= W keys
-    assert {c.train.batch_size * c.model.row_len for c in configs.values()} == {
+    assert {c.train.batch_size * archs.tokens_per_step(c.model) for c in configs.values()} == {
         spec["tokens_per_step"]}
     assert len({c.train.train_tokens for c in configs.values()}) == 1
     shapes = {(c.model.n_layer, c.model.d_model, c.model.n_head, c.model.d_inner)
@@ -33,9 +34,9 @@ def test_real_study_sizes_match_span_and_tokens_per_step(size):
     spec = exp.SIZES[size]
     configs = size_configs(exp, spec)
     assert {c.data.name for c in configs.values()} == {"msc"}  # trained on MSC
-    assert len({c.model.span for c in configs.values()}) == 1
+    assert len({archs.span(c.model) for c in configs.values()}) == 1
     assert configs["xl"].model.tgt_len <= configs["xl"].model.mem_len
-    assert {c.train.batch_size * c.model.row_len for c in configs.values()} == {
+    assert {c.train.batch_size * archs.tokens_per_step(c.model) for c in configs.values()} == {
         spec["tokens_per_step"]}
     assert len({(c.model.n_layer, c.model.d_model, c.train.train_tokens)
                 for c in configs.values()}) == 1

@@ -22,6 +22,7 @@ from longctx.eval.corpus import load_corpus
 from longctx.eval.flops import flops_per_token
 from longctx.eval.recurrence import WordTable, recurrence_nll
 from longctx.eval.scoring import Request, Scorer
+from longctx.models import archs
 
 SCHEMA_VERSION = 2
 SEED = 20240601  # every random choice of the suite (distractors, shuffles, targets)
@@ -143,7 +144,7 @@ def evaluate(run, dataset: str | None = None, split: str = "validation",
         "schema_version": SCHEMA_VERSION,
         "run": {
             "workdir": str(run.workdir), "name": cfg.name, "arch": m.arch, "step": run.step,
-            "span": m.span, "num_params": count_params(run.params),
+            "span": archs.span(m), "num_params": count_params(run.params),
             "train_tokens": summary.get("train_tokens"),
             "flops_per_token": {"train": flops_per_token(m, True),
                                 "eval": flops_per_token(m, False)},
@@ -158,8 +159,8 @@ def evaluate(run, dataset: str | None = None, split: str = "validation",
                      "hits_max_tokens": probes.HITS_MAX_TOKENS,
                      "context_lengths": list(ev.context_lengths), "seed": SEED},
         "perplexity": perplexity(convs, lps),
-        "recurrence": recurrence_nll(convs, lps, m.span, WordTable(corpus.tokenizer)),
-        "recall": recall(recall_items, scored[: len(recall_items)], skipped, m.span, n),
+        "recurrence": recurrence_nll(convs, lps, archs.span(m), WordTable(corpus.tokenizer)),
+        "recall": recall(recall_items, scored[: len(recall_items)], skipped, archs.span(m), n),
         "shuffle": metrics.shuffle_accuracy([float(lp.sum()) for lp in pair_lps[0::2]],
                                             [float(lp.sum()) for lp in pair_lps[1::2]]),
         "hits_at_1": hits(scored[len(recall_items) :], n),

@@ -60,12 +60,13 @@ def is_done(workdir: Path) -> bool:
 def run_sweep(config: str, root: Path, grid: dict[str, list[str]], common: list[str],
               parallel: int = 1, timeout: float | None = None) -> list[SweepRun]:
     """Run every grid point (validating all configs first, so a typo fails before training)."""
-    from longctx.config import load_experiment, parse_overrides, validate
+    from longctx.config import load_experiment, parse_overrides
+    from longctx.models.archs import check_run
 
     runs = []
     for assignment in expand(grid):
         overrides = list(common) + [f"{k}={v}" for k, v in assignment.items()]
-        validate(parse_overrides(load_experiment(config), overrides))
+        check_run(parse_overrides(load_experiment(config), overrides))
         runs.append(SweepRun(overrides, root / run_name(assignment)))
 
     def launch(run: SweepRun) -> SweepRun:
