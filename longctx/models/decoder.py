@@ -104,6 +104,16 @@ class Decoder(nn.Module):
         h = self.drop(h, deterministic=deterministic).astype(jnp.float32)
         return h @ self.word_emb.embedding.T + self.out_bias
 
+    def run_layers(self, h: jax.Array, pos_emb: jax.Array, mask: jax.Array,
+                   deterministic: bool) -> jax.Array:
+        """Every layer over h [B, T, d] with dense attention under mask [B|1, T, T]
+        (distances i - j; pos_emb: sinusoids of distances T-1 .. 0) -> [B, T, d]."""
+        rw, rr = self.shared_biases()
+        empty = jnp.zeros((h.shape[0], 0, h.shape[2]), h.dtype)
+        for layer in self.layers:
+            h = layer(h, empty, pos_emb, mask, rw, rr, deterministic, 0)
+        return h
+
     def masked_forward(
         self, tokens: jax.Array, mask: jax.Array, deterministic: bool = True,
         last: int | None = None,
@@ -115,10 +125,7 @@ class Decoder(nn.Module):
         t = tokens.shape[1]
         h = self.embed(tokens, deterministic)
         pos_emb = self.dropout(descending_pos_emb(self.cfg, t), deterministic)
-        rw, rr = self.shared_biases()
-        empty = jnp.zeros((h.shape[0], 0, h.shape[2]), h.dtype)
-        for layer in self.layers:
-            h = layer(h, empty, pos_emb, mask, rw, rr, deterministic, 0)
+        h = self.run_layers(h, pos_emb, mask, deterministic)
         if last is not None:
             h = h[:, h.shape[1] - last :]
         return self.output(h, deterministic)
