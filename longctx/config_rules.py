@@ -83,7 +83,7 @@ def _check_relations(cfg: Config, shards: int) -> None:
 def check_model(m: ModelConfig) -> None:
     """The model section's rules that hold for every architecture (a model refuses to be
     built without them, validated or not)."""
-    _check(isinstance(m.arch, str) and m.arch != "", "model.arch",
+    _check(bool(m.arch.strip()), "model.arch",
            "must name an architecture, e.g. xl")
     _check(m.dtype in DTYPES, "model.dtype", f"must be one of {DTYPES}, got {m.dtype!r}")
     _check(m.matmul_precision in PRECISIONS, "model.matmul_precision",

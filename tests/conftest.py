@@ -41,8 +41,8 @@ def size_configs(exp, spec) -> dict:
 
     configs = {}
     for arch in exp.ARCHS:
-        overrides = [*spec["overrides"], f"model.arch={arch}"]
-        overrides += exp.batch_overrides(arch, spec["tokens_per_step"], spec["overrides"])
+        overrides = [*spec.overrides(), f"model.arch={arch}"]
+        overrides += exp.batch_overrides(arch, spec.tokens_per_step, spec.overrides())
         cfg = parse_overrides(exp.get_config(), overrides)
         check_run(cfg)
         configs[arch] = cfg

@@ -4,7 +4,8 @@ here, goes through `longctx train` (SIGKILLed and resumed to the same parameters
 architecture modules tests `arch` against a name.
 
 Run as a script, this file is the `longctx` command with the toy registered
-(`python tests/test_arch_plugin.py train ...`), which is how its children get it.
+(`python tests/test_arch_plugin.py train ...`), which is how its children get it; in the
+test process the toy is registered only while a test that asks for it runs.
 """
 
 from __future__ import annotations
@@ -87,7 +88,12 @@ class ToyGist(Arch):
         return mod.output(h, deterministic), Gist(vec=gist)
 
 
-archs.register(ToyGist())
+@pytest.fixture
+def toy():
+    """The toy registered in this process for one test (the children register their own)."""
+    archs.register(ToyGist())
+    yield
+    archs.unregister(ToyGist.name)
 
 TOY = ["model.arch=toygist", "train.num_steps=12", "checkpoint.every_steps=4",
        "train.log_every=1", "eval.max_conversations=4", "eval.speed_tokens=32"]
@@ -118,7 +124,7 @@ def _info(workdir, data_dir):
                       .stdout.strip().splitlines()[-1])
 
 
-def test_registry_knows_the_toy_and_refuses_an_unknown_name():
+def test_registry_knows_the_toy_and_refuses_an_unknown_name(toy):
     from longctx.config import ConfigError, ModelConfig
 
     assert archs.names()[:3] == ("xl", "window", "vanilla") and "toygist" in archs.names()
@@ -126,7 +132,7 @@ def test_registry_knows_the_toy_and_refuses_an_unknown_name():
         archs.get(ModelConfig(arch="nope"))
 
 
-def test_a_toy_mechanism_trains_resumes_evaluates_compares_and_chats(data_dir, tmp_path):
+def test_a_toy_mechanism_trains_resumes_evaluates_compares_and_chats(toy, data_dir, tmp_path):
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     _train(clean, data_dir)
     proc = _train(killed, data_dir, fault="step:6", check=False)
@@ -218,4 +224,5 @@ def test_no_library_file_compares_arch_to_a_name(tmp_path):
 if __name__ == "__main__":
     from longctx.cli import main
 
+    archs.register(ToyGist())
     sys.exit(main())

@@ -32,7 +32,7 @@ TINY_STUDY = ("--tokens-per-step 128 model.n_layer=1 model.n_head=2 model.d_mode
 def test_gpu_quick_size_has_the_study_shapes_and_is_fair():
     exp = load_script("dialogue_comparison")
     spec = exp.SIZES["gpu-quick"]
-    assert spec["seeds"] == [0]
+    assert spec.seeds == (0,)
     cfgs = size_configs(exp, spec)
     for cfg in cfgs.values():
         m = cfg.model
@@ -40,7 +40,7 @@ def test_gpu_quick_size_has_the_study_shapes_and_is_fair():
         assert cfg.train.train_tokens >= 20_000_000
     # the same tokens per optimiser step, hence the same number of updates
     assert {c.train.batch_size * archs.tokens_per_step(c.model) for c in cfgs.values()} == {8192}
-    assert "--no-speed" in spec["evaluate_args"]
+    assert "--no-speed" in spec.evaluate_args
 
 
 def test_evaluation_calls_stay_within_row_tokens():

@@ -19,8 +19,7 @@ from longctx.models import (
     window_stream_nll,
 )
 from longctx.models.attention import band_mask, band_plan
-from longctx.models.sliding_window import band_visibility
-from tests.model_utils import forward, make, masked, rel
+from tests.model_utils import band_visibility, forward, make, masked, rel
 
 BASE = ModelConfig(arch="window", n_token=31, n_layer=2, n_head=2, d_model=16, d_head=8,
                    d_inner=32, window=4, tgt_len=4, init_std=0.2,

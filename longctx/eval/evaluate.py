@@ -30,13 +30,6 @@ CONTEXT_TARGETS = 256  # target tokens of the context curve
 PARTS = 4  # perplexity.by_part: each conversation's turn tokens in this many equal parts
 
 
-def load_conversations(run, dataset: str | None, split: str, max_conversations: int,
-                       source: str | None = None):
-    """(dataset name, conversations tokenized with the run's tokenizer, value encoder)."""
-    c = load_corpus(run, dataset, split, max_conversations, source)
-    return c.name, c.convs, c.value_tokens
-
-
 def perplexity(convs, lps: list[np.ndarray]) -> dict[str, Any]:
     """Turn-token NLL overall, by turn index, by session index and by part (the turn
     tokens of each conversation cut into PARTS equal consecutive parts: position within a

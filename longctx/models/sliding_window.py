@@ -35,9 +35,3 @@ def window_forward(mod: Decoder, tokens: jax.Array, deterministic: bool) -> jax.
         h = layer(h, empty, pos_emb, mask, rw, rr, deterministic, block)
     return mod.output(h, deterministic)[:, :seq_len]
 
-
-def band_visibility(seq_len: int, window: int) -> jax.Array:
-    """[1, T, T] dense band mask (query i sees keys i-W+1 .. i): for tests and small T."""
-    i = jnp.arange(seq_len)[:, None]
-    j = jnp.arange(seq_len)[None, :]
-    return ((i - j >= 0) & (i - j < window))[None]

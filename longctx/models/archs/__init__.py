@@ -18,7 +18,8 @@ from longctx.models.archs.registry import (
     resolved_steps,
     span,
     tokens_per_step,
+    unregister,
 )
 
 __all__ = ["BASELINE", "Arch", "CallShape", "ScoringPlan", "SegmentDecodeState", "check_run", "get",
-           "names", "register", "resolved_steps", "span", "tokens_per_step"]
+           "names", "register", "resolved_steps", "span", "tokens_per_step", "unregister"]

@@ -44,6 +44,11 @@ def register(arch: Arch) -> Arch:
     return arch
 
 
+def unregister(name: str) -> None:
+    """Remove a registered architecture (a test's own, when it is done)."""
+    _ARCHS.pop(name, None)
+
+
 def names() -> tuple[str, ...]:
     """Every registered architecture's name, built-ins first, in registration order."""
     _load_builtin()
