@@ -83,7 +83,7 @@ class ToyGist(Arch):
         t = tokens.shape[1]
         pos_emb = mod.dropout(descending_pos_emb(mod.cfg, t), deterministic)
         causal = jnp.tril(jnp.ones((t, t), bool))[None]
-        h = mod.run_layers(h, pos_emb, causal, deterministic)
+        h, _ = mod.run_layers(h, pos_emb, causal, deterministic=deterministic)
         gist = 0.5 * vec + 0.5 * jnp.mean(h.astype(jnp.float32), axis=1)
         return mod.output(h, deterministic), Gist(vec=gist)
 

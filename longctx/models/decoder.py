@@ -20,7 +20,7 @@ from longctx.config import ConfigError, ModelConfig
 from longctx.config_rules import check_model
 from longctx.models.archs import registry
 from longctx.models.blocks import compute_dtype, descending_pos_emb, init
-from longctx.models.layer import DecoderLayer
+from longctx.models.layer import DecoderLayer, LayerPass, static_argnum
 
 
 def check_config(cfg: ModelConfig) -> None:
@@ -76,7 +76,10 @@ class Decoder(nn.Module):
         if not c.untie_r:
             self.r_w_bias = self.param("r_w_bias", init(c), (c.n_head, c.d_head))
             self.r_r_bias = self.param("r_r_bias", init(c), (c.n_head, c.d_head))
-        layer_cls = nn.remat(DecoderLayer, static_argnums=(7, 8)) if c.remat else DecoderLayer
+        layer_cls = DecoderLayer
+        if c.remat:  # `how` selects code paths: static, found by name
+            layer_cls = nn.remat(DecoderLayer,
+                                 static_argnums=(static_argnum(DecoderLayer.__call__, "how"),))
         self.layers = [layer_cls(c) for _ in range(c.n_layer)]
         self.drop = nn.Dropout(c.dropout)
         self.extra = registry.get(c).setup(self)  # the mechanism's own parameters
@@ -104,15 +107,23 @@ class Decoder(nn.Module):
         h = self.drop(h, deterministic=deterministic).astype(jnp.float32)
         return h @ self.word_emb.embedding.T + self.out_bias
 
-    def run_layers(self, h: jax.Array, pos_emb: jax.Array, mask: jax.Array,
-                   deterministic: bool) -> jax.Array:
-        """Every layer over h [B, T, d] with dense attention under mask [B|1, T, T]
-        (distances i - j; pos_emb: sinusoids of distances T-1 .. 0) -> [B, T, d]."""
+    def run_layers(self, h: jax.Array, pos_emb: jax.Array, view: jax.Array, *,
+                   deterministic: bool, memory: jax.Array | None = None,
+                   band: tuple[int, int] | None = None, fused: bool = False
+                   ) -> tuple[jax.Array, list[jax.Array]]:
+        """The layer loop of every training-shaped pass: h [B, T, d] through each layer
+        (attending as `LayerPass(deterministic, fused, band)` says, `view` its mask or key
+        starts; memory [n_layer(+1), B, M, d]: layer i's cached rows are memory[i]) ->
+        (h, [the input of every layer and the output]: n_layer + 1 arrays)."""
+        how = LayerPass(deterministic=deterministic, fused=fused, band=band)
         rw, rr = self.shared_biases()
         empty = jnp.zeros((h.shape[0], 0, h.shape[2]), h.dtype)
-        for layer in self.layers:
-            h = layer(h, empty, pos_emb, mask, rw, rr, deterministic, 0)
-        return h
+        hids = [h]
+        for i, layer in enumerate(self.layers):
+            mem = empty if memory is None else memory[i].astype(h.dtype)
+            h = layer(h, mem, pos_emb, view, rw, rr, how)
+            hids.append(h)
+        return h, hids
 
     def masked_forward(
         self, tokens: jax.Array, mask: jax.Array, deterministic: bool = True,
@@ -125,7 +136,7 @@ class Decoder(nn.Module):
         t = tokens.shape[1]
         h = self.embed(tokens, deterministic)
         pos_emb = self.dropout(descending_pos_emb(self.cfg, t), deterministic)
-        h = self.run_layers(h, pos_emb, mask, deterministic)
+        h, _ = self.run_layers(h, pos_emb, mask, deterministic=deterministic)
         if last is not None:
             h = h[:, h.shape[1] - last :]
         return self.output(h, deterministic)

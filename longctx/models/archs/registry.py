@@ -35,6 +35,7 @@ def _load_builtin() -> None:
 
 def register(arch: Arch) -> Arch:
     """Add `arch` under `arch.name` (ValueError when the name is taken by another object)."""
+    _load_builtin()  # the built-ins come first in `names()`
     if not arch.name or not arch.name.isidentifier():
         raise ValueError(f"an architecture needs a name that is an identifier, got {arch.name!r}")
     held = _ARCHS.get(arch.name)
