@@ -97,3 +97,68 @@ def test_load_reference_gives_config_and_params():
     cfg, params = txl.load_reference(FIXTURE)
     assert (cfg.arch, cfg.n_layer, cfg.mem_len, cfg.tgt_len, cfg.n_token) == ("xl", 2, 8, 8, 50)
     assert params["layers_0"]["qkv_net"]["kernel"].shape == (16, 48)
+
+
+def _with_config(arrays, text: bytes):
+    return {**arrays, "config_json": np.frombuffer(text, np.uint8)}
+
+
+def _bad_references():
+    """(name, arrays, words the one line holds) of reference files import-txl refuses."""
+    good = npref.random_reference({}, seed=2)
+    cfg = json.loads(bytes(good["config_json"]))
+    return [
+        ("wrong shape", {**good, "param/layers.1.pos_ff.CoreNet.0.weight":
+                         np.zeros((33, 16), np.float32)},
+         "weight 'param/layers.1.pos_ff.CoreNet.0.weight' has shape (33, 16), config_json "
+         "implies (32, 16)"),
+        ("n_layer -1", _with_config(good, json.dumps({**cfg, "n_layer": -1}).encode()),
+         "config_json: config key 'model.n_layer': must be >= 1"),
+        ("n_head text", _with_config(good, json.dumps({**cfg, "n_head": "2"}).encode()),
+         "config_json 'n_head' is '2', not an integer"),
+        ("not JSON", _with_config(good, b'{"n_layer": 2,'), "config_json is not JSON text"),
+        ("not UTF-8", _with_config(good, b"\xff\xfe"), "config_json is not JSON text"),
+        ("a list", _with_config(good, b"[2, 2]"), "config_json is a JSON list"),
+        ("no d_inner", _with_config(good, json.dumps(
+            {k: v for k, v in cfg.items() if k != "d_inner"}).encode()),
+         "config_json lacks the key 'd_inner'"),
+        ("NaN weight", {**good, "param/r_w_bias": np.full((2, 8), np.nan, np.float32)},
+         "weight 'param/r_w_bias' holds values that are not finite"),
+        ("text weight", {**good, "param/r_r_bias": np.array(["a"] * 16).reshape(2, 8)},
+         "weight 'param/r_r_bias' is not numeric"),
+    ]
+
+
+def test_import_txl_refuses_bad_weights_and_config_before_writing(tmp_path, capfd):
+    from longctx.cli import main
+
+    for name, arrays, words in _bad_references():
+        path = tmp_path / f"{name.replace(' ', '_')}.npz"
+        np.savez(path, **arrays)
+        workdir = tmp_path / f"run_{path.stem}"
+        capfd.readouterr()
+        assert main(["import-txl", str(path), "--workdir", str(workdir)]) == 2, name
+        lines = [ln for ln in capfd.readouterr().err.splitlines() if ln.strip()]
+        assert len(lines) == 1 and f"{path}: {words}" in lines[0], (name, lines)
+        assert not workdir.exists(), name
+
+
+def test_import_txl_checks_the_tokenizer_before_writing(tiny_run, tmp_path, capfd):
+    import shutil
+
+    from longctx.cli import main
+
+    # the fixture's 50 tokens: the smoke run's 512-token tokenizer does not fit its weights
+    cases = {"too big": (shutil.copytree(tiny_run / "tokenizer", tmp_path / "big"),
+                         "512 tokens, more than the 50 the weights have")}
+    damaged = shutil.copytree(tiny_run / "tokenizer", tmp_path / "damaged")
+    (damaged / "tokenizer.json").write_bytes((damaged / "tokenizer.json").read_bytes()[:200])
+    cases["damaged"] = (damaged, f"{damaged / 'tokenizer.json'}: unreadable tokenizer")
+    for name, (folder, words) in cases.items():
+        workdir = tmp_path / f"run_{folder.name}"
+        capfd.readouterr()
+        assert main(["import-txl", str(FIXTURE), "--workdir", str(workdir), "--tokenizer",
+                     str(folder)]) == 2, name
+        lines = [ln for ln in capfd.readouterr().err.splitlines() if ln.strip()]
+        assert len(lines) == 1 and words in lines[0], (name, lines)
+        assert not workdir.exists()

@@ -27,11 +27,11 @@ def _decode(arch: str, dtype: str):
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_save_load_round_trips_exactly(tmp_path, arch, dtype):
     cfg, empty, full = _decode(arch, dtype)
-    conv = Conversation(decode=full, tokens=[1, 4, 13, 99], turns=[Turn("user", "héllo")],
+    conv = Conversation(decode=full, tokens=[1, 4, 13, 49], turns=[Turn("user", "héllo")],
                         rng=np.asarray([7, 9], np.uint32))
     meta = {"model": dataclasses.asdict(cfg)}
     saved.save(conv, tmp_path, "a", meta)
-    back = saved.load(tmp_path, "a", empty, meta)
+    back = saved.load(tmp_path, "a", empty, meta, cfg.n_token)
     assert back.tokens == conv.tokens and back.turns == conv.turns
     np.testing.assert_array_equal(back.rng, conv.rng)
     for got, want in zip(jax.tree.leaves(back.decode), jax.tree.leaves(full), strict=True):
@@ -41,4 +41,4 @@ def test_save_load_round_trips_exactly(tmp_path, arch, dtype):
     other = dataclasses.replace(cfg, mem_len=16, window=16)
     template = (xl_decode_init if arch == "xl" else window_decode_init)(other, 1)
     with pytest.raises(UserError, match="array 'decode"):
-        saved.load(tmp_path, "a", template, meta)
+        saved.load(tmp_path, "a", template, meta, cfg.n_token)

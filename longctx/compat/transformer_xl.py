@@ -22,9 +22,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from longctx.config import ConfigError, ModelConfig
+from longctx.config import Config, ConfigError, ModelConfig
 from longctx.errors import UserError
 from longctx.models import build_model, init_memory
+from longctx.models.archs import check_run
+from longctx.rundir.run import param_shapes
 
 
 def read_npz(path: str | Path) -> dict[str, np.ndarray]:
@@ -43,7 +45,14 @@ def reference_config(raw: dict[str, np.ndarray], where: str = "reference") -> di
     """The original's settings from `config_json`."""
     if "config_json" not in raw:
         raise UserError(f"{where}: no 'config_json' entry; not a Transformer-XL reference file")
-    return json.loads(bytes(raw["config_json"]).decode())
+    try:
+        ref = json.loads(np.asarray(raw["config_json"]).tobytes().decode())
+    except (ValueError, RecursionError) as exc:  # ValueError: JSON and UTF-8 alike
+        raise UserError(f"{where}: config_json is not JSON text ({exc})") from None
+    if not isinstance(ref, dict):
+        raise UserError(f"{where}: config_json is a JSON {type(ref).__name__}, not an object "
+                        "of settings")
+    return ref
 
 
 def model_config(ref: dict[str, Any], untie_r: bool = False, where: str = "reference") -> ModelConfig:
@@ -62,41 +71,65 @@ def model_config(ref: dict[str, Any], untie_r: bool = False, where: str = "refer
     for bad, what in refusals:
         if bad:
             raise UserError(f"{where}: unsupported Transformer-XL setting {what}")
-    mem_len = int(ref.get("mem_len", 0))
+    def integer(key: str, default: int | None = None) -> int:
+        if key not in ref and default is None:
+            raise UserError(f"{where}: config_json lacks the key '{key}'")
+        value = ref.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise UserError(f"{where}: config_json '{key}' is {value!r}, not an integer")
+        return value
+
+    def flag(key: str) -> bool:
+        value = ref.get(key, False)
+        if not isinstance(value, bool | int):
+            raise UserError(f"{where}: config_json '{key}' is {value!r}, not true or false")
+        return bool(value)
+
+    mem_len = integer("mem_len", 0)
     span = max(1, mem_len)
-    try:
-        return ModelConfig(
-            arch="xl",
-            n_token=int(ref["n_token"]),
-            n_layer=int(ref["n_layer"]),
-            n_head=int(ref["n_head"]),
-            d_model=int(ref["d_model"]),
-            d_head=int(ref["d_head"]),
-            d_inner=int(ref["d_inner"]),
-            dropout=0.0,
-            dropatt=0.0,
-            tgt_len=int(ref["tgt_len"]),
-            mem_len=mem_len,
-            clamp_len=int(ref.get("clamp_len", -1)),
-            same_length=bool(ref.get("same_length", False)),
-            pre_lnorm=bool(ref.get("pre_lnorm", False)),
-            untie_r=untie_r,
-            matmul_precision="highest",
-            window=span,
-            ctx_len=span,
-        )
-    except KeyError as exc:
-        raise UserError(f"{where}: config_json lacks the key {exc}") from None
+    cfg = ModelConfig(
+        arch="xl", **{k: integer(k) for k in ("n_token", "n_layer", "n_head", "d_model",
+                                             "d_head", "d_inner", "tgt_len")},
+        dropout=0.0, dropatt=0.0, mem_len=mem_len, clamp_len=integer("clamp_len", -1),
+        same_length=flag("same_length"), pre_lnorm=flag("pre_lnorm"), untie_r=untie_r,
+        matmul_precision="highest", window=span, ctx_len=span,
+    )
+    try:  # every range and rule a run's config must meet (info reads the run with them)
+        check_run(Config(model=cfg))
+    except ConfigError as exc:
+        raise UserError(f"{where}: config_json: {exc}") from None
+    return cfg
 
 
 def convert_params(raw: dict[str, np.ndarray], cfg: ModelConfig, where: str = "reference") -> dict:
     """Torch parameter names/layouts -> our parameter pytree (Linear [out, in] -> kernel [in, out])."""
 
+    heads = cfg.n_head * cfg.d_head
+    d, inner = cfg.d_model, cfg.d_inner
+    shapes = {  # the original's (torch) layout: Linear weights are [out, in]
+        "word_emb.emb_layers.0.weight": (cfg.n_token, d),
+        "crit.out_layers.0.bias": (cfg.n_token,),
+        "r_w_bias": (cfg.n_head, cfg.d_head), "r_r_bias": (cfg.n_head, cfg.d_head),
+        "qkv_net.weight": (3 * heads, d), "r_net.weight": (heads, d), "o_net.weight": (d, heads),
+        "layer_norm.weight": (d,), "layer_norm.bias": (d,), "CoreNet.0.weight": (inner, d),
+        "CoreNet.0.bias": (inner,), "CoreNet.3.weight": (d, inner), "CoreNet.3.bias": (d,),
+    }
+
     def get(name: str) -> np.ndarray:
         key = f"param/{name}"
         if key not in raw:
             raise UserError(f"{where}: missing weight '{key}'")
-        return np.asarray(raw[key], np.float32)
+        want = shapes[name if name in shapes else name.split(".", 3)[-1]]
+        try:
+            value = np.asarray(raw[key], np.float32)
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"{where}: weight '{key}' is not numeric ({exc})") from None
+        if value.shape != want:
+            raise UserError(f"{where}: weight '{key}' has shape {value.shape}, config_json "
+                            f"implies {want}; the file's weights and config disagree")
+        if not np.all(np.isfinite(value)):
+            raise UserError(f"{where}: weight '{key}' holds values that are not finite")
+        return value
 
     emb = get("word_emb.emb_layers.0.weight")
     out_w = raw.get("param/crit.out_layers.0.weight")
@@ -137,7 +170,13 @@ def from_arrays(raw: dict[str, np.ndarray], where: str = "reference") -> tuple[M
         build_model(cfg)
     except ConfigError as exc:
         raise UserError(f"{where}: {exc}") from None
-    return cfg, convert_params(raw, cfg, where)
+    params = convert_params(raw, cfg, where)
+    want = jax.tree.map(lambda x: x.shape, param_shapes(Config(model=cfg)))
+    got = jax.tree.map(lambda x: x.shape, params)
+    if got != want:  # the model and this reader disagree: a bug here, named in one line
+        raise UserError(f"{where}: the converted weights do not match the model's parameters "
+                        f"({got} vs {want})")
+    return cfg, params
 
 
 def load_reference(path: str | Path) -> tuple[ModelConfig, dict]:

@@ -64,7 +64,12 @@ def load_tokenizer(path: str | Path):
     path = Path(path)
     if not (path / "tokenizer.json").is_file():
         raise UserError(f"tokenizer folder '{path}': no tokenizer.json; rebuild the dataset")
-    return PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
+    try:
+        return PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 (tokenizers, json, OS and transformers errors)
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        raise UserError(f"tokenizer folder '{path}': unreadable ({text:.200}); delete the "
+                        "dataset folder and rebuild it (longctx data build)") from None
 
 
 def text_backend(tokenizer) -> Tokenizer:
@@ -91,5 +96,8 @@ def special_ids(tokenizer) -> dict[str, int]:
     """Ids of the special tokens by name ('pad', 'bos', 'eos', 'eot', 'session', 'spk0'..)."""
     ids = {name: tokenizer.convert_tokens_to_ids(tok)
            for name, tok in zip(SPECIAL_NAMES, SPECIAL_TOKENS, strict=True)}
-    assert list(ids.values()) == list(range(len(SPECIAL_TOKENS))), ids
+    if list(ids.values()) != list(range(len(SPECIAL_TOKENS))):
+        where = getattr(tokenizer, "name_or_path", "") or "the tokenizer"
+        raise UserError(f"{where}: not a longctx tokenizer (special tokens {ids}, expected ids "
+                        f"0..{len(SPECIAL_TOKENS) - 1} in the order {', '.join(SPECIAL_TOKENS)})")
     return ids

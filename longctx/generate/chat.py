@@ -143,7 +143,8 @@ class Chat:
 
     def load(self, name: str) -> None:
         """Replace the conversation by a saved one; on any error the current one stays."""
-        self.conv = saved.load(self.run.workdir, name, self.stream.init(), self._meta())
+        self.conv = saved.load(self.run.workdir, name, self.stream.init(), self._meta(),
+                               self.run.cfg.model.n_token)
 
     def stats(self) -> dict:
         """Tokens so far, turns, and how much of the attention span is in use."""

@@ -7,12 +7,23 @@ top-k, then top-p on what is left; temperature 0 means greedy (argmax).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import jax
 import jax.numpy as jnp
 
 from longctx.errors import UserError
+
+INT32_MAX = 2**31 - 1
+SEED_LIMIT = 2**32  # PRNGKey keeps 32 bits of a seed: 2**32 would sample like 0
+
+
+def check_seed(seed: int) -> int:
+    """A sampler seed every value of which gives its own PRNG key; UserError otherwise."""
+    if not 0 <= seed < SEED_LIMIT:
+        raise UserError(f"--seed: must be in 0..{SEED_LIMIT - 1}, got {seed}")
+    return seed
 
 
 @dataclass(frozen=True)
@@ -25,14 +36,16 @@ class SamplerSettings:
     max_new_tokens: int = 64
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise UserError(f"--temperature: must be >= 0 (0 = greedy), got {self.temperature}")
-        if self.top_k < 0:
-            raise UserError(f"--top-k: must be >= 0 (0 = off), got {self.top_k}")
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise UserError(f"--temperature: must be a finite number >= 0 (0 = greedy), got "
+                            f"{self.temperature}")
+        if not 0 <= self.top_k <= INT32_MAX:
+            raise UserError(f"--top-k: must be in 0..{INT32_MAX} (0 = off), got {self.top_k}")
         if not 0.0 < self.top_p <= 1.0:
             raise UserError(f"--top-p: must be in (0, 1] (1 = off), got {self.top_p}")
-        if self.max_new_tokens < 1:
-            raise UserError(f"--max-new-tokens: must be >= 1, got {self.max_new_tokens}")
+        if not 1 <= self.max_new_tokens <= INT32_MAX:
+            raise UserError(f"--max-new-tokens: must be in 1..{INT32_MAX}, got "
+                            f"{self.max_new_tokens}")
 
     def knobs(self) -> dict[str, jax.Array]:
         """The traced scalars `sample_token` takes (same dtypes every time: no recompiles)."""

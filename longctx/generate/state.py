@@ -34,6 +34,7 @@ from longctx.errors import UserError
 # The version of the saved layout; a save of another version is refused, not misread.
 FORMAT = "longctx-chat/2"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass
@@ -64,6 +65,17 @@ def check_name(name: str) -> str:
         raise UserError(f"chat name {name!r}: use 1-64 letters, digits, '_', '.' or '-' "
                         "(starting with a letter or digit), e.g. /save monday")
     return name
+
+
+def save_folder(workdir: str | Path, name: str) -> Path:
+    """`workdir/chats/NAME`, refused if a link takes it outside chats/ (a save is read and
+    written only there)."""
+    chats = chats_dir(workdir)
+    folder = chats / check_name(name)
+    if folder.exists() and chats.resolve() not in folder.resolve().parents:
+        raise UserError(f"{folder}: links outside {chats}; a saved chat must be a folder "
+                        "there (remove the link)")
+    return folder
 
 
 def _bits(dtype: np.dtype) -> np.dtype:
@@ -101,7 +113,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 def save(conv: Conversation, workdir: str | Path, name: str, meta: dict[str, Any]) -> Path:
     """Write the conversation to `workdir/chats/name/` atomically; returns that folder."""
-    folder = chats_dir(workdir) / check_name(name)
+    folder = save_folder(workdir, name)
     folder.mkdir(parents=True, exist_ok=True)
     data = _npz_bytes(conv)
     digest = hashlib.sha256(data).hexdigest()
@@ -131,11 +143,13 @@ def saved_names(workdir: str | Path) -> list[str]:
     return sorted(p.parent.name for p in folder.glob("*/meta.json")) if folder.is_dir() else []
 
 
-def load(workdir: str | Path, name: str, template: Any, expect: dict[str, Any]) -> Conversation:
+def load(workdir: str | Path, name: str, template: Any, expect: dict[str, Any],
+         vocab_size: int) -> Conversation:
     """Read `workdir/chats/name/`; `template` is an empty decode state giving the expected
-    leaves, `expect` the meta values that must match (model config...). UserError otherwise."""
+    leaves, `expect` the meta values that must match (model config...), `vocab_size` the
+    bound of every token id. UserError otherwise."""
     try:
-        folder = chats_dir(workdir) / check_name(name)
+        folder = save_folder(workdir, name)
     except UserError as exc:
         raise UserError(f"{exc} (the current conversation is unchanged)") from None
     meta_path = folder / "meta.json"
@@ -147,7 +161,7 @@ def load(workdir: str | Path, name: str, template: Any, expect: dict[str, Any]) 
         meta = json.loads(meta_path.read_text())
         if not isinstance(meta, dict):
             raise ValueError("not a JSON object")
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # ValueError: JSON and UTF-8 alike
         raise _fail(meta_path, f"unreadable JSON ({exc})",
                     f"delete {folder} and save again") from None
     if meta.get("format") != FORMAT:
@@ -157,25 +171,58 @@ def load(workdir: str | Path, name: str, template: Any, expect: dict[str, Any]) 
         if meta.get(key) != want:
             raise _fail(meta_path, f"saved with a different {key} ({meta.get(key)!r}, this run "
                         f"has {want!r})", "load it with the run that saved it")
-    npz_path = folder / str(meta.get("state_file", "state.npz"))
+    digest = meta.get("state_sha256")
+    if not isinstance(digest, str) or not _DIGEST.match(digest):
+        raise _fail(meta_path, f"state_sha256 {str(digest)[:80]!r} is not a SHA-256",
+                    f"delete {folder} and save again")
+    # The state file's name follows from its digest, inside this save's folder: no path is
+    # ever taken from meta.json (its `state_file` is informative only).
+    npz_path = folder / f"state-{digest[:16]}.npz"
     try:
         data = npz_path.read_bytes()
     except OSError as exc:
         raise _fail(npz_path, f"missing or unreadable state file ({exc.strerror})",
                     f"delete {folder} and save again") from None
-    if hashlib.sha256(data).hexdigest() != meta.get("state_sha256"):
+    if hashlib.sha256(data).hexdigest() != digest:
         raise _fail(npz_path, "corrupt state file (its SHA-256 does not match meta.json)",
                     f"delete {folder} and save again")
+    arrays = _read_npz(data, npz_path, folder)
+    try:
+        turns = [Turn(_text(t["speaker"]), _text(t["text"])) for t in meta["turns"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _fail(meta_path, f"unreadable turns ({type(exc).__name__}: {exc})",
+                    f"delete {folder} and save again") from None
+    tokens = _array(arrays, "tokens", npz_path, np.int32, ndim=1)
+    if tokens.size and not (0 <= tokens.min() and tokens.max() < vocab_size):
+        bad = int(tokens[(tokens < 0) | (tokens >= vocab_size)][0])
+        raise _fail(npz_path, f"token id {bad} is outside this model's vocabulary "
+                    f"(0..{vocab_size - 1})", "load it with the run that saved it")
+    return Conversation(decode=_restore_tree(template, arrays, npz_path),
+                        tokens=tokens.tolist(), turns=turns,
+                        rng=_array(arrays, "rng", npz_path, np.uint32, (2,)))
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{str(value)[:40]!r} is not text")
+    return value
+
+
+def _read_npz(data: bytes, npz_path: Path, folder: Path) -> dict[str, np.ndarray]:
+    """Every member of the saved .npz as an array; refuses a member that is not a plain
+    .npy array (numpy would hand back a pickle's raw bytes) and any damaged zip."""
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-        turns = [Turn(str(t["speaker"]), str(t["text"])) for t in meta["turns"]]
-    except (ValueError, OSError, KeyError, TypeError) as exc:
-        raise _fail(npz_path, f"unreadable saved state ({exc})",
+    except Exception as exc:  # noqa: BLE001 (zipfile, numpy format and OS errors alike)
+        raise _fail(npz_path, f"unreadable saved state ({type(exc).__name__}: "
+                    f"{' '.join(str(exc).split())[:160]})",
                     f"delete {folder} and save again") from None
-    return Conversation(decode=_restore_tree(template, arrays, npz_path),
-                        tokens=_array(arrays, "tokens", npz_path, np.int32, ndim=1).tolist(),
-                        turns=turns, rng=_array(arrays, "rng", npz_path, np.uint32, (2,)))
+    for key, value in arrays.items():
+        if not isinstance(value, np.ndarray) or value.dtype.hasobject:
+            raise _fail(npz_path, f"member '{key}' is not a plain .npy array",
+                        f"delete {folder} and save again")
+    return arrays
 
 
 def _array(arrays: dict, key: str, where: Path, dtype: Any, shape: tuple | None = None,

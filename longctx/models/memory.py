@@ -34,9 +34,10 @@ def empty_memory(cfg: ModelConfig, batch_size: int) -> Memory:
     return Memory(hidden=hidden, valid=jnp.zeros((batch_size,), jnp.int32))
 
 
-def apply_reset(memory: Memory, reset: jax.Array | None) -> Memory:
-    """Empty the rows where `reset` is True (a new conversation starts there); stop gradients."""
-    hidden = jax.lax.stop_gradient(memory.hidden)
+def apply_reset(memory: Memory, reset: jax.Array | None, keep_grad: bool = False) -> Memory:
+    """Empty the rows where `reset` is True (a new conversation starts there); stop gradients
+    unless keep_grad (gradients through memory, over the segments of one training step)."""
+    hidden = memory.hidden if keep_grad else jax.lax.stop_gradient(memory.hidden)
     valid = memory.valid
     if reset is not None:
         reset = jnp.asarray(reset, bool)
@@ -51,11 +52,13 @@ def key_valid(memory: Memory) -> jax.Array:
     return jnp.arange(rows)[None, :] >= (rows - memory.valid)[:, None]
 
 
-def update_memory(memory: Memory, new_hidden: jax.Array) -> Memory:
-    """Last mem_len rows of concat(old rows, new_hidden [n_layer+1, B, T, d]); no gradient."""
+def update_memory(memory: Memory, new_hidden: jax.Array, keep_grad: bool = False) -> Memory:
+    """Last mem_len rows of concat(old rows, new_hidden [n_layer+1, B, T, d]); no gradient
+    unless keep_grad."""
     rows = memory.hidden.shape[2]
     steps = new_hidden.shape[2]
     cat = jnp.concatenate([memory.hidden, new_hidden.astype(memory.hidden.dtype)], axis=2)
-    hidden = jax.lax.stop_gradient(cat[:, :, cat.shape[2] - rows :])
+    hidden = cat[:, :, cat.shape[2] - rows :]
+    hidden = hidden if keep_grad else jax.lax.stop_gradient(hidden)
     valid = jnp.minimum(rows, memory.valid + steps).astype(jnp.int32)
     return Memory(hidden=hidden, valid=valid)

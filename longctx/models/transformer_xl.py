@@ -50,12 +50,15 @@ def _check_rows(cfg: ModelConfig, memory: Memory) -> None:
 
 
 def xl_forward(
-    mod: Decoder, tokens: jax.Array, memory: Memory, reset: jax.Array | None, deterministic: bool
+    mod: Decoder, tokens: jax.Array, memory: Memory, reset: jax.Array | None, deterministic: bool,
+    memory_grad: bool = False,
 ) -> tuple[jax.Array, Memory]:
-    """One segment [B, T] with memory -> (logits [B, T, V] f32, updated memory)."""
+    """One segment [B, T] with memory -> (logits [B, T, V] f32, updated memory).
+    memory_grad: gradients flow through the memory (in and out) instead of stopping at it,
+    for training over several segments per step (`longctx.models.segment_scan`)."""
     cfg = mod.cfg
     _check_rows(cfg, memory)
-    memory = apply_reset(memory, reset)
+    memory = apply_reset(memory, reset, keep_grad=memory_grad)
     rows, seg_len = memory.hidden.shape[2], tokens.shape[1]
     if cfg.attention_impl == "pallas":  # each row's first valid key; the kernel masks
         mask = rows - memory.valid
@@ -66,7 +69,7 @@ def xl_forward(
     h, hids = mod.run_layers(h, pos_emb, mask, deterministic=deterministic,
                              memory=memory.hidden, fused=cfg.attention_impl == "pallas")
     logits = mod.output(h, deterministic)
-    return logits, update_memory(memory, jnp.stack(hids))
+    return logits, update_memory(memory, jnp.stack(hids), keep_grad=memory_grad)
 
 
 # ----------------------------------------------------------------------------- decoding

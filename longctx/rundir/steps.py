@@ -34,6 +34,11 @@ class Unreadable(Exception):
     """A checkpoint step whose files are missing or corrupt."""
 
 
+class StepsVanished(Exception):
+    """Every listed step that was not readable disappeared while it was read (a running
+    `train` rotated its checkpoints): list the steps again and retry."""
+
+
 @dataclass
 class StepInfo:
     """A step's items: tree metadata of the array items, contents of the JSON items."""
@@ -48,13 +53,7 @@ def read_step(step_dir: Path) -> StepInfo:
     import orbax.checkpoint as ocp
 
     quiet_orbax()
-    meta = step_dir / "_CHECKPOINT_METADATA"
-    try:
-        handlers = json.loads(meta.read_text()).get("item_handlers")
-    except (OSError, ValueError, AttributeError) as exc:
-        raise Unreadable(f"{meta.name}: {one_line(exc)}") from None
-    if not isinstance(handlers, dict):  # older layout: the item folders
-        handlers = {p.name: "" for p in step_dir.iterdir() if p.is_dir()}
+    handlers = _item_handlers(step_dir)
     if "params" not in handlers:
         raise Unreadable("no params item")
     info = StepInfo(int(step_dir.name))
@@ -63,7 +62,7 @@ def read_step(step_dir: Path) -> StepInfo:
         if "Json" in str(handler) or (item / "metadata").is_file():
             try:
                 info.json[name] = json.loads((item / "metadata").read_text())
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, RecursionError) as exc:
                 raise Unreadable(f"{name}/metadata: {one_line(exc)}") from None
             continue
         if not (item / "_METADATA").is_file():
@@ -72,7 +71,43 @@ def read_step(step_dir: Path) -> StepInfo:
             info.trees[name] = ocp.StandardCheckpointHandler().metadata(item).tree
         except Exception as exc:  # noqa: BLE001 (json, tensorstore and OS errors alike)
             raise Unreadable(f"{name}: {one_line(exc)}") from None
+    if "state" in info.trees:
+        saved = _saved_step(step_dir / "state")
+        if saved != info.step:
+            raise Unreadable(f"state/step holds step {saved}, not {info.step} (a step folder "
+                             "copied or renamed)")
     return info
+
+
+def _item_handlers(step_dir: Path) -> dict[str, str]:
+    """{item: handler name} from the step's _CHECKPOINT_METADATA; without a readable one
+    (an older layout, or a file lost while the items are whole) the item folders, so a
+    step orbax can restore is restored, and a broken item is named when it is read."""
+    try:
+        handlers = json.loads((step_dir / "_CHECKPOINT_METADATA").read_text()).get(
+            "item_handlers")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        handlers = None
+    if isinstance(handlers, dict):
+        return handlers
+    try:
+        return {p.name: "" for p in step_dir.iterdir() if p.is_dir()}
+    except OSError as exc:
+        raise Unreadable(f"{step_dir.name}: {one_line(exc)}") from None
+
+
+def _saved_step(item: Path) -> int:
+    """The step number saved inside a training step's `state` item (read alone)."""
+    import orbax.checkpoint as ocp
+
+    try:
+        out = ocp.PyTreeCheckpointHandler().restore(item, args=ocp.args.PyTreeRestore(
+            item={"step": np.zeros((), np.int32)},
+            restore_args={"step": ocp.RestoreArgs(restore_type=np.ndarray)},
+            partial_restore=True))
+        return int(out["step"])
+    except Exception as exc:  # noqa: BLE001 (tensorstore, json and OS errors alike)
+        raise Unreadable(f"state/step: {one_line(exc)}") from None
 
 
 def check_shapes(info: StepInfo, templates: dict[str, Any], where: str) -> None:
@@ -128,17 +163,24 @@ def newest_readable(directory: Path, steps: list[int], attempt: Callable[[int], 
                     ) -> tuple[T, list[tuple[int, str]]]:
     """attempt(step) on `steps` newest first: the first result and the (step, problem) of the
     newer unreadable ones. `attempt` raises Unreadable or any error for a bad step (tried
-    the next) or CheckpointMismatch (stops). With none readable: one-line UserError."""
+    the next) or CheckpointMismatch (stops). A step whose folder is gone by then was
+    rotated away while read: skipped, not reported. With none readable: one-line UserError,
+    or StepsVanished when steps disappeared (the caller lists them again)."""
     bad: list[tuple[int, str]] = []
+    vanished: list[int] = []
     for step in sorted(steps, reverse=True):
         try:
             return attempt(step), bad
         except (CheckpointMismatch, MemoryError, KeyboardInterrupt):
             raise
-        except Unreadable as exc:
-            bad.append((step, str(exc)))
         except Exception as exc:  # noqa: BLE001 (a restore error after the metadata checks)
-            bad.append((step, one_line(exc)))
+            if not (directory / str(step)).exists():
+                vanished.append(step)  # removed while read (a running train's rotation)
+                continue
+            bad.append((step, str(exc) if isinstance(exc, Unreadable) else one_line(exc)))
+    if vanished:
+        raise StepsVanished(f"{directory}: checkpoint steps {vanished} were removed while "
+                            "being read")
     listed = ", ".join(str(s) for s, _ in bad)
     raise UserError(f"{directory}: no readable checkpoint (steps {listed}; step {bad[0][0]}: "
                     f"{bad[0][1]:.150}); nothing was moved: restore the files, or delete the "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -156,6 +157,25 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+MAX_NESTING = 32  # a corpus record is a few levels deep (MSC: dialog -> turn -> field)
+_STRINGS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+
+
+def nesting_depth(text: str) -> int:
+    """How deeply the JSON `text` nests objects and arrays, found without parsing it (the
+    parser recurses once per level, so a line nested thousands deep would exhaust Python's
+    stack). Brackets inside strings do not count."""
+    depth = deepest = 0
+    for ch in _NOT_BRACKETS.sub("", _STRINGS.sub("", text)):
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) of each non-blank line; UserError with file:line otherwise."""
     with open(path, "rb") as f:
@@ -167,11 +187,17 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                                 f"(byte {exc.start}: {exc.reason})") from None
             if not text.strip():
                 continue
+            depth = nesting_depth(text)
+            if depth > MAX_NESTING:
+                raise UserError(f"{path}:{lineno}: JSON nested {depth} levels deep (a corpus "
+                                f"record needs at most {MAX_NESTING}); fix or remove the line")
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise UserError(f"{path}:{lineno}: malformed JSON line "
                                 f"({exc.msg} at column {exc.colno})") from None
+            except ValueError as exc:  # e.g. an integer of more than 4300 digits
+                raise UserError(f"{path}:{lineno}: unreadable JSON line ({exc})") from None
             if not isinstance(obj, dict):
                 raise UserError(f"{path}:{lineno}: expected a JSON object, got "
                                 f"{type(obj).__name__}")

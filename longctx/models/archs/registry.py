@@ -100,4 +100,8 @@ def check_run(cfg: Config, num_devices: int = 1, num_processes: int = 1) -> Conf
             f"config key 'optim.grad_accum': {cfg.optim.grad_accum} batches per update but the run "
             f"has only {steps} steps, so the parameters would never change; use grad_accum <= "
             "the number of steps", "optim.grad_accum")
+    profile = cfg.train.profile_steps
+    if profile and profile[-1] > steps:
+        raise ConfigError(f"config key 'train.profile_steps': step {profile[-1]} is past the "
+                          f"run's last step {steps}", "train.profile_steps")
     return cfg

@@ -1,0 +1,161 @@
+"""Recurrent memory tokens (the Recurrent Memory Transformer, Bulatov et al. 2022).
+
+A segment of T tokens is processed as the sequence [read memory (m) | tokens (T) | write
+memory (m)] by the shared decoder layers (the same parameters as Transformer-XL, the window
+and vanilla), under one causal mask with the decoder's relative positions. Both memory
+copies enter as the m memory vectors the previous segment wrote; the tokens see the read
+copy (and each other, causally); the write copy sees the read copy, the whole segment and
+the write rows before it, and its last-layer outputs are the next segment's memory. So a
+fact can travel any number of segments, carried in m vectors of d_model, and a loss on a
+later segment teaches earlier segments what to write when gradients flow through the
+memory (`rmt_segments`, a rematerialised lax.scan over the K segments of a step).
+
+The only parameters added to the decoder's are the initial memory `memory_init`
+[m, d_model] (m * d_model scalars), which a new conversation starts from.
+
+Masking is causal everywhere (as the decoder-only RMT of Bulatov et al. 2023); the 2022
+implementation also lets the read rows and the write rows see each other in both
+directions. Causal keeps every distance non-negative and the segment decodable token by
+token with an ordinary key/value cache.
+
+    params = rmt_init(model, key, n_mem, seg_len)         # decoder params + memory_init
+    memory = rmt_initial_memory(params, batch)            # MemoryTokens(vectors [B, m, d])
+    logits, memory = rmt_segment(model, params, tokens [B, T], memory, reset=None)
+    ys, memory = rmt_segments(model, params, memory, tokens [B, K*T], seg_len, head, ...)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from longctx.models.blocks import descending_pos_emb
+from longctx.models.memory import Rows
+from longctx.models.segment_scan import scan_segments, split_segments
+
+if TYPE_CHECKING:
+    from longctx.models.decoder import Decoder
+
+MEMORY_PARAM = "memory_init"  # the initial memory's entry in the parameter tree
+
+
+@flax.struct.dataclass
+class MemoryTokens(Rows):
+    """vectors: [B, m, d_model] float32, the memory each row's next segment reads."""
+
+    vectors: jax.Array
+
+    def batch_axes(self) -> MemoryTokens:
+        return MemoryTokens(vectors=0)
+
+
+def added_params(n_mem: int, d_model: int) -> int:
+    """Parameters the mechanism adds to the shared decoder: the initial memory."""
+    return n_mem * d_model
+
+
+def decoder_params(params: dict) -> dict:
+    """The shared decoder's parameters (everything but the initial memory)."""
+    return {k: v for k, v in params.items() if k != MEMORY_PARAM}
+
+
+def _segment(mod: Decoder, tokens: jax.Array, memory: jax.Array, deterministic: bool):
+    """Inside apply: [B, T] tokens and [B, m, d] memory -> (logits [B, T, V], new memory)."""
+    cfg = mod.cfg
+    m, t = memory.shape[1], tokens.shape[1]
+    x = mod.embed(tokens, deterministic)
+    read = mod.dropout(memory.astype(x.dtype), deterministic)
+    write = mod.dropout(memory.astype(x.dtype), deterministic)
+    h = jnp.concatenate([read, x, write], axis=1)
+    n = h.shape[1]
+    pos_emb = mod.dropout(descending_pos_emb(cfg, n), deterministic)
+    causal = jnp.tril(jnp.ones((n, n), bool))[None]
+    h, _ = mod.run_layers(h, pos_emb, causal, deterministic=deterministic)
+    return mod.output(h[:, m : m + t], deterministic), h[:, m + t :].astype(jnp.float32)
+
+
+def rmt_init(model: Decoder, key: jax.Array, n_mem: int, seg_len: int) -> dict:
+    """Parameters: the decoder's (initialised as for every architecture) plus memory_init
+    [n_mem, d_model] ~ N(0, init_std) like every weight. Small on purpose: a write row's
+    residual stream then holds mostly what it reads from the segment. Drawn at N(0, 1)
+    (as the 2022 code), the written memory varies with the segment about 15 times less at
+    initialisation and training of the copy task stalls at chance."""
+    if n_mem <= 0:
+        raise ValueError(f"recurrent memory needs n_mem > 0 memory tokens, got {n_mem}")
+    dec_key, mem_key = jax.random.split(key)
+    d = model.cfg.d_model
+    tokens = jnp.zeros((1, seg_len), jnp.int32)
+    params = model.init({"params": dec_key}, tokens, jnp.zeros((1, n_mem, d)), True,
+                        method=_segment)["params"]
+    memory = model.cfg.init_std * jax.random.normal(mem_key, (n_mem, d), jnp.float32)
+    return {**params, MEMORY_PARAM: memory}
+
+
+def rmt_initial_memory(params: dict, batch_size: int) -> MemoryTokens:
+    """Every row at the start of a conversation: the learnt initial memory."""
+    init = params[MEMORY_PARAM]
+    return MemoryTokens(vectors=jnp.broadcast_to(init, (batch_size, *init.shape)))
+
+
+def _reset(params: dict, memory: MemoryTokens, reset: jax.Array | None) -> jax.Array:
+    if reset is None:
+        return memory.vectors
+    return jnp.where(jnp.asarray(reset, bool)[:, None, None], params[MEMORY_PARAM][None],
+                     memory.vectors)
+
+
+def rmt_segment(
+    model: Decoder,
+    params: dict,
+    tokens: jax.Array,
+    memory: MemoryTokens,
+    reset: jax.Array | None = None,
+    deterministic: bool = True,
+    rng: jax.Array | None = None,
+) -> tuple[jax.Array, MemoryTokens]:
+    """One segment: tokens [B, T] reading memory -> (logits [B, T, V] float32, the memory it
+    writes). reset [B]: rows that start a new conversation read the initial memory. The
+    gradient flows through the memory (stop it outside to cut it)."""
+    rngs = {"dropout": rng} if rng is not None else {}
+    logits, vectors = model.apply({"params": decoder_params(params)}, tokens,
+                                  _reset(params, memory, reset), deterministic,
+                                  method=_segment, rngs=rngs)
+    return logits, MemoryTokens(vectors=vectors)
+
+
+def rmt_segments(
+    model: Decoder,
+    params: dict,
+    memory: MemoryTokens,
+    tokens: jax.Array,
+    seg_len: int,
+    head: Callable[[jax.Array, Any], Any],
+    extras: Any = None,
+    *,
+    reset: jax.Array | None = None,
+    stop_gradient: bool = False,
+    deterministic: bool = True,
+    rng: jax.Array | None = None,
+    remat: bool = True,
+) -> tuple[Any, MemoryTokens]:
+    """tokens [B, K*seg_len] segment by segment, each reading the memory the previous one
+    wrote (a rematerialised lax.scan, `segment_scan.scan_segments`). head(logits, extras_k)
+    reduces each segment's logits (see `segment_scan.xl_segments`). stop_gradient: the
+    ablation, gradients stopped at every boundary. Returns (stacked y [K, ...], memory)."""
+    xs = (split_segments(tokens, seg_len),
+          jax.tree.map(lambda a: split_segments(a, seg_len), extras),
+          jnp.arange(tokens.shape[1] // seg_len))
+    start = MemoryTokens(vectors=_reset(params, memory, reset))
+
+    def segment(mem, x):
+        seg, extra, k = x
+        key = jax.random.fold_in(rng, k) if rng is not None else None
+        logits, mem = rmt_segment(model, params, seg, mem, None, deterministic, key)
+        return mem, head(logits, extra)
+
+    memory, ys = scan_segments(segment, start, xs, stop_gradient=stop_gradient, remat=remat)
+    return ys, memory
