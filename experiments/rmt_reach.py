@@ -1,0 +1,251 @@
+"""Does a recurrent memory reach past 2W on the synthetic dialogues? A small, direct trial.
+
+Trains the recurrent memory tokens (`longctx.models.recurrent_memory`) on the README size's
+data and model (2 layers, d_model 128, segments of W = 64 tokens), K segments per
+optimiser step with gradients through the memory (truncated BPTT over K*W tokens; the
+memory is carried from step to step without a gradient), optionally a curriculum over K,
+or the ablation with the gradient stopped at every segment boundary. Then scores every
+validation probe exactly as `longctx evaluate` picks them (same items, same seed) by
+forced choice, and prints recall by distance in the reach study's fine buckets.
+
+Each row is one conversation streamed segment by segment (a conversation starts a row
+and reads the learnt initial memory; its last row is padded), so a step's B rows of K*W
+tokens are B lanes of `longctx.data.make_lanes(mode='sequences')`.
+
+    python experiments/rmt_reach.py --out runs/rmt_reach/a.json data.train_near_max=8
+    python experiments/rmt_reach.py --k 2:0.25,4 --n-mem 16 --tokens 1200000 ...
+
+Scoring a probe: the memory entering the segment whose input holds the token before the
+answer, then that segment's tokens up to the answer and the candidate (a row up to W + 2
+tokens long when the candidate crosses the segment's end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+HERE = Path(__file__).resolve().parent
+
+
+def _module(name: str):
+    spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def k_schedule(text: str, total_steps_of) -> list[tuple[int, float]]:
+    """'2:0.25,4' -> [(2, 0.25), (4, 0.75)]: K segments a step for a share of the tokens."""
+    out, used = [], 0.0
+    parts = text.split(",")
+    for i, part in enumerate(parts):
+        k, _, share = part.partition(":")
+        share = float(share) if share else 1.0 - used
+        if i == len(parts) - 1:
+            share = 1.0 - used
+        out.append((int(k), share))
+        used += share
+    return out
+
+
+def train(cfg, ds, model, params, args, log):
+    from longctx.data import make_lanes
+    from longctx.models.recurrent_memory import rmt_initial_memory, rmt_segments
+    from longctx.train.optimizer import make_optimizer
+    from longctx.train.step import token_nll
+
+    seg = cfg.data.span
+    sched = k_schedule(args.k, None)
+    plan = []  # (K, batch, steps)
+    for k, share in sched:
+        batch = max(1, args.tokens_per_step // (k * seg))
+        plan.append((k, batch, max(1, int(round(args.tokens * share / (batch * k * seg))))))
+    total = sum(p[2] for p in plan)
+    tx = make_optimizer(cfg.optim, total)
+    opt_state = tx.init(params)
+
+    def head(logits, extra):
+        targets, mask = extra
+        return jnp.sum(token_nll(logits, targets) * mask)
+
+    def step(params, opt_state, memory, inputs, targets, mask, reset):
+        def loss_fn(p):
+            ys, mem = rmt_segments(model, p, memory, inputs, seg, head, (targets, mask),
+                                   reset=reset, stop_gradient=args.stop_grad)
+            return jnp.sum(ys) / jnp.maximum(jnp.sum(mask), 1.0), mem
+
+        (loss, mem), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, jax.lax.stop_gradient(mem), loss
+
+    step = jax.jit(step, donate_argnums=(0, 1))
+    done, t0, tokens = 0, time.time(), 0
+    curve = []
+    for stage, (k, batch, steps) in enumerate(plan):
+        lanes = make_lanes(ds, "train", batch, k * seg, mode="sequences", seed=args.seed + stage)
+        memory = rmt_initial_memory(params, batch)
+        losses = []
+        for _ in range(steps):
+            b = next(lanes)
+            params, opt_state, memory, loss = step(
+                params, opt_state, memory, jnp.asarray(b["inputs"]), jnp.asarray(b["targets"]),
+                jnp.asarray(b["mask"]), jnp.asarray(b["reset"]))
+            done += 1
+            tokens += batch * k * seg
+            losses.append(loss)
+            if done % 100 == 0 or done == total:
+                mean = float(np.mean(jax.device_get(losses)))
+                losses = []
+                curve.append({"step": done, "tokens": tokens, "K": k, "loss": mean})
+                log(f"step {done}/{total} K={k} B={batch} tokens {tokens} loss {mean:.3f} "
+                    f"{tokens / (time.time() - t0):.0f} tok/s")
+    return params, {"plan": plan, "curve": curve, "train_s": time.time() - t0,
+                    "tokens": tokens}
+
+
+def segment_memories(model, params, streams: list[np.ndarray], seg: int, pad: int):
+    """Memory entering every segment of every stream: [S, N, m, d] (S: the longest)."""
+    from longctx.models.recurrent_memory import rmt_initial_memory, rmt_segment
+
+    inputs = [s[:-1] for s in streams]
+    n_seg = max(-(-len(x) // seg) for x in inputs)
+    rows = np.full((len(inputs), n_seg * seg), pad, np.int32)
+    for i, x in enumerate(inputs):
+        rows[i, : len(x)] = x
+
+    @jax.jit
+    def run(params, rows):
+        def body(mem, tok):
+            _, new = rmt_segment(model, params, tok, mem)
+            return new, mem.vectors
+
+        xs = jnp.swapaxes(rows.reshape(rows.shape[0], n_seg, seg), 0, 1)
+        _, mems = jax.lax.scan(body, rmt_initial_memory(params, rows.shape[0]), xs)
+        return mems
+
+    return np.asarray(run(params, jnp.asarray(rows)))
+
+
+def score_probes(model, params, convs, items, seg: int, pad: int, chunk: int = 256):
+    """Per item: summed log-probability of each candidate -> credits (forced choice)."""
+    from longctx.eval import metrics
+    from longctx.models.recurrent_memory import MemoryTokens, rmt_segment
+
+    mems = segment_memories(model, params, [c.ids for c in convs], seg, pad)
+    length = seg + 4
+    rows, tgts, masks, mem_idx, owner = [], [], [], [], []
+    for j, it in enumerate(items):
+        req = it.request
+        ids = convs[req.stream].ids
+        s = (req.pos - 1) // seg
+        prefix = np.asarray(ids[s * seg : req.pos], np.int32)
+        for cand in req.candidates:
+            x = np.concatenate([prefix, cand[:-1]])
+            t = np.zeros(length, np.int32)
+            m = np.zeros(length, np.float32)
+            t[len(prefix) - 1 : len(prefix) - 1 + len(cand)] = cand
+            m[len(prefix) - 1 : len(prefix) - 1 + len(cand)] = 1.0
+            r = np.full(length, pad, np.int32)
+            r[: len(x)] = x
+            rows.append(r), tgts.append(t), masks.append(m)
+            mem_idx.append((s, req.stream)), owner.append(j)
+
+    @jax.jit
+    def logprob(params, tok, tgt, mask, vectors):
+        logits, _ = rmt_segment(model, params, tok, MemoryTokens(vectors=vectors))
+        lp = jax.nn.log_softmax(logits, axis=-1)
+        return jnp.sum(jnp.take_along_axis(lp, tgt[..., None], -1)[..., 0] * mask, axis=1)
+
+    scores = np.zeros(len(rows))
+    for a in range(0, len(rows), chunk):
+        sl = slice(a, a + chunk)
+        n = len(rows[sl])
+        pad_n = chunk - n
+        tok = np.stack(rows[sl] + [rows[0]] * pad_n)
+        tgt = np.stack(tgts[sl] + [tgts[0]] * pad_n)
+        msk = np.stack(masks[sl] + [masks[0]] * pad_n)
+        vec = np.stack([mems[s, i] for s, i in mem_idx[sl]] + [mems[0, 0]] * pad_n)
+        scores[a : a + n] = np.asarray(logprob(params, tok, tgt, msk, vec))[:n]
+    credits, k = [], 0
+    for it in items:
+        n = len(it.request.candidates)
+        credits.append(metrics.forced_choice_credit(list(scores[k : k + n]), 0))
+        k += n
+    return credits
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True, help="result JSON (recall per probe and bucket)")
+    p.add_argument("--tokens", type=int, default=1_200_000)
+    p.add_argument("--tokens-per-step", type=int, default=512)
+    p.add_argument("--k", default="4", help="segments a step, or a curriculum '2:0.25,4'")
+    p.add_argument("--n-mem", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stop-grad", action="store_true", help="the ablation")
+    p.add_argument("overrides", nargs="*", help="config section.key=value (README size's)")
+    args = p.parse_args(argv)
+
+    from longctx.config import parse_overrides
+    from longctx.data import prepare_dataset
+    from longctx.eval import probes
+    from longctx.eval.evaluate import SEED
+    from longctx.models import Decoder
+    from longctx.models.recurrent_memory import rmt_init
+
+    reach = _module("reach_study")
+    cfg = parse_overrides(_module("dialogue_comparison").get_config(),
+                          [f"train.seed={args.seed}", *args.overrides])
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    ds = prepare_dataset(cfg.data)
+    model = Decoder(replace(cfg.model, n_token=ds.vocab_size))
+    params = rmt_init(model, jax.random.PRNGKey(args.seed), args.n_mem, cfg.data.span)
+    log(f"params {sum(x.size for x in jax.tree.leaves(params))}")
+    params, info = train(cfg, ds, model, params, args, log)
+
+    t0 = time.time()
+    convs = ds.conversations("validation")[: cfg.eval.max_conversations]
+    from longctx.data.render import value_ids
+
+    cache = {}
+
+    def value_tokens(slot):  # as `longctx evaluate` lists a slot's values
+        if slot not in cache:
+            cache[slot] = [value_ids(ds.tokenizer, v) for v in ds.slot_values(slot)]
+        return cache[slot]
+
+    items, skipped = probes.recall_items(convs, value_tokens, cfg.eval.num_candidates,
+                                         np.random.default_rng(SEED))
+    credits = score_probes(model, params, convs, items, cfg.data.span,
+                           ds.special_ids["pad"])
+    distances = [int(it.distance) for it in items]
+    fine = reach.fine_buckets(distances, credits, cfg.data.span)
+    result = {"args": vars(args), "info": info, "eval_s": time.time() - t0,
+              "span": cfg.data.span, "fine": fine,
+              "probes": {"distance": distances, "credit": [float(c) for c in credits]}}
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result) + "\n")
+    tmp.replace(out)
+    print(" | ".join(f"{k} {v['accuracy']:.3f}±{v['stderr'] or 0:.3f} (n={v['count']})"
+                     for k, v in fine.items() if v["accuracy"] is not None))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
