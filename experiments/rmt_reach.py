@@ -61,7 +61,9 @@ def k_schedule(text: str, total_steps_of) -> list[tuple[int, float]]:
 
 def train(cfg, ds, model, params, args, log):
     from longctx.data import make_lanes
+    from longctx.models.memory import init_memory
     from longctx.models.recurrent_memory import rmt_initial_memory, rmt_segments
+    from longctx.models.segment_scan import xl_segments
     from longctx.train.optimizer import make_optimizer
     from longctx.train.step import token_nll
 
@@ -81,8 +83,12 @@ def train(cfg, ds, model, params, args, log):
 
     def step(params, opt_state, memory, inputs, targets, mask, reset):
         def loss_fn(p):
-            ys, mem = rmt_segments(model, p, memory, inputs, seg, head, (targets, mask),
-                                   reset=reset, stop_gradient=args.stop_grad)
+            if args.arch == "xl":
+                ys, mem = xl_segments(model, p, memory, inputs, seg, head, (targets, mask),
+                                      reset=reset, memory_grad=not args.stop_grad)
+            else:
+                ys, mem = rmt_segments(model, p, memory, inputs, seg, head, (targets, mask),
+                                       reset=reset, stop_gradient=args.stop_grad)
             return jnp.sum(ys) / jnp.maximum(jnp.sum(mask), 1.0), mem
 
         (loss, mem), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -94,7 +100,8 @@ def train(cfg, ds, model, params, args, log):
     curve = []
     for stage, (k, batch, steps) in enumerate(plan):
         lanes = make_lanes(ds, "train", batch, k * seg, mode="sequences", seed=args.seed + stage)
-        memory = rmt_initial_memory(params, batch)
+        memory = (init_memory(model.cfg, batch) if args.arch == "xl"
+                  else rmt_initial_memory(params, batch))
         losses = []
         for _ in range(steps):
             b = next(lanes)
@@ -193,7 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k", default="4", help="segments a step, or a curriculum '2:0.25,4'")
     p.add_argument("--n-mem", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--stop-grad", action="store_true", help="the ablation")
+    p.add_argument("--arch", choices=("rmt", "xl"), default="rmt",
+                   help="xl: Transformer-XL (mem_len = W) over the same K-segment rows")
+    p.add_argument("--stop-grad", action="store_true",
+                   help="gradient stopped at every segment boundary (the ablation; for xl, "
+                        "plain XL)")
     p.add_argument("overrides", nargs="*", help="config section.key=value (README size's)")
     args = p.parse_args(argv)
 
@@ -215,7 +226,11 @@ def main(argv: list[str] | None = None) -> int:
 
     ds = prepare_dataset(cfg.data)
     model = Decoder(replace(cfg.model, n_token=ds.vocab_size))
-    params = rmt_init(model, jax.random.PRNGKey(args.seed), args.n_mem, cfg.data.span)
+    key = jax.random.PRNGKey(args.seed)
+    if args.arch == "xl":
+        params = model.init(key, jnp.zeros((1, cfg.data.span), jnp.int32))["params"]
+    else:
+        params = rmt_init(model, key, args.n_mem, cfg.data.span)
     log(f"params {sum(x.size for x in jax.tree.leaves(params))}")
     params, info = train(cfg, ds, model, params, args, log)
 
@@ -232,8 +247,17 @@ def main(argv: list[str] | None = None) -> int:
 
     items, skipped = probes.recall_items(convs, value_tokens, cfg.eval.num_candidates,
                                          np.random.default_rng(SEED))
-    credits = score_probes(model, params, convs, items, cfg.data.span,
-                           ds.special_ids["pad"])
+    if args.arch == "xl":
+        from longctx.eval import metrics
+        from longctx.eval.scoring import Scorer
+
+        scorer = Scorer(model.cfg, params, cfg.eval.vanilla_stride)
+        _, scored = scorer.stream_logprobs([c.ids for c in convs], [it.request for it in items])
+        credits = [metrics.forced_choice_credit([lp.sum() for lp in s.logprobs], 0)
+                   for s in scored]
+    else:
+        credits = score_probes(model, params, convs, items, cfg.data.span,
+                               ds.special_ids["pad"])
     distances = [int(it.distance) for it in items]
     fine = reach.fine_buckets(distances, credits, cfg.data.span)
     result = {"args": vars(args), "info": info, "eval_s": time.time() - t0,
