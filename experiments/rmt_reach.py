@@ -67,7 +67,7 @@ def train(cfg, ds, model, params, args, log):
     from longctx.train.optimizer import make_optimizer
     from longctx.train.step import token_nll
 
-    seg = cfg.data.span
+    seg = args.seg or cfg.data.span
     sched = k_schedule(args.k, None)
     plan = []  # (K, batch, steps)
     for k, share in sched:
@@ -199,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tokens-per-step", type=int, default=512)
     p.add_argument("--k", default="4", help="segments a step, or a curriculum '2:0.25,4'")
     p.add_argument("--n-mem", type=int, default=16)
+    p.add_argument("--seg", type=int, default=0,
+                   help="rmt segment length (default: the span W; xl: its tgt_len = W)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--arch", choices=("rmt", "xl"), default="rmt",
                    help="xl: Transformer-XL (mem_len = W) over the same K-segment rows")
@@ -230,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.arch == "xl":
         params = model.init(key, jnp.zeros((1, cfg.data.span), jnp.int32))["params"]
     else:
-        params = rmt_init(model, key, args.n_mem, cfg.data.span)
+        params = rmt_init(model, key, args.n_mem, args.seg or cfg.data.span)
     log(f"params {sum(x.size for x in jax.tree.leaves(params))}")
     params, info = train(cfg, ds, model, params, args, log)
 
@@ -256,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         credits = [metrics.forced_choice_credit([lp.sum() for lp in s.logprobs], 0)
                    for s in scored]
     else:
-        credits = score_probes(model, params, convs, items, cfg.data.span,
+        credits = score_probes(model, params, convs, items, args.seg or cfg.data.span,
                                ds.special_ids["pad"])
     distances = [int(it.distance) for it in items]
     fine = reach.fine_buckets(distances, credits, cfg.data.span)
