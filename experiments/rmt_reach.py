@@ -45,7 +45,7 @@ def _module(name: str):
     return module
 
 
-def k_schedule(text: str, total_steps_of) -> list[tuple[int, float]]:
+def k_schedule(text: str) -> list[tuple[int, float]]:
     """'2:0.25,4' -> [(2, 0.25), (4, 0.75)]: K segments a step for a share of the tokens."""
     out, used = [], 0.0
     parts = text.split(",")
@@ -68,7 +68,7 @@ def train(cfg, ds, model, params, args, log):
     from longctx.train.step import token_nll
 
     seg = args.seg or cfg.data.span
-    sched = k_schedule(args.k, None)
+    sched = k_schedule(args.k)
     plan = []  # (K, batch, steps)
     for k, share in sched:
         batch = max(1, args.tokens_per_step // (k * seg))
@@ -144,9 +144,9 @@ def segment_memories(model, params, streams: list[np.ndarray], seg: int, pad: in
     return np.asarray(run(params, jnp.asarray(rows)))
 
 
-def score_probes(model, params, convs, items, seg: int, pad: int, chunk: int = 256):
-    """Per item: summed log-probability of each candidate -> credits (forced choice)."""
-    from longctx.eval import metrics
+def candidate_logprobs(model, params, convs, items, seg: int, pad: int,
+                       chunk: int = 256) -> np.ndarray:
+    """Summed log-probability of every candidate of every item, items in order."""
     from longctx.models.recurrent_memory import MemoryTokens, rmt_segment
 
     mems = segment_memories(model, params, [c.ids for c in convs], seg, pad)
@@ -184,6 +184,14 @@ def score_probes(model, params, convs, items, seg: int, pad: int, chunk: int = 2
         msk = np.stack(masks[sl] + [masks[0]] * pad_n)
         vec = np.stack([mems[s, i] for s, i in mem_idx[sl]] + [mems[0, 0]] * pad_n)
         scores[a : a + n] = np.asarray(logprob(params, tok, tgt, msk, vec))[:n]
+    return scores
+
+
+def score_probes(model, params, convs, items, seg: int, pad: int, chunk: int = 256):
+    """Forced-choice credit of each item (its true candidate first)."""
+    from longctx.eval import metrics
+
+    scores = candidate_logprobs(model, params, convs, items, seg, pad, chunk)
     credits, k = [], 0
     for it in items:
         n = len(it.request.candidates)
