@@ -14,6 +14,7 @@ tokens are B lanes of `longctx.data.make_lanes(mode='sequences')`.
 
     python experiments/rmt_reach.py --out runs/rmt_reach/a.json data.train_near_max=8
     python experiments/rmt_reach.py --k 2:0.25,4 --n-mem 16 --tokens 1200000 ...
+    python experiments/rmt_reach.py summarise runs/rmt_reach/*.json --baseline XL.json
 
 Scoring a probe: the memory entering the segment whose input holds the token before the
 answer, then that segment's tokens up to the answer and the candidate (a row up to W + 2
@@ -200,7 +201,48 @@ def score_probes(model, params, convs, items, seg: int, pad: int, chunk: int = 2
     return credits
 
 
+def pooled(result: dict, lo: float, hi: float) -> tuple[float, float, int]:
+    """Mean credit, its standard error and count of the probes lo*W < d <= hi*W."""
+    d = np.asarray(result["probes"]["distance"], float) / result["span"]
+    c = np.asarray(result["probes"]["credit"], float)[(d > lo) & (d <= hi)]
+    return float(c.mean()), float(c.std(ddof=1) / np.sqrt(c.size)), int(c.size)
+
+
+def summarise(paths: list[str], baseline: str | None, chance: float = 0.125) -> str:
+    """Markdown: each result's fine buckets and pooled 2-4W / 4-8W recall with z against
+    chance and against `baseline` (a result file; z over the two standard errors)."""
+    reach = _module("reach_study")
+    names = reach.bucket_names()[:8]
+    head = ["run", "tokens", *names, "2-4W", "z vs chance", "4-8W", "z vs chance"]
+    base = json.loads(Path(baseline).read_text()) if baseline else None
+    if base:
+        head[-2:-2] = ["z vs base"]
+        head.append("z vs base")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for path in paths:
+        r = json.loads(Path(path).read_text())
+        cells = [Path(path).stem, f"{r['info']['tokens'] / 1e6:.1f}M"]
+        cells += [f"{r['fine'][n]['accuracy']:.3f}" for n in names]
+        for lo, hi in ((2, 4), (4, 8)):
+            m, se, n = pooled(r, lo, hi)
+            cells += [f"{m:.3f} ± {se:.3f} (n={n})", f"{(m - chance) / se:+.1f}"]
+            if base:
+                bm, bse, _ = pooled(base, lo, hi)
+                cells.append(f"{(m - bm) / np.hypot(se, bse):+.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["summarise"]:
+        q = argparse.ArgumentParser(prog="rmt_reach.py summarise")
+        q.add_argument("results", nargs="+")
+        q.add_argument("--baseline", default=None, help="a result file to take z against")
+        a = q.parse_args(argv[1:])
+        print(summarise(a.results, a.baseline))
+        return 0
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="result JSON (recall per probe and bucket)")
     p.add_argument("--tokens", type=int, default=1_200_000)
