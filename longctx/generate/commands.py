@@ -41,9 +41,9 @@ def add_parser(subparsers) -> None:
 
 
 def run_chat(args: argparse.Namespace) -> int:
+    from longctx.fsguard import check_dir_arg
     from longctx.generate.chat import Chat
     from longctx.generate.sampler import SamplerSettings, check_seed
-    from longctx.fsguard import check_dir_arg
     from longctx.rundir import load_run
 
     settings = SamplerSettings(args.temperature, args.top_k, args.top_p, args.max_new_tokens)
