@@ -142,3 +142,14 @@ def test_a_damaged_dataset_manifest_is_one_line(data_dir, tmp_path):
         prepare_dataset(cfg)
     assert str(err.value).startswith(f"{copy / MANIFEST}: unreadable dataset manifest")
     assert "longctx data build" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("content,problem", [
+    ("[1]", "config/metadata: a JSON list, not a config"),
+    ('{"model": 5}', "config: config key 'model': expected a mapping"),
+    ('{"model": {"n_layer": 2,', "config/metadata: Expecting"),
+])
+def test_a_damaged_config_item_is_named_and_skipped(run_copy, caplog, content, problem):
+    (run_copy / "checkpoints" / "12" / "config" / "metadata").write_text(content)
+    assert load_run(run_copy).step == 8
+    assert f"checkpoint step 12 of {run_copy} is unreadable ({problem}" in caplog.text

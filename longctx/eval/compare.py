@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from longctx.config import Config, ConfigError, from_dict
+from longctx.config import Config
 from longctx.data.buckets import BUCKET_NAMES
 from longctx.errors import UserError
 from longctx.eval import context_curve
-from longctx.eval.eval_schema import check_eval
+from longctx.eval.eval_schema import check_config, check_eval
 from longctx.eval.metrics import MIN_RELIABLE_COUNT
 from longctx.eval.recurrence import RECURRENCE_BUCKETS
 
@@ -64,18 +64,6 @@ def load_result(where: str | Path) -> RunResult:
             raise UserError(f"{path}: not valid JSON ({text}); re-create it") from None
     check_config(loaded["config"], paths["config"])
     return RunResult(workdir, loaded["config"], check_eval(loaded["eval"], paths["eval"]))
-
-
-def check_config(raw: Any, path: Path) -> None:
-    """A run's config.json has the config schema's sections, keys and types (keys it
-    lacks read as their defaults: a run saved before a field existed); UserError if not."""
-    try:
-        if not isinstance(raw, dict):
-            raise ConfigError(f"a JSON {type(raw).__name__}, not an object of sections")
-        from_dict(raw)
-    except ConfigError as exc:
-        raise UserError(f"{path}: not a run config ({exc}); put back the config.json this "
-                        "run was trained with") from None
 
 
 def _with_defaults(config: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:

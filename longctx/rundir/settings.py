@@ -53,8 +53,11 @@ def check_saved_config(info: StepInfo, cfg: Config, where: str, left: str, right
     trajectory fields (a step without one, e.g. imported weights, is checked by shapes)."""
     if "config" not in info.json:
         return
+    raw = info.json["config"]
+    if not isinstance(raw, dict):
+        raise Unreadable(f"config/metadata: a JSON {type(raw).__name__}, not a config")
     try:
-        saved = from_dict(info.json["config"])
+        saved = from_dict(raw)
     except ConfigError as exc:
         raise Unreadable(f"config: {exc}") from None
     diffs = config_differences(saved, cfg)
