@@ -72,6 +72,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt_once() -> None:
+    """Ctrl-C stops a command once: the first raises KeyboardInterrupt, later ones are
+    ignored, so the cleanup that the first one runs (removing a half-built dataset, closing
+    files) is never cut short and prints no second traceback. A SIGINT that the shell set
+    to be ignored (a background job) stays ignored; training installs its own handlers."""
+    import signal
+    import threading
+
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        return
+
+    def first(_signum, _frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, first)  # kept to the end: a late Ctrl-C is ignored too
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from longctx import log
@@ -82,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     from longctx.errors import UserError
 
     logger = logging.getLogger("longctx.cli")
+    _interrupt_once()
     try:
         code = args.func(args)
     except (ConfigError, UserError) as exc:
@@ -90,6 +110,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C outside the training loop (which stops cleanly itself)
         logger.error(f"longctx {args.command}: interrupted")
         return 130
+    except Exception as exc:  # a machine limit no command caught where it happened
+        from longctx.fsguard import limit_of, limit_reported, os_error_line
+
+        if limit_of(exc) is None:
+            raise
+        limit_reported()
+        where = str(getattr(exc, "filename", None) or "a file it writes")
+        logger.error(f"longctx {args.command}: error: {os_error_line(exc, where, 'stopped')}")
+        return 2
     return int(code or 0)
 
 

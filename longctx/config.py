@@ -160,6 +160,13 @@ class TrainConfig(_Strict):
     num_steps: int = 100
     log_every: int = 10
     host_sync_every: int = 20  # wait on a result at least this often (XLA CPU rendezvous)
+    # > 0: a validation pass every this many steps and at the last step (longctx.train.validation)
+    eval_every_steps: int = 0
+    # forward tokens one validation pass may cost; 0: a tenth of the training compute between
+    # passes (3 forward tokens per training token), at least one conversation
+    eval_tokens: int = 0
+    # (first, last) step, or one step, traced with jax.profiler into WORKDIR/tb/ (TensorBoard)
+    profile_steps: tuple[int, ...] = ()
 
 
 @dataclass

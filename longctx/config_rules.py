@@ -39,6 +39,8 @@ RANGES: dict[str, str] = {
     "train.train_tokens": "[0, 1e18]",  # a token count, never an int32 on the device
     "train.num_steps": "[0, inf)", "train.log_every": "[1, inf)",
     "train.host_sync_every": "[1, 25]",  # XLA CPU collectives abort past ~50 queued steps
+    "train.eval_every_steps": "[0, inf)", "train.eval_tokens": "[0, inf)",
+    "train.profile_steps": "[1, inf)",
     "checkpoint.every_steps": "[1, inf)", "checkpoint.keep": "[1, inf)",
     "eval.num_candidates": "[2, inf)", "eval.vanilla_stride": "[1, inf)",
     "eval.max_conversations": "[0, inf)", "eval.shuffle_window_turns": "[2, inf)",
@@ -90,6 +92,11 @@ def _check_relations(cfg: Config, shards: int) -> None:
     _check(o.grad_accum <= steps, "optim.grad_accum",
            f"{o.grad_accum} batches per update but the run has only {steps} steps, so the "
            "parameters would never change; use grad_accum <= the number of steps")
+    profile = t.profile_steps
+    _check(len(profile) <= 2 and profile == tuple(sorted(profile)), "train.profile_steps",
+           f"give one step or a first,last pair (e.g. 10,12), got {','.join(map(str, profile))}")
+    _check(not profile or profile[-1] <= steps, "train.profile_steps",
+           f"step {profile[-1] if profile else 0} is past the run's last step {steps}")
     lengths = cfg.eval.context_lengths
     _check(len(lengths) > 0, "eval.context_lengths", "give at least one length, e.g. 32,64")
     _check(all(a < b for a, b in zip(lengths, lengths[1:], strict=False)), "eval.context_lengths",

@@ -21,11 +21,12 @@ ALLOWED = {
     "models": {"config"},
     "data": {"config"},
     "rundir": {"config", "models"},
-    "train": {"config", "models", "data", "rundir"},
+    "train": {"config", "models", "data", "rundir", "eval"},
     "eval": {"config", "models", "data", "rundir"},
     "generate": {"config", "models", "data", "rundir"},
     "compat": {"config", "models", "rundir"},
     "cli": {"config"},
+    "api": {"config", "models", "data", "rundir", "train", "eval", "generate"},
 }
 # Why a part may not import what it does not list (one line each, for the failure message).
 WHY = {
@@ -34,18 +35,22 @@ WHY = {
     "data": "data turns corpora into token streams; it knows no model and no trainer",
     "rundir": "a run directory is read by training, evaluation and chat alike; it needs none "
               "of them",
-    "train": "training never depends on evaluation, generation or the import tools",
+    "train": "training scores validation through the evaluation suite, never through "
+             "generation or the import tools",
     "eval": "evaluation reads run directories (longctx.rundir), never the trainer",
     "generate": "generation reads run directories (longctx.rundir), never the trainer or "
                 "the evaluation suite",
     "compat": "compat translates weights into a run directory; it needs no trainer, data or "
               "evaluation",
     "cli": "the CLI loads each area's commands module by name, not by import",
+    "api": "the Python API (longctx.api) sits on top of every library part; no part "
+           "imports it",
 }
 # Top-level modules outside a package, and the part each belongs to.
 TOP_LEVEL = {"__init__": "config", "errors": "config", "config": "config",
              "config_rules": "config", "experiment_file": "config", "log": "config",
-             "cli": "cli"}
+             "fsguard": "config",
+             "cli": "cli", "api": "api"}
 MODEL_LIBRARIES = {"jax", "flax", "numpy"}
 
 

@@ -141,3 +141,24 @@ def test_import_txl_refuses_bad_weights_and_config_before_writing(tmp_path, capf
         lines = [ln for ln in capfd.readouterr().err.splitlines() if ln.strip()]
         assert len(lines) == 1 and f"{path}: {words}" in lines[0], (name, lines)
         assert not workdir.exists(), name
+
+
+def test_import_txl_checks_the_tokenizer_before_writing(tiny_run, tmp_path, capfd):
+    import shutil
+
+    from longctx.cli import main
+
+    # the fixture's 50 tokens: the smoke run's 512-token tokenizer does not fit its weights
+    cases = {"too big": (shutil.copytree(tiny_run / "tokenizer", tmp_path / "big"),
+                         "512 tokens, more than the 50 the weights have")}
+    damaged = shutil.copytree(tiny_run / "tokenizer", tmp_path / "damaged")
+    (damaged / "tokenizer.json").write_bytes((damaged / "tokenizer.json").read_bytes()[:200])
+    cases["damaged"] = (damaged, f"{damaged / 'tokenizer.json'}: unreadable tokenizer")
+    for name, (folder, words) in cases.items():
+        workdir = tmp_path / f"run_{folder.name}"
+        capfd.readouterr()
+        assert main(["import-txl", str(FIXTURE), "--workdir", str(workdir), "--tokenizer",
+                     str(folder)]) == 2, name
+        lines = [ln for ln in capfd.readouterr().err.splitlines() if ln.strip()]
+        assert len(lines) == 1 and words in lines[0], (name, lines)
+        assert not workdir.exists()

@@ -108,3 +108,48 @@ def test_a_damaged_config_json_is_one_line_naming_it(tmp_path, content, problem)
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith(f"{tmp_path / 'config.json'}: unreadable config")
     assert problem in msg
+
+
+def test_a_damaged_data_item_is_named_and_set_aside(run_copy, data_dir, tiny_run, caplog):
+    (run_copy / "checkpoints" / "12" / "data" / "metadata").write_text('{"lanes": 5}')
+    assert train(_smoke(data_dir), run_copy)["params_sha256"] == _sha(tiny_run)
+    assert "data/metadata: not the data iterators' state" in caplog.text
+    assert (run_copy / resume.ASIDE / "12" / "data").is_dir()
+
+
+def test_a_damaged_summary_is_named_and_never_reads_as_done(run_copy, caplog):
+    from longctx.eval.evaluate import _summary
+    from longctx.train.sweep import is_done
+
+    assert is_done(run_copy) and _summary(run_copy)["done"] is True
+    for text in (b"\xff\xfe", b'["done"]', b'{"done": "no"}', b'{"done": tr'):
+        (run_copy / "summary.json").write_bytes(text)
+        assert not is_done(run_copy)
+    for text in (b"\xff\xfe", b'["done"]'):
+        (run_copy / "summary.json").write_bytes(text)
+        assert _summary(run_copy) == {}
+        assert f"{run_copy / 'summary.json'}: unreadable" in caplog.text
+
+
+def test_a_damaged_dataset_manifest_is_one_line(data_dir, tmp_path):
+    from longctx.data.dataset import MANIFEST, dataset_dir, prepare_dataset
+
+    cfg = _smoke(data_dir).data
+    copy = shutil.copytree(dataset_dir(cfg), tmp_path / dataset_dir(cfg).name)
+    (copy / MANIFEST).write_bytes(b'{"splits": \xff')
+    cfg.data_dir = str(tmp_path)
+    with pytest.raises(UserError) as err:
+        prepare_dataset(cfg)
+    assert str(err.value).startswith(f"{copy / MANIFEST}: unreadable dataset manifest")
+    assert "longctx data build" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("content,problem", [
+    ("[1]", "config/metadata: a JSON list, not a config"),
+    ('{"model": 5}', "config: config key 'model': expected a mapping"),
+    ('{"model": {"n_layer": 2,', "config/metadata: Expecting"),
+])
+def test_a_damaged_config_item_is_named_and_skipped(run_copy, caplog, content, problem):
+    (run_copy / "checkpoints" / "12" / "config" / "metadata").write_text(content)
+    assert load_run(run_copy).step == 8
+    assert f"checkpoint step 12 of {run_copy} is unreadable ({problem}" in caplog.text

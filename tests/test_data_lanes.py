@@ -142,3 +142,14 @@ def test_state_from_other_batching_is_refused(ds):
         make_lanes(ds, "train", 3, 40, lane_ids=[1]).set_state({**state, "lanes": {"0": [0, 0]}})
     with pytest.raises(UserError, match="mode"):
         make_lanes(ds, "train", 3, 40, mode="windows")
+
+
+def test_a_damaged_lanes_state_is_one_line(ds):
+    state = make_lanes(ds, "train", 4, 16).get_state()
+    for bad in ("x", [0, -5], [0], [True, 0], None):
+        with pytest.raises(UserError, match=r"^lanes state: lane 2's position .* is not two "
+                                            r"integers >= 0"):
+            merge_states([{**state, "lanes": {**state["lanes"], "2": bad}}])
+    past_end = merge_states([{**state, "lanes": {**state["lanes"], "2": [0, 10**6]}}])
+    with pytest.raises(UserError, match="lane 2 is at offset 1000000, past the end"):
+        make_lanes(ds, "train", 4, 16).set_state(past_end)

@@ -127,3 +127,37 @@ def test_a_run_saved_before_a_config_field_existed_groups_with_its_later_seeds(r
     rows = list(csv.DictReader((compare(runs, tmp_path / "out2") and
                                 (tmp_path / "out2" / "results.csv")).open()))
     assert [r["seeds"] for r in rows] == ["1", "1", "1"]
+
+
+def _metrics(workdir, train_losses, validation):
+    """metrics.jsonl with training rows every 2 steps and validation rows {step: (loss, recall)}."""
+    rows = [{"step": 2 * (k + 1), "loss": x} for k, x in enumerate(train_losses)]
+    rows += [{"step": s, "kind": "validation", "loss": loss, "recall": {"all": rec}}
+             for s, (loss, rec) in validation.items()]
+    (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows)
+                                           + '[1]\n{"step": 9, "lo')  # not a row; cut by a kill
+
+
+def test_compare_plots_training_and_validation_curves(runs, tmp_path):
+    from longctx.eval import curves
+
+    _metrics(runs[0], [5.0, 4.0, 3.5], {4: (4.2, 0.3), 6: (3.9, 0.4)})
+    _metrics(runs[2], [5.0, 4.5, 4.0], {6: (4.4, 0.2)})
+    training = tmp_path / "still-training"  # no eval.json yet: curves only
+    training.mkdir()
+    (training / "config.json").write_text(Config(name="fresh").to_json())
+    _metrics(training, [6.0], {2: (5.9, 0.1)})
+    got = curves.read(runs[0])
+    assert got.train == {2: 5.0, 4: 4.0, 6: 3.5}
+    assert got.validation == {4: 4.2, 6: 3.9} and got.recall == {4: 0.3, 6: 0.4}
+    assert curves.read(runs[1]) is None  # no metrics.jsonl
+    table = compare([*runs, training], tmp_path / "out")
+    assert (tmp_path / "out" / "curves.png").stat().st_size > 1000
+    assert f"Not evaluated yet (curves only in curves.png): {training}" in table
+    rows = list(csv.DictReader((tmp_path / "out" / "results.csv").open()))
+    assert [r["run"] for r in rows] == ["xl", "win"]
+
+
+def test_compare_without_curves_writes_no_curve_plot(runs, tmp_path):
+    compare(runs, tmp_path / "out")
+    assert not (tmp_path / "out" / "curves.png").exists()

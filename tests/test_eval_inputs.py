@@ -97,6 +97,13 @@ def test_a_corpus_line_nested_too_deeply_is_one_line(tmp_path):
                               f"needs at most {MAX_NESTING}); fix or remove the line")
 
 
+def test_a_corpus_line_with_a_huge_integer_is_one_line(tmp_path):
+    path = tmp_path / "big.jsonl"
+    path.write_text('{"dialog": [], "id": 1' + "0" * 5000 + "}\n")
+    with pytest.raises(UserError, match=rf"^{path}:1: unreadable JSON line \(Exceeds the limit"):
+        list(read_jsonl(path))
+
+
 def test_evaluate_source_with_a_deeply_nested_line_is_one_line(tiny_run, tmp_path, capfd):
     from tests.data_fixtures import MSC_SAMPLE
 

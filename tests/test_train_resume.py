@@ -1,4 +1,5 @@
-"""Exact resume: SIGKILL at seeded points (one during an async save), restart, same bits."""
+"""Exact resume: SIGKILL at seeded points (one during an async save), restart, same bits,
+validation rows included."""
 
 import json
 import shutil
@@ -8,13 +9,21 @@ import pytest
 
 from tests.conftest import SMOKE, run_cli, subprocess_env
 
-STEPS = ["train.num_steps=12", "checkpoint.every_steps=4", "train.log_every=1"]
+STEPS = ["train.num_steps=12", "checkpoint.every_steps=4", "train.log_every=1",
+         "train.eval_every_steps=3", "train.eval_tokens=6000"]
 
 
 def _train(workdir, data_dir, fault=None, check=True):
     env = subprocess_env(1, **({"LONGCTX_FAULT": fault} if fault else {}))
     return run_cli(["train", "--config", str(SMOKE), "--workdir", str(workdir),
                     f"data.data_dir={data_dir}", *STEPS], env=env, check=check, timeout=240)
+
+
+def _validation_rows(workdir):
+    """Validation rows without their timing (the only number that may differ)."""
+    rows = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows
+            if r.get("kind") == "validation"]
 
 
 def _fingerprint(workdir):
@@ -36,8 +45,12 @@ def test_sigkill_then_resume_is_bit_identical(fault, uninterrupted, data_dir, tm
     assert proc.returncode == -signal.SIGKILL
     _train(workdir, data_dir)
     assert _fingerprint(workdir) == _fingerprint(uninterrupted)
-    steps = [json.loads(x)["step"] for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in rows if "kind" not in r]
     assert steps == list(range(1, 13)), "after a resume no step is logged twice or lost"
+    validation = _validation_rows(workdir)
+    assert [r["step"] for r in validation] == [3, 6, 9, 12]
+    assert validation == _validation_rows(uninterrupted)
 
 
 def test_sigterm_saves_and_resumes(uninterrupted, data_dir, tmp_path):
@@ -48,6 +61,7 @@ def test_sigterm_saves_and_resumes(uninterrupted, data_dir, tmp_path):
     assert (workdir / "checkpoints" / "6").is_dir()
     _train(workdir, data_dir)
     assert _fingerprint(workdir) == _fingerprint(uninterrupted)
+    assert _validation_rows(workdir) == _validation_rows(uninterrupted)
 
 
 def test_truncated_latest_checkpoint_is_skipped(uninterrupted, data_dir, tmp_path):

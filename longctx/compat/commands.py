@@ -12,6 +12,7 @@ def _import_txl(args: argparse.Namespace) -> int:
     from longctx.compat.transformer_xl import load_reference
     from longctx.config import Config
     from longctx.rundir import save_params_run
+    from longctx.rundir.layout import read_tokenizer
 
     path = Path(args.reference)
     if not path.is_file():
@@ -19,9 +20,27 @@ def _import_txl(args: argparse.Namespace) -> int:
     if args.tokenizer and not (Path(args.tokenizer) / "tokenizer.json").is_file():
         raise UserError(f"--tokenizer '{args.tokenizer}': no tokenizer.json there; pass a "
                         "folder saved with save_pretrained (e.g. a run's tokenizer/)")
+    from longctx.fsguard import machine_limits, remove_tree
+    from longctx.rundir.lock import RunLock
+
     model_cfg, params = load_reference(path)
+    if args.tokenizer:  # checked before anything is written: readable, and fits the model
+        tokenizer = read_tokenizer(Path(args.tokenizer), "pass an intact tokenizer folder")
+        if len(tokenizer) > model_cfg.n_token:
+            raise UserError(f"--tokenizer '{args.tokenizer}': {len(tokenizer)} tokens, more "
+                            f"than the {model_cfg.n_token} the weights have (n_token); pass "
+                            "the tokenizer these weights were trained with")
     cfg = Config(name=args.name or path.stem, model=model_cfg)
-    out = save_params_run(args.workdir, cfg, params, tokenizer_dir=args.tokenizer)
+    with RunLock(args.workdir, "import-txl") as lock:
+        written = [lock.workdir / name for name in ("config.json", "tokenizer", "checkpoints")
+                   if not (lock.workdir / name).exists()]
+
+        def cleanup() -> None:  # a full or read-only disk: remove what this import wrote
+            for new in written:
+                remove_tree(new)()
+
+        with machine_limits(f"--workdir {lock.workdir}", "cannot write the run", cleanup):
+            out = save_params_run(lock.workdir, cfg, params, tokenizer_dir=args.tokenizer)
     print(f"imported {path} ({model_cfg.n_layer} layers, d_model {model_cfg.d_model}, "
           f"mem_len {model_cfg.mem_len}, tgt_len {model_cfg.tgt_len}) into {out}")
     return 0

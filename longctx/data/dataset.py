@@ -26,6 +26,7 @@ import shutil
 import tempfile
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,6 +41,19 @@ from longctx.errors import UserError
 MANIFEST = "dataset.json"
 
 
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """The built dataset's manifest; a damaged one is one line naming it."""
+    try:
+        manifest = json.loads(path.read_text())
+        if not isinstance(manifest, dict):
+            raise ValueError(f"a JSON {type(manifest).__name__}, not an object")
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: JSON and UTF-8
+        text = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise UserError(f"{path}: unreadable dataset manifest ({text}); delete "
+                        f"{path.parent} and build it again (longctx data build)") from None
+    return manifest
+
+
 class DialogueDataset:
     """A built dataset: its tokenizer, random-access records and decoded conversations."""
 
@@ -50,7 +64,7 @@ class DialogueDataset:
         self.tokenizer = load_tokenizer(self.tokenizer_dir)
         self.vocab_size: int = len(self.tokenizer)
         self.special_ids: dict[str, int] = special_ids(self.tokenizer)
-        self.manifest = json.loads((root / MANIFEST).read_text())
+        self.manifest = _read_manifest(root / MANIFEST)
         self._builder_cls = builder_cls
         self._conversations: dict[str, list[TokenizedConversation]] = {}
 
@@ -108,10 +122,13 @@ def dataset_dir(cfg: DataConfig) -> Path:
 
 def prepare_dataset(cfg: DataConfig) -> DialogueDataset:
     """Build the dataset and its tokenizer if missing (idempotent), then open it."""
+    from longctx.fsguard import check_dir_arg, machine_limits
+
     builder_cls = builder_class(cfg.name)
-    root = Path(cfg.data_dir) / builder_cls.dir_name(cfg)
+    root = check_dir_arg(cfg.data_dir, "data.data_dir") / builder_cls.dir_name(cfg)
     if not (root / MANIFEST).is_file():
-        _build(cfg, builder_cls, root)
+        with machine_limits(f"data.data_dir {cfg.data_dir}", f"cannot build {root.name}"):
+            _build(cfg, builder_cls, root)
     return DialogueDataset(root, cfg, builder_cls)
 
 

@@ -147,7 +147,13 @@ class Lanes:
         missing = [lane for lane in self._lane_ids if str(lane) not in lanes]
         if missing:
             raise UserError(f"lanes state: no position for lanes {missing}")
-        self._pos = [[int(v) for v in lanes[str(lane)]] for lane in self._lane_ids]
+        pos = [lanes[str(lane)] for lane in self._lane_ids]
+        for lane, (k, offset) in zip(self._lane_ids, pos, strict=True):
+            index = self.conversation_index(lane, k)
+            if index is not None and offset >= len(self._source[index]["ids"]) - 1:
+                raise UserError(f"lanes state: lane {lane} is at offset {offset}, past the end "
+                                f"of its conversation; it was saved for other data")
+        self._pos = [list(p) for p in pos]
 
 
 def merge_states(states: list[dict[str, Any]]) -> dict[str, Any]:
@@ -161,6 +167,11 @@ def merge_states(states: list[dict[str, Any]]) -> dict[str, Any]:
         if {k: v for k, v in state.items() if k != "lanes"} != key:
             raise UserError("lanes state: cannot merge states of different data or batching")
         lanes.update(state["lanes"])
+    for lane, pos in lanes.items():
+        if not (isinstance(pos, list) and len(pos) == 2 and all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in pos)):
+            raise UserError(f"lanes state: lane {lane}'s position {str(pos)[:60]} is not two "
+                            "integers >= 0 (conversations started, offset)")
     return {**key, "lanes": lanes}
 
 

@@ -10,12 +10,27 @@ from longctx.errors import UserError
 
 def _evaluate(args: argparse.Namespace) -> int:
     from longctx.eval import evaluate
+    from longctx.fsguard import check_dir_arg, machine_limits, remove_tree
     from longctx.rundir import load_run
+    from longctx.rundir.lock import RunLock
+    from longctx.rundir.outputs import check_output
 
-    run = load_run(args.workdir)
-    result = evaluate.evaluate(run, args.dataset, args.split, with_speed=not args.no_speed,
-                               source=args.source)
-    path = evaluate.write(result, args.out or Path(args.workdir) / "eval.json")
+    workdir = check_dir_arg(args.workdir, "--workdir")
+    if not workdir.is_dir():
+        raise UserError(f"--workdir {workdir}: no such directory")
+    out = check_output(args.out if args.out is not None else workdir / "eval.json", "--out",
+                       reads=(args.source,))
+    # Writing into the run makes this command its owner while it runs (a file elsewhere
+    # does not: evaluating a run that is training is fine then).
+    inside = out.absolute().resolve().parent == workdir.absolute().resolve()
+    with RunLock(workdir, "evaluate", enabled=inside, create=False,
+                 busy_hint="wait for it, or pass --out outside the run directory"):
+        run = load_run(workdir)
+        result = evaluate.evaluate(run, args.dataset, args.split, with_speed=not args.no_speed,
+                                   source=args.source)
+        with machine_limits(f"--out {out}", "cannot write the results",
+                            cleanup=remove_tree(out.with_suffix(".json.tmp"))):
+            path = evaluate.write(result, out)
     print(summary_lines(result))
     print(f"wrote {path}")
     return 0
@@ -67,9 +82,15 @@ def _compare(args: argparse.Namespace) -> int:
         if not (Path(d).is_dir() or Path(d).is_file()):
             raise UserError(f"'{d}': no such directory or file; pass run directories (or "
                             "their evaluation files, RUN/NAME.json) to compare")
-    table = compare(args.workdirs, args.out)
+    from longctx.fsguard import machine_limits
+    from longctx.rundir.outputs import check_output
+
+    out = check_output(args.out, "--out", folder=True)
+    with machine_limits(f"--out {out}", "cannot write the results"):
+        table = compare(args.workdirs, out)
     print(table)
-    print(f"wrote {Path(args.out) / 'results.md'}, results.csv and plots")
+    print(f"wrote {Path(args.out) / 'results.md'}, results.csv and plots (curves.png: training "
+          "and validation curves)")
     return 0
 
 
@@ -91,6 +112,7 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("compare", help="table and plots over evaluated run directories")
     p.add_argument("workdirs", nargs="+",
                    help="run directories holding eval.json, or evaluation files "
-                        "(RUN/NAME.json from evaluate --out); datasets get separate tables")
+                        "(RUN/NAME.json from evaluate --out); datasets get separate tables; "
+                        "a run without eval.json yet adds its training/validation curves")
     p.add_argument("--out", default="results", help="output folder (default ./results)")
     p.set_defaults(func=_compare)

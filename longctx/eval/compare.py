@@ -19,17 +19,18 @@ from typing import Any
 
 import numpy as np
 
-from longctx.config import Config, ConfigError, from_dict
+from longctx.config import Config
 from longctx.data.buckets import BUCKET_NAMES
 from longctx.errors import UserError
 from longctx.eval import context_curve
-from longctx.eval.eval_schema import check_eval
+from longctx.eval.eval_schema import check_config, check_eval
 from longctx.eval.metrics import MIN_RELIABLE_COUNT
 from longctx.eval.recurrence import RECURRENCE_BUCKETS
 
 # Keys that do not make two runs different experiments.
 _IGNORED = {("name",), ("train", "seed"), ("checkpoint",), ("data", "data_dir"),
-            ("train", "log_every"), ("train", "host_sync_every")}
+            ("train", "log_every"), ("train", "host_sync_every"), ("train", "eval_every_steps"),
+            ("train", "eval_tokens"), ("train", "profile_steps")}
 
 
 @dataclass
@@ -63,18 +64,6 @@ def load_result(where: str | Path) -> RunResult:
             raise UserError(f"{path}: not valid JSON ({text}); re-create it") from None
     check_config(loaded["config"], paths["config"])
     return RunResult(workdir, loaded["config"], check_eval(loaded["eval"], paths["eval"]))
-
-
-def check_config(raw: Any, path: Path) -> None:
-    """A run's config.json has the config schema's sections, keys and types (keys it
-    lacks read as their defaults: a run saved before a field existed); UserError if not."""
-    try:
-        if not isinstance(raw, dict):
-            raise ConfigError(f"a JSON {type(raw).__name__}, not an object of sections")
-        from_dict(raw)
-    except ConfigError as exc:
-        raise UserError(f"{path}: not a run config ({exc}); put back the config.json this "
-                        "run was trained with") from None
 
 
 def _with_defaults(config: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
@@ -337,17 +326,28 @@ def _slug(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", key.split(" @ ")[0]).strip("_")
 
 
+def _has_eval(where: Path) -> bool:
+    return where.is_file() or (where / "eval.json").is_file()
+
+
 def compare(workdirs: list[str | Path], out: str | Path) -> str:
     """Load, group, write results.md/.csv and plots to `out`; return the markdown. Runs
     evaluated on different datasets (or source files) get separate sections, CSV rows
-    tagged with the dataset, and plots named `<dataset>_<split>_*.png`."""
+    tagged with the dataset, and plots named `<dataset>_<split>_*.png`. curves.png plots
+    every run's training and validation curves (metrics.jsonl); a run that has those but
+    no eval.json yet (still training) is drawn there and left out of the table."""
     if not workdirs:
         raise UserError("compare needs at least one run directory")
-    from longctx.eval import plots
+    from longctx.eval import curves, plots
 
-    results = [load_result(d) for d in workdirs]
+    paths = [Path(d) for d in workdirs]
+    training_only = [p for p in paths if not _has_eval(p) and (p / curves.METRICS).is_file()]
+    results = [load_result(p) for p in paths if p not in training_only]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    run_dirs = list(dict.fromkeys(p.parent if p.is_file() else p for p in paths))
+    drawn = curves.plot([c for c in map(curves.read, run_dirs) if c is not None],
+                        out / "curves.png")
     parts = sections(results)
     texts, all_rows = [], []
     for key, members in parts.items():
@@ -356,6 +356,10 @@ def compare(workdirs: list[str | Path], out: str | Path) -> str:
         table = markdown(rows)
         texts.append(f"## {key}\n\n{table}" if len(parts) > 1 else table)
         plots.write_all(rows, out, prefix=f"{_slug(key)}_" if len(parts) > 1 else "")
+    if training_only:
+        names = ", ".join(str(p) for p in training_only)
+        texts.append(f"Not evaluated yet (curves only{' in curves.png' if drawn else ''}): "
+                     f"{names}\n")
     text = "\n".join(texts)
     (out / "results.md").write_text("# Results\n\n" + text)
     write_csv(all_rows, out / "results.csv")

@@ -1,4 +1,5 @@
-"""eval.json checked against its schema (docs/eval_json.md) before `compare` reads it.
+"""What `compare` reads, checked first: eval.json against its schema (docs/eval_json.md)
+and the run's config.json against the config schema.
 
 `compare` reads every file it is given with plain key lookups; a file from another version,
 edited by hand or cut short would otherwise crash it deep inside (or give a table of
@@ -12,6 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from longctx.config import ConfigError, from_dict
 from longctx.errors import UserError
 
 SCHEMA_VERSIONS = (1, 2)  # 1 lacked dataset.source, perplexity.by_part and recurrence
@@ -133,3 +135,15 @@ def check_eval(ev: Any, path: Path) -> dict[str, Any]:
     except _Bad as exc:
         raise UserError(f"{path}: not an eval.json of this schema ({exc}); {fix}") from None
     return ev
+
+
+def check_config(raw: Any, path: Path) -> None:
+    """A run's config.json has the config schema's sections, keys and types (keys it
+    lacks read as their defaults: a run saved before a field existed); UserError if not."""
+    try:
+        if not isinstance(raw, dict):
+            raise ConfigError(f"a JSON {type(raw).__name__}, not an object of sections")
+        from_dict(raw)
+    except ConfigError as exc:
+        raise UserError(f"{path}: not a run config ({exc}); put back the config.json this "
+                        "run was trained with") from None

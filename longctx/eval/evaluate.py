@@ -9,6 +9,7 @@ fixed batch shapes), so evaluating twice gives identical numbers.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -113,9 +114,14 @@ def curve(scorer: Scorer, convs, lengths: tuple[int, ...]) -> dict[str, Any]:
 def _summary(workdir: Path) -> dict[str, Any]:
     path = workdir / "summary.json"
     try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except json.JSONDecodeError:
+        summary = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: JSON and UTF-8
+        summary = exc
+    if not isinstance(summary, dict):
+        logging.getLogger(__name__).warning(
+            f"{path}: unreadable ({str(summary)[:120]}); train_tokens is left out of eval.json")
         return {}
+    return summary
 
 
 def evaluate(run, dataset: str | None = None, split: str = "validation",

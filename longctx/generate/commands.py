@@ -41,6 +41,7 @@ def add_parser(subparsers) -> None:
 
 
 def run_chat(args: argparse.Namespace) -> int:
+    from longctx.fsguard import check_dir_arg
     from longctx.generate.chat import Chat
     from longctx.generate.sampler import SamplerSettings, check_seed
     from longctx.rundir import load_run
@@ -49,10 +50,13 @@ def run_chat(args: argparse.Namespace) -> int:
     check_seed(args.seed)
     if args.step is not None and args.step < 0:
         raise UserError(f"--step: must be >= 0, got {args.step}")
+    workdir = check_dir_arg(args.workdir, "--workdir")
+    if not workdir.is_dir():
+        raise UserError(f"--workdir {workdir}: no such directory")
     # a line that is not UTF-8 is read with U+FFFD in place of its bad bytes, not a traceback
     if hasattr(sys.stdin, "reconfigure"):
         sys.stdin.reconfigure(errors="replace")
-    run = load_run(args.workdir, args.step)
+    run = load_run(workdir, args.step)
     chat = Chat(run, settings, seed=args.seed)
     interactive = sys.stdin.isatty()
     if interactive:
@@ -106,6 +110,30 @@ def _read_line(stdin: TextIO, out: TextIO, interactive: bool) -> str | None:
     return line.rstrip("\n") if line else None
 
 
+def _save(chat, name: str):
+    """/save: the only write chat makes into the run, so it holds the run's lock only while
+    it writes; a full or read-only disk is one line and leaves no temporary file."""
+    import os
+    from pathlib import Path
+
+    from longctx.fsguard import machine_limits
+    from longctx.rundir.lock import RunLock
+
+    chats = Path(chat.run.workdir) / "chats"
+    folder = chats / name
+    existed = folder.exists()
+
+    def cleanup() -> None:
+        for tmp in folder.glob(f".*.tmp{os.getpid()}") if folder.is_dir() else []:
+            tmp.unlink(missing_ok=True)
+        if not existed and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+    with RunLock(chat.run.workdir, "chat", create=False), \
+            machine_limits(f"/save {name}", f"cannot write {folder}", cleanup=cleanup):
+        return chat.save(name)
+
+
 def command(chat, line: str, out: TextIO) -> bool:
     """Run one /command; False means leave."""
     name, _, arg = line.partition(" ")
@@ -115,7 +143,7 @@ def command(chat, line: str, out: TextIO) -> bool:
     if name == "/help":
         out.write(HELP + "\n")
     elif name == "/save":
-        folder = chat.save(arg)
+        folder = _save(chat, arg)
         out.write(f"[saved {len(chat.conv.tokens)} tokens to {folder}]\n")
     elif name == "/load":
         chat.load(arg)

@@ -160,7 +160,7 @@ def load(workdir: str | Path, name: str, template: Any, expect: dict[str, Any],
         meta = json.loads(meta_path.read_text())
         if not isinstance(meta, dict):
             raise ValueError("not a JSON object")
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # ValueError: JSON and UTF-8 alike
         raise _fail(meta_path, f"unreadable JSON ({exc})",
                     f"delete {folder} and save again") from None
     if meta.get("format") != FORMAT:

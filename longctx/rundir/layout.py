@@ -55,6 +55,13 @@ def load_tokenizer(workdir: str | Path) -> Any:
     tok_dir = Path(workdir) / TOKENIZER
     if not tok_dir.is_dir():
         return None
+    return read_tokenizer(tok_dir, "copy the run's tokenizer/ folder back from its "
+                                   "dataset's, under data.data_dir")
+
+
+def read_tokenizer(tok_dir: Path, fix: str) -> Any:
+    """A `save_pretrained` tokenizer folder, or a one-line UserError naming its damaged
+    file (`fix` says what to do)."""
     from transformers import PreTrainedTokenizerFast
 
     where = tok_dir
@@ -65,5 +72,4 @@ def load_tokenizer(workdir: str | Path) -> Any:
         return PreTrainedTokenizerFast.from_pretrained(str(tok_dir), local_files_only=True)
     except Exception as exc:  # noqa: BLE001 (tokenizers, json, OS and transformers errors)
         text = " ".join(str(exc).split()) or type(exc).__name__
-        raise UserError(f"{where}: unreadable tokenizer ({text:.200}); copy the run's "
-                        "tokenizer/ folder back from its dataset's, under data.data_dir") from None
+        raise UserError(f"{where}: unreadable tokenizer ({text:.200}); {fix}") from None

@@ -40,6 +40,20 @@ def load_run(workdir: str | Path, step: int | None = None) -> Run:
     cfg = read_config(workdir)
     if not checkpoint_dir(workdir).is_dir():
         raise UserError(f"{workdir}: no checkpoints/ directory; train it first (longctx train)")
+    for _ in range(_RELISTS):  # a running train may rotate steps away while we read
+        try:
+            return _load_latest(workdir, cfg, step)
+        except (steps.StepsVanished, FileNotFoundError) as exc:
+            changed = exc
+    raise UserError(f"{workdir}: its checkpoints kept changing while being read "
+                    f"({steps.one_line(changed)}); rerun in a moment")
+
+
+_RELISTS = 5
+
+
+def _load_latest(workdir: Path, cfg: Config, step: int | None) -> Run:
+    """load_run on one listing of the steps."""
     manager = make_manager(workdir, keep=cfg.checkpoint.keep, read_only=True)
     directory = Path(manager.directory)
     saved = sorted(manager.all_steps(), reverse=True)

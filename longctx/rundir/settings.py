@@ -15,9 +15,10 @@ from longctx.config import Config, ConfigError, from_dict
 from longctx.rundir.steps import CheckpointMismatch, StepInfo, Unreadable
 
 # May differ between the saved run and a later command: where data lives, how often the
-# loop logs, waits and saves, evaluation settings, and activation rematerialisation (same
-# numbers, less memory). Everything else changes what the run computes.
-FREE_KEYS = ("name", "data.data_dir", "model.remat", "train.log_every", "train.host_sync_every")
+# loop logs, waits, validates, profiles and saves, evaluation settings, and activation
+# rematerialisation (same numbers, less memory). Everything else changes what the run computes.
+FREE_KEYS = ("name", "data.data_dir", "model.remat", "train.log_every", "train.host_sync_every",
+             "train.eval_every_steps", "train.eval_tokens", "train.profile_steps")
 FREE_SECTIONS = ("checkpoint", "eval")
 
 
@@ -52,8 +53,11 @@ def check_saved_config(info: StepInfo, cfg: Config, where: str, left: str, right
     trajectory fields (a step without one, e.g. imported weights, is checked by shapes)."""
     if "config" not in info.json:
         return
+    raw = info.json["config"]
+    if not isinstance(raw, dict):
+        raise Unreadable(f"config/metadata: a JSON {type(raw).__name__}, not a config")
     try:
-        saved = from_dict(info.json["config"])
+        saved = from_dict(raw)
     except ConfigError as exc:
         raise Unreadable(f"config: {exc}") from None
     diffs = config_differences(saved, cfg)

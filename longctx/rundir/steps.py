@@ -34,6 +34,11 @@ class Unreadable(Exception):
     """A checkpoint step whose files are missing or corrupt."""
 
 
+class StepsVanished(Exception):
+    """Every listed step that was not readable disappeared while it was read (a running
+    `train` rotated its checkpoints): list the steps again and retry."""
+
+
 @dataclass
 class StepInfo:
     """A step's items: tree metadata of the array items, contents of the JSON items."""
@@ -57,7 +62,7 @@ def read_step(step_dir: Path) -> StepInfo:
         if "Json" in str(handler) or (item / "metadata").is_file():
             try:
                 info.json[name] = json.loads((item / "metadata").read_text())
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, RecursionError) as exc:
                 raise Unreadable(f"{name}/metadata: {one_line(exc)}") from None
             continue
         if not (item / "_METADATA").is_file():
@@ -158,17 +163,24 @@ def newest_readable(directory: Path, steps: list[int], attempt: Callable[[int], 
                     ) -> tuple[T, list[tuple[int, str]]]:
     """attempt(step) on `steps` newest first: the first result and the (step, problem) of the
     newer unreadable ones. `attempt` raises Unreadable or any error for a bad step (tried
-    the next) or CheckpointMismatch (stops). With none readable: one-line UserError."""
+    the next) or CheckpointMismatch (stops). A step whose folder is gone by then was
+    rotated away while read: skipped, not reported. With none readable: one-line UserError,
+    or StepsVanished when steps disappeared (the caller lists them again)."""
     bad: list[tuple[int, str]] = []
+    vanished: list[int] = []
     for step in sorted(steps, reverse=True):
         try:
             return attempt(step), bad
         except (CheckpointMismatch, MemoryError, KeyboardInterrupt):
             raise
-        except Unreadable as exc:
-            bad.append((step, str(exc)))
         except Exception as exc:  # noqa: BLE001 (a restore error after the metadata checks)
-            bad.append((step, one_line(exc)))
+            if not (directory / str(step)).exists():
+                vanished.append(step)  # removed while read (a running train's rotation)
+                continue
+            bad.append((step, str(exc) if isinstance(exc, Unreadable) else one_line(exc)))
+    if vanished:
+        raise StepsVanished(f"{directory}: checkpoint steps {vanished} were removed while "
+                            "being read")
     listed = ", ".join(str(s) for s, _ in bad)
     raise UserError(f"{directory}: no readable checkpoint (steps {listed}; step {bad[0][0]}: "
                     f"{bad[0][1]:.150}); nothing was moved: restore the files, or delete the "

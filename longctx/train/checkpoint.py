@@ -92,13 +92,18 @@ def restore_latest(manager: ocp.CheckpointManager, *, params: Any, opt_state: An
         state = parallel.local_from_global(out["state"])
         memory = (parallel.local_from_global(out["memory"])
                   if memory_global is not None else None)
+        try:
+            data_state = merge_states(out["data"]["lanes"])
+        except Exception as exc:  # noqa: BLE001 (any shape of damage in the JSON item)
+            raise steps.Unreadable(f"data/metadata: not the data iterators' state "
+                                   f"({steps.one_line(exc)})") from None
         return Restored(
             step=int(state["step"]),
             params=parallel.local_from_global(out["params"]),
             opt_state=state["opt_state"],
             rng=state["rng"],
             memory=memory,
-            data_state=merge_states(out["data"]["lanes"]),
+            data_state=data_state,
         )
 
     restored, bad = steps.newest_readable(directory, saved, attempt)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from longctx.errors import UserError
 
@@ -51,11 +50,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
+    from longctx.fsguard import check_dir_arg
     from longctx.models import count_params
     from longctx.rundir import load_run
     from longctx.train.loop import params_sha256
 
-    workdir = Path(args.workdir)
+    workdir = check_dir_arg(args.workdir, "--workdir")
     if not workdir.is_dir():
         raise UserError(f"--workdir {workdir}: no such directory")
     run = load_run(workdir)
@@ -71,10 +71,11 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
+    from longctx.fsguard import check_dir_arg
     from longctx.train.sweep import parse_grid, run_sweep
 
-    results = run_sweep(args.config, Path(args.root), parse_grid(args.grid), args.overrides,
-                        parallel=args.parallel, timeout=args.timeout)
+    results = run_sweep(args.config, check_dir_arg(args.root, "--root"), parse_grid(args.grid),
+                        args.overrides, parallel=args.parallel, timeout=args.timeout)
     failed = [r for r in results if r.status == "failed"]
     for r in results:
         print(f"{r.status:8s} {r.workdir}")

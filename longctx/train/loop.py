@@ -26,8 +26,10 @@ import numpy as np
 
 from longctx.config import Config, ConfigError, resolved_steps, validate
 from longctx.errors import UserError
-from longctx.train import budget, checkpoint, parallel, resume
+from longctx.rundir.lock import RunLock
+from longctx.train import budget, checkpoint, parallel, profiling, resume, validation
 from longctx.train.interrupts import StopSignals, fault_after_step, fault_point, kill_self
+from longctx.train.limits import stop_at_limits
 from longctx.train.metrics import MetricsWriter
 from longctx.train.optimizer import learning_rate_schedule, make_optimizer
 from longctx.train.step import TrainState, make_train_step
@@ -46,15 +48,17 @@ def resolve_num_steps(cfg: Config) -> int:
 
 def train(cfg: Config, workdir: str | Path) -> dict:
     """Train `cfg` in `workdir`, resuming from its latest checkpoint; return the summary."""
-    workdir = Path(workdir)
-    topo = _check_can_start(cfg, workdir)
-    ds = _prepare_data(cfg, topo)
-    # From here on SIGINT and SIGTERM stop the loop cleanly (compilation, restore and the
-    # steps are never cut half-way); before, Ctrl-C stops a data build like any command.
-    with StopSignals() as stop:
-        run = _build_or_restore(_with_vocab(cfg, ds), workdir, ds, topo)
-        step, started = _run_steps(run, stop)
-        return _finish(run, step, started)
+    # One owner per run directory (process 0 of a multi-process run holds it for all).
+    with RunLock(workdir, "train", enabled=jax.process_index() == 0) as lock:
+        workdir = lock.workdir
+        topo = _check_can_start(cfg, workdir)
+        ds = _prepare_data(cfg, topo)
+        # From here on SIGINT and SIGTERM stop the loop cleanly (compilation, restore and the
+        # steps are never cut half-way); before, Ctrl-C stops a data build like any command.
+        with StopSignals() as stop, stop_at_limits(workdir, topo.is_primary):
+            run = _build_or_restore(_with_vocab(cfg, ds), workdir, ds, topo)
+            step, started = _run_steps(run, stop)
+            return _finish(run, step, started)
 
 
 def _check_can_start(cfg: Config, workdir: Path) -> parallel.Topology:
@@ -277,34 +281,48 @@ def _run_steps(run: _Run, stop: StopSignals) -> tuple[int, float]:
     cfg = run.cfg
     writer = MetricsWriter(run.workdir, run.start, run.num_steps, enabled=run.topo.is_primary)
     progress = _Progress(writer, cfg, run.num_steps)
+    validator = validation.for_run(cfg, run.workdir, writer, run.num_steps)  # None: off
+    profiler = profiling.for_run(cfg, run.workdir, run.topo.is_primary, run.start)
     fault = fault_point()
     step = saved = run.start
     started = time.time()
     try:
-        while step < run.num_steps and stop.signal is None:
+        # A stop signal counts once every process has seen it (at once on one process).
+        stopping = stop.agreed(step, cfg.train.host_sync_every, run.topo.process_count)
+        while step < run.num_steps and not stopping:
+            profiler.before(step + 1)
             batch = parallel.shard_batch(next(run.lanes), run.topo.num_local)
             run.state, run.mem_dev, metrics = run.p_step(run.state, run.mem_dev, batch,
                                                          run.lane_ids)
             step += 1
+            profiler.after(step, run.state)
             progress.record(step, metrics)
             fault_after_step(fault, step)
+            stopping = stop.agreed(step, cfg.train.host_sync_every, run.topo.process_count)
             save_now = step % cfg.checkpoint.every_steps == 0 or step == run.num_steps
-            save_now = save_now or stop.signal is not None
+            save_now = save_now or stopping
             if (step % cfg.train.host_sync_every == 0 or step % cfg.train.log_every == 0
                     or save_now):
                 progress.flush()
+            if validator is not None and validator.due(step):  # before the step's save
+                progress.flush()
+                validator.run(step, parallel.unreplicate(run.state.params))
+                progress.restart_window()
             if save_now:
                 run.save(step)
                 saved = step
                 if fault == ("save", step):
                     kill_self()
                 progress.restart_window()
-        if stop.signal is not None:
+        if stopping:
             _stop_early(run, progress, step, saved, stop.signal)
     finally:
-        run.manager.wait_until_finished()
-        run.manager.close()
-        writer.close()
+        profiler.close()
+        try:
+            run.manager.wait_until_finished()
+        finally:  # even after a failed save: its threads end before anything is cleaned
+            run.manager.close()
+            writer.close()
     return step, started
 
 
@@ -340,7 +358,9 @@ def _finish(run: _Run, step: int, started: float) -> dict:
         "step_traces": run.traces[0],  # 1: static shapes, the step compiled once this session
     }
     if run.topo.is_primary:
-        (run.workdir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+        tmp = run.workdir / "summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2, sort_keys=True))
+        tmp.replace(run.workdir / "summary.json")
     return summary
 
 

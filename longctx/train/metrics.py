@@ -1,5 +1,6 @@
 """Training metrics: `metrics.jsonl`, TensorBoard event files, and progress on the terminal
-(a tqdm bar when stderr is a terminal, else one logged line per logged step).
+(a tqdm bar when stderr is a terminal, else one logged line per logged step). Validation
+rows (`longctx.train.validation`) go to the same file, marked `"kind": "validation"`.
 
 Only the primary process writes. After a resume from step s, rows logged past s (by the
 run that died) are dropped first, so no step is logged twice.
@@ -77,6 +78,25 @@ class MetricsWriter:
             log.info(f"step {step}/{self.total}  loss {row['loss']:.4f}  "
                      f"ppl {row['perplexity']:.2f}  lr {row['lr']:.2e}  "
                      f"gnorm {row['grad_norm']:.3f}  {row['tokens_per_sec']:.0f} tok/s")
+
+    def write_validation(self, row: dict[str, Any], line: str) -> None:
+        """A validation row (`kind` 'validation'): metrics.jsonl, TensorBoard's
+        validation/* scalars (recall as validation/recall_<bucket>), and `line` logged."""
+        if not self.enabled:
+            return
+        self._file.write(json.dumps(row, sort_keys=True) + "\n")
+        self._file.flush()
+        scalars = {k: v for k, v in row.items() if k not in ("step", "kind")}
+        for bucket, value in (scalars.pop("recall", None) or {}).items():
+            scalars[f"recall_{bucket.replace('>', 'over')}"] = value  # '>4x': recall_over4x
+        for key, value in scalars.items():
+            if isinstance(value, int | float) and math.isfinite(value):
+                self._tb.add_scalar(f"validation/{key}", value, row["step"])
+        self._tb.flush()
+        if self._bar is not None:
+            self._bar.write(line)
+        else:
+            log.info(line)
 
     def close(self) -> None:
         if not self.enabled:

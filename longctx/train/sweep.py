@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from longctx.config import ConfigError
 from longctx.errors import UserError
 
 
@@ -27,13 +28,27 @@ class SweepRun:
 
 
 def parse_grid(items: list[str]) -> dict[str, list[str]]:
-    """['model.arch=xl,window', 'train.seed=0,1'] -> {'model.arch': ['xl', 'window'], ...}."""
+    """['model.arch=xl,window', 'train.seed=0,1'] -> {'model.arch': ['xl', 'window'], ...}.
+    An empty value, a value given twice or a key given twice is refused (each would run
+    nothing, or the same cell twice, or silently drop values)."""
     grid: dict[str, list[str]] = {}
     for item in items:
         key, sep, values = item.partition("=")
-        if not sep or not values:
+        key = key.strip()
+        split = [v.strip() for v in values.split(",")]
+        if not sep or not key or not values.strip():
             raise UserError(f"--grid {item!r}: expected key=v1,v2,... e.g. train.seed=0,1,2")
-        grid[key.strip()] = [v.strip() for v in values.split(",") if v.strip()]
+        if "" in split:
+            raise UserError(f"--grid {item!r}: an empty value; list the values without empty "
+                            "ones, e.g. train.seed=0,1,2")
+        repeated = sorted({v for v in split if split.count(v) > 1})
+        if repeated:
+            raise UserError(f"--grid {item!r}: {', '.join(repeated)} given twice; list each "
+                            "value once")
+        if key in grid:
+            raise UserError(f"--grid {key}: given twice; put all its values in one --grid "
+                            f"{key}=v1,v2,...")
+        grid[key] = split
     return grid
 
 
@@ -52,21 +67,54 @@ def expand(grid: dict[str, list[str]]) -> list[dict[str, str]]:
 def is_done(workdir: Path) -> bool:
     path = workdir / "summary.json"
     try:
-        return bool(json.loads(path.read_text()).get("done"))
-    except (OSError, json.JSONDecodeError):
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):  # missing, cut or not UTF-8: not done
         return False
+    return isinstance(summary, dict) and summary.get("done") is True
+
+
+def _plan(config: str, root: Path, grid: dict[str, list[str]], common: list[str]
+          ) -> list[SweepRun]:
+    """Every cell with its workdir, each checked as `train` would check it before it starts
+    (config rules, memory estimate, a workdir trained with other settings), so a sweep
+    that cannot run completely stops before its first cell trains."""
+    import jax
+
+    from longctx.config import load_experiment, parse_overrides, validate
+    from longctx.train import budget, resume
+
+    devices = jax.local_devices()
+    runs: list[SweepRun] = []
+    seen: dict[Path, str] = {}
+    for assignment in expand(grid):
+        overrides = list(common) + [f"{k}={v}" for k, v in assignment.items()]
+        name = run_name(assignment)
+        cell = " ".join(f"{k}={v}" for k, v in assignment.items()) or "the run"
+        if name in (".", "..") or "/" in name or "\\" in name:
+            raise UserError(f"sweep cell {cell}: its workdir name '{name}' is not one folder; "
+                            "use grid values without '/'")
+        workdir = root / name
+        if workdir in seen:
+            raise UserError(f"sweep cells {seen[workdir]} and {cell} would share the workdir "
+                            f"{workdir}; vary keys whose last parts differ, or run two sweeps "
+                            "with different --root")
+        seen[workdir] = cell
+        cfg = parse_overrides(load_experiment(config), overrides)
+        try:
+            validate(cfg, num_devices=len(devices))
+            budget.check_fits(cfg, devices)
+            resume.check_workdir_config(workdir, cfg)
+        except (ConfigError, UserError) as exc:
+            raise UserError(f"sweep cell {cell} ({workdir}): {exc}; nothing was started") \
+                from None
+        runs.append(SweepRun(overrides, workdir))
+    return runs
 
 
 def run_sweep(config: str, root: Path, grid: dict[str, list[str]], common: list[str],
               parallel: int = 1, timeout: float | None = None) -> list[SweepRun]:
-    """Run every grid point (validating all configs first, so a typo fails before training)."""
-    from longctx.config import load_experiment, parse_overrides, validate
-
-    runs = []
-    for assignment in expand(grid):
-        overrides = list(common) + [f"{k}={v}" for k, v in assignment.items()]
-        validate(parse_overrides(load_experiment(config), overrides))
-        runs.append(SweepRun(overrides, root / run_name(assignment)))
+    """Run every grid point (every cell checked first, so a typo fails before training)."""
+    runs = _plan(config, root, grid, common)
 
     def launch(run: SweepRun) -> SweepRun:
         if is_done(run.workdir):

@@ -201,6 +201,8 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             except json.JSONDecodeError as exc:
                 raise UserError(f"{path}:{lineno}: malformed JSON line "
                                 f"({exc.msg} at column {exc.colno})") from None
+            except ValueError as exc:  # e.g. an integer of more than 4300 digits
+                raise UserError(f"{path}:{lineno}: unreadable JSON line ({exc})") from None
             if not isinstance(obj, dict):
                 raise UserError(f"{path}:{lineno}: expected a JSON object, got "
                                 f"{type(obj).__name__}")

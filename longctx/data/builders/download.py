@@ -138,9 +138,9 @@ def _cached(folder: Path, url: str) -> bool:
     for info in folder.glob("*.INFO") if folder.is_dir() else ():
         try:
             urls = json.loads(info.read_text()).get("urls", [])
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError, AttributeError):  # damaged: not a match
             continue
-        if url in urls and info.with_suffix("").is_file():
+        if isinstance(urls, list) and url in urls and info.with_suffix("").is_file():
             return True
     return False
 

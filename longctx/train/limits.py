@@ -1,0 +1,82 @@
+"""A training run that hits the machine's limits (full disk, read-only, too many open
+files) stops with one line, keeps its last complete checkpoint and leaves nothing
+half-written: the temporaries it was writing (an orbax step still in its temporary
+folder, `tokenizer.tmp/`, `config.json.tmp`, ...) are removed, so rerunning the same
+command once the limit is lifted resumes exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from longctx.errors import UserError
+from longctx.fsguard import limit_of, limit_reported, os_error_line, quiet_limit_noise
+from longctx.rundir.layout import CHECKPOINTS
+
+# What is written under a temporary name and renamed into place when complete:
+# `<name>.tmp` at the top of the run (config.json.tmp, tokenizer.tmp/, metrics.tmp, ...) and
+# orbax's `<step>.orbax-checkpoint-tmp*` folders. Under the run's lock any of them found is
+# a dead or failed writer's.
+
+
+def _temporaries(workdir: Path) -> list[Path]:
+    paths = sorted(workdir.glob("*.tmp")) if workdir.is_dir() else []
+    ckpt = workdir / CHECKPOINTS
+    if ckpt.is_dir():
+        paths += [p for p in ckpt.iterdir() if ".orbax-checkpoint-tmp" in p.name]
+    return [p for p in paths if p.exists() or p.is_symlink()]
+
+
+def remove_temporaries(workdir: Path) -> None:
+    """Remove half-written run files and orbax's temporary step folders."""
+    for path in _temporaries(workdir):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def _remove_when_quiet(workdir: Path, attempts: int = 40) -> None:
+    """Remove the temporaries of a failed save; orbax's last writer threads may still
+    create a file or two after the error arrived, so retry briefly (at most ~2 s)."""
+    for _ in range(attempts):
+        remove_temporaries(workdir)
+        time.sleep(0.05)
+        if not _temporaries(workdir):
+            return
+
+
+def latest_complete_step(workdir: Path) -> int | None:
+    ckpt = workdir / CHECKPOINTS
+    steps = [int(p.name) for p in ckpt.iterdir() if p.name.isdigit()] if ckpt.is_dir() else []
+    return max(steps, default=None)
+
+
+@contextlib.contextmanager
+def stop_at_limits(workdir: Path, primary: bool = True) -> Iterator[None]:
+    """Turn a machine limit met while training in `workdir` into one UserError line.
+
+    Entered under the run's lock, so any temporary found then is a dead run's: removed."""
+    quiet_limit_noise()
+    if primary:
+        remove_temporaries(workdir)
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as exc:
+        if limit_of(exc) is None:
+            raise
+        limit_reported()
+        if primary:
+            _remove_when_quiet(workdir)
+        step = latest_complete_step(workdir)
+        kept = (f"checkpoint step {step} is intact and the rerun resumes from it"
+                if step is not None else "no checkpoint was saved yet")
+        raise UserError(f"{os_error_line(exc, f'--workdir {workdir}', 'training stopped')}; "
+                        f"{kept}") from None

@@ -1,0 +1,268 @@
+"""The machine's limits as one line: a full disk during a save or at start-up, a read-only
+run, too many open files, and paths that cannot be used. Each ends with one line naming
+the path and a non-zero exit, leaves nothing half-written, and keeps the last checkpoint,
+which resumes exactly once the limit is lifted.
+
+A full or read-only disk is a small tmpfs the test mounts (the tests run as root on the
+project's machines); where mounting is not permitted, a file-size limit (RLIMIT_FSIZE,
+which fails writes with EFBIG) or a folder without write permission stands in for it.
+"""
+
+import contextlib
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from longctx.cli import main
+from longctx.errors import UserError
+from longctx.fsguard import check_dir_arg
+from longctx.rundir.lock import RunLock
+from longctx.train.loop import train
+from tests.conftest import REPO, SMOKE, smoke_config, subprocess_env
+
+_FULL = ("no space left on the device", "file too large")
+
+
+def _mount(path: Path, options: str) -> bool:
+    """Mount a tmpfs at `path` (True) or say it is not permitted here (False)."""
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        return False
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                          capture_output=True, timeout=30)
+    return proc.returncode == 0
+
+
+@contextlib.contextmanager
+def _tmpfs(path: Path, size_kib: int):
+    """A tmpfs of `size_kib` at `path` (yields True), or no mount (yields False)."""
+    mounted = _mount(path, f"size={size_kib}k")
+    try:
+        yield mounted
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30)
+
+
+def _remount(path: Path, options: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{options}", str(path)], check=True, timeout=30)
+
+
+# `longctx ARGS` under a file-size limit (argv[1]): writes past it fail with EFBIG (SIGXFSZ
+# ignored, so the process is not killed); the limit is set in the child itself (no fork hook).
+_LIMITED_CLI = ("import resource, runpy, signal, sys; limit = int(sys.argv.pop(1)); "
+                "signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+                "resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)); "
+                "sys.argv[0] = 'longctx'; runpy.run_module('longctx.cli', run_name='__main__')")
+
+
+def _cli(args, limit=None, timeout=240):
+    prefix = ["-m", "longctx.cli"] if limit is None else ["-c", _LIMITED_CLI, str(limit)]
+    return subprocess.run([sys.executable, *prefix, *args], cwd=REPO, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _one_line(proc) -> str:
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, \
+        proc.stderr[-3000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def _temporaries(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.name.endswith(".tmp") or ".tmp" in p.suffixes
+            or "orbax-checkpoint-tmp" in p.name]
+
+
+def _du(path: Path) -> int:
+    """Bytes `path` takes on a tmpfs (each file rounded up to 4 KiB pages)."""
+    return sum(-(-p.stat().st_size // 4096) * 4096 for p in path.rglob("*") if p.is_file())
+
+
+def _train_args(workdir, data_dir):
+    return ["train", "--config", str(SMOKE), "--workdir", str(workdir),
+            f"data.data_dir={data_dir}", "model.arch=xl"]
+
+
+def test_a_full_disk_during_a_save_keeps_the_last_checkpoint_and_resumes_exactly(
+        data_dir, tiny_run, tmp_path):
+    """Room for one checkpoint, not two: the save of step 8 fails; step 4 stays, nothing of
+    step 8 is left, and the rerun with space back ends as the uninterrupted run."""
+    step_bytes = _du(tiny_run / "checkpoints" / "4")
+    files = _du(tiny_run / "tokenizer") + 64 * 1024
+    disk = tmp_path / "disk"
+    with _tmpfs(disk, (files + step_bytes * 3 // 2) // 1024) as mounted:
+        workdir = disk / "run"
+        # without a tmpfs: a file-size limit that the tokenizer passes and a checkpoint not
+        limit = None if mounted else 64 * 1024
+        proc = _cli(_train_args(workdir, data_dir), limit=limit)
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        line = _one_line(proc)
+        assert line.startswith(f"longctx train: error: --workdir {workdir}: training stopped: ")
+        assert any(words in line for words in _FULL), line
+        saved = sorted(p.name for p in (workdir / "checkpoints").iterdir())
+        if mounted:
+            assert "checkpoint step 4 is intact and the rerun resumes from it" in line
+            assert saved == ["4"]
+        assert _temporaries(workdir) == []
+        if mounted:
+            _remount(disk, "size=16m")
+        proc = _cli(_train_args(workdir, data_dir))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        if mounted:
+            assert "resumed from step 4" in proc.stdout
+        resumed = json.loads(proc.stdout.strip().splitlines()[-1])
+    uninterrupted = json.loads((tiny_run / "summary.json").read_text())
+    assert resumed["params_sha256"] == uninterrupted["params_sha256"]
+
+
+def test_a_full_disk_at_start_up_leaves_no_half_copied_tokenizer(data_dir, tiny_run,
+                                                                 tmp_path):
+    disk = tmp_path / "disk"
+    tokenizer_bytes = _du(tiny_run / "tokenizer")
+    with _tmpfs(disk, (tokenizer_bytes // 2 + 8192) // 1024) as mounted:
+        workdir = disk / "run"
+        proc = _cli(_train_args(workdir, data_dir),
+                    limit=None if mounted else tokenizer_bytes // 4)
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        line = _one_line(proc)
+        assert f"--workdir {workdir}" in line and any(w in line for w in _FULL), line
+        assert _temporaries(workdir) == [] and not (workdir / "tokenizer").exists()
+        assert not (workdir / "checkpoints").exists() or \
+            list((workdir / "checkpoints").iterdir()) == []
+
+
+def _read_only_copy(run_dir: Path, tmp_path: Path):
+    """A copy of `run_dir` on a read-only file system; (workdir, what the line says)."""
+    disk = tmp_path / "ro"
+    if _mount(disk, "size=16m"):
+        shutil.copytree(run_dir, disk / "run")
+        _remount(disk, "ro")
+        return disk / "run", "read-only file system", lambda: subprocess.run(
+            ["umount", "-l", str(disk)], capture_output=True, timeout=30)
+    shutil.copytree(run_dir, disk / "run")  # a user without write permission
+    for path in [disk / "run", *(disk / "run").rglob("*")]:
+        path.chmod(path.stat().st_mode & ~0o222)
+    return disk / "run", "permission denied", lambda: None
+
+
+def test_a_read_only_run_refuses_writers_in_one_line_and_serves_readers(tiny_run, data_dir,
+                                                                        tmp_path):
+    workdir, words, unmount = _read_only_copy(tiny_run, tmp_path)
+    try:
+        before = sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*"))
+        proc = _cli(_train_args(workdir, data_dir))
+        assert proc.returncode == 2 and words in _one_line(proc), proc.stderr[-3000:]
+        assert f"--workdir {workdir}" in _one_line(proc)
+
+        proc = _cli(["evaluate", "--workdir", str(workdir), "--no-speed"])
+        assert proc.returncode == 2 and words in _one_line(proc), proc.stderr[-3000:]
+
+        proc = subprocess.run([sys.executable, "-m", "longctx.cli", "chat", "--workdir",
+                               str(workdir)], input="/save kept\n/stats\n", cwd=REPO,
+                              env=subprocess_env(), capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 1 and words in _one_line(proc), proc.stderr[-3000:]
+        assert "span in use" in proc.stdout  # the conversation went on after the failed save
+
+        proc = _cli(["info", "--workdir", str(workdir)])  # readers need no write
+        assert proc.returncode == 0 and json.loads(proc.stdout)["step"] == 12, proc.stderr
+        assert sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*")) == before
+    finally:
+        unmount()
+
+
+def test_too_many_open_files_is_one_line(data_dir, tmp_path):
+    """With every descriptor taken, a command that must open one says so in one line."""
+    import jax
+
+    jax.devices()  # the backend is up before the descriptors run out, as in a command
+    cfg = smoke_config(data_dir)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    held = []
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 4096), hard))
+    try:
+        with pytest.raises(OSError):
+            while True:
+                held.append(os.open(os.devnull, os.O_RDONLY))
+        with pytest.raises(UserError, match=r"--workdir .*run: cannot create its lock file: "
+                                            r"too many open files \(.*run/\.lock\); raise the "
+                                            r"open-file limit \(ulimit -n\), then rerun"):
+            train(cfg, tmp_path / "run")
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("make, flag, words", [
+    (lambda p: None, "", "--workdir is empty"),
+    (lambda p: p.write_text("x"), "file", "is a file, not a directory"),
+    (lambda p: p.symlink_to(p), "loop", "a symbolic link that loops"),
+    (lambda p: p.symlink_to(p.parent / "missing"), "dangling", "a symbolic link that leads "
+                                                               "nowhere"),
+    (lambda p: (p.parent / "f").write_text("x"), "f/run", "f is a file, not a directory"),
+])
+def test_unusable_workdirs_are_refused_in_one_line(make, flag, words, data_dir, tmp_path,
+                                                   capfd):
+    target = tmp_path / "w"
+    make(target)
+    before = sorted(os.listdir(tmp_path))
+    workdir = "" if flag == "" else str(target if flag != "f/run" else tmp_path / "f" / "run")
+    for command in (["train", "--config", str(SMOKE), f"data.data_dir={data_dir}"],
+                    ["info"], ["evaluate"], ["chat"]):
+        capfd.readouterr()
+        assert main([*command, "--workdir", workdir]) == 2, command
+        lines = [ln for ln in capfd.readouterr().err.splitlines() if ln.strip()]
+        assert len(lines) == 1 and words in lines[0], (command, lines)
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_data_dir_that_is_a_file_and_compare_out_that_is_a_file(tmp_path, capfd):
+    blocker = tmp_path / "file"
+    blocker.write_text("keep me")
+    assert main(["data", "build", "synthetic", f"data.data_dir={blocker}",
+                 "data.num_train=20"]) == 2
+    lines = [ln for ln in capfd.readouterr().err.splitlines() if ln.strip()]
+    assert lines == [f"longctx data: error: data.data_dir {blocker} is a file, not a "
+                     "directory; pass a directory"], lines
+    assert main(["compare", str(tmp_path), "--out", str(blocker)]) == 2
+    lines = [ln for ln in capfd.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and f"--out {blocker} is a file" in lines[0], lines
+    assert blocker.read_text() == "keep me"
+
+
+def test_outputs_never_overwrite_a_run_s_inputs(tiny_run, tmp_path, capfd):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    source = tmp_path / "corpus.jsonl"
+    source.write_text("{}\n")
+    config = (run_dir / "config.json").read_bytes()
+    for out, words in [
+        (run_dir / "config.json", "would overwrite its config.json of the run"),
+        (run_dir / "summary.json", "would overwrite its summary.json"),
+        (run_dir / "tokenizer" / "tokenizer.json", "would overwrite its tokenizer"),
+        (run_dir / "checkpoints" / "12" / "x.json", "would overwrite its checkpoints"),
+        (tiny_run / "config.json", f"of the run {tiny_run}"),  # another run's file too
+        (source, "is the file this command reads"),
+        ("", "--out is empty"),
+    ]:
+        capfd.readouterr()
+        args = ["evaluate", "--workdir", str(run_dir), "--out", str(out), "--no-speed",
+                "--dataset", "msc", "--source", str(source)]
+        assert main(args) == 2, out
+        lines = [ln for ln in capfd.readouterr().err.splitlines() if ln.strip()]
+        assert len(lines) == 1 and words in lines[0], (out, lines)
+    assert (run_dir / "config.json").read_bytes() == config
+    assert source.read_text() == "{}\n"
+    assert check_dir_arg(tmp_path / "new" / "run", "--workdir") == tmp_path / "new" / "run"
+    with RunLock(tmp_path / "new" / "run", "train") as lock:
+        assert lock.workdir.is_dir()
+    assert not (tmp_path / "new" / "run").exists()
