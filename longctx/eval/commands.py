@@ -22,7 +22,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                        reads=(args.source,))
     # Writing into the run makes this command its owner while it runs (a file elsewhere
     # does not: evaluating a run that is training is fine then).
-    inside = out.absolute().resolve().parent == workdir.absolute().resolve()
+    run_path = workdir.absolute().resolve()
+    inside = run_path in out.absolute().resolve().parents
     with RunLock(workdir, "evaluate", enabled=inside, create=False,
                  busy_hint="wait for it, or pass --out outside the run directory"):
         run = load_run(workdir)
