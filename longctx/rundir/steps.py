@@ -164,8 +164,9 @@ def newest_readable(directory: Path, steps: list[int], attempt: Callable[[int], 
     """attempt(step) on `steps` newest first: the first result and the (step, problem) of the
     newer unreadable ones. `attempt` raises Unreadable or any error for a bad step (tried
     the next) or CheckpointMismatch (stops). A step that is gone by then, or older than a
-    step finished since, was rotated away while read: skipped, not reported. With none readable: one-line UserError,
-    or StepsVanished when steps disappeared (the caller lists them again)."""
+    step finished since, was rotated away while read: skipped, not reported. With none
+    readable: one-line UserError, or StepsVanished when steps disappeared (the caller lists
+    them again)."""
     bad: list[tuple[int, str]] = []
     vanished: list[int] = []
     for step in sorted(steps, reverse=True):
