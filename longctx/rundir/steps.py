@@ -34,9 +34,9 @@ class Unreadable(Exception):
     """A checkpoint step whose files are missing or corrupt."""
 
 
-class StepsVanished(Exception):
+class StepsVanished(UserError):
     """Every listed step that was not readable disappeared while it was read (a running
-    `train` rotated its checkpoints): list the steps again and retry."""
+    `train` rotated its checkpoints): list the steps again and retry (uncaught: one line)."""
 
 
 @dataclass
@@ -181,7 +181,7 @@ def newest_readable(directory: Path, steps: list[int], attempt: Callable[[int], 
             bad.append((step, str(exc) if isinstance(exc, Unreadable) else one_line(exc)))
     if vanished:
         raise StepsVanished(f"{directory}: checkpoint steps {vanished} were removed while "
-                            "being read")
+                            "being read; rerun")
     listed = ", ".join(str(s) for s, _ in bad)
     raise UserError(f"{directory}: no readable checkpoint (steps {listed}; step {bad[0][0]}: "
                     f"{bad[0][1]:.150}); nothing was moved: restore the files, or delete the "
