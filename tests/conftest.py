@@ -37,14 +37,15 @@ def load_script(name: str):
 def size_configs(exp, spec) -> dict:
     """Each architecture's validated config at one of an experiment's sizes, with the batch
     the experiment gives it."""
-    from longctx.config import parse_overrides, validate
+    from longctx.config import parse_overrides
+    from longctx.models.archs import check_run
 
     configs = {}
     for arch in exp.ARCHS:
-        overrides = [*spec["overrides"], f"model.arch={arch}"]
-        overrides += exp.batch_overrides(arch, spec["tokens_per_step"], spec["overrides"])
+        overrides = [*spec.overrides(), f"model.arch={arch}"]
+        overrides += exp.batch_overrides(arch, spec.tokens_per_step, spec.overrides())
         cfg = parse_overrides(exp.get_config(), overrides)
-        validate(cfg)
+        check_run(cfg)
         configs[arch] = cfg
     return configs
 

@@ -89,3 +89,40 @@ def test_a_dead_peer_makes_the_other_exit_within_a_minute(data_dir, tmp_path):
     assert victim.returncode != 0
     assert survivor.returncode != 0, "the survivor must not pretend to have finished"
     assert waited < 60, f"the survivor took {waited:.0f}s to notice"
+
+
+@pytest.mark.timeout(900)  # two two-process runs (gloo start-up), after the shared device runs
+def test_a_stop_signal_to_one_process_stops_both_at_one_common_save(device_runs, data_dir,
+                                                                    tmp_path):
+    """SIGTERM reaches only process 1 (a preempted host) after step 3: both processes agree
+    to stop at the next agreement step (train.host_sync_every = 4), save it together and
+    exit cleanly; resuming both ends exactly where the uninterrupted run does."""
+    workdir = tmp_path / "multi"
+    port = _free_port()
+    procs = [_start_process(0, port, workdir, data_dir),
+             _start_process(1, port, workdir, data_dir, {"LONGCTX_FAULT": "term:3"})]
+    try:
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (_out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+        assert "Traceback" not in err, err[-3000:]
+    summaries = [json.loads(out.strip().splitlines()[-1]) for out, _err in outs]
+    assert [s["step"] for s in summaries] == [4, 4] and not summaries[0]["done"]
+    assert "SIGTERM to another process: saved step 4" in outs[0][0]
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["4"]
+
+    port = _free_port()
+    procs = [_start_process(i, port, workdir, data_dir) for i in range(2)]
+    try:
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (_out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    single = json.loads((device_runs[2] / "summary.json").read_text())
+    multi = json.loads((workdir / "summary.json").read_text())
+    assert multi["done"] and multi["params_sha256"] == single["params_sha256"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from longctx.errors import UserError
 
@@ -51,11 +50,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from longctx.models import count_params
+    from longctx.fsguard import check_dir_arg
+    from longctx.models import archs, count_params
     from longctx.rundir import load_run
     from longctx.train.loop import params_sha256
-
-    from longctx.fsguard import check_dir_arg
 
     workdir = check_dir_arg(args.workdir, "--workdir")
     if not workdir.is_dir():
@@ -65,7 +63,8 @@ def _info(args: argparse.Namespace) -> int:
         "step": run.step,
         "config_name": run.cfg.name,
         "arch": run.cfg.model.arch,
-        "span": run.cfg.model.span,
+        "span": archs.span(run.cfg.model),
+        "description": archs.get(run.cfg.model).description,
         "num_params": count_params(run.params),
         "params_sha256": params_sha256(run.params),
     }, sort_keys=True))
@@ -76,8 +75,8 @@ def _sweep(args: argparse.Namespace) -> int:
     from longctx.fsguard import check_dir_arg
     from longctx.train.sweep import parse_grid, run_sweep
 
-    results = run_sweep(args.config, check_dir_arg(args.root, "--root"), parse_grid(args.grid), args.overrides,
-                        parallel=args.parallel, timeout=args.timeout)
+    results = run_sweep(args.config, check_dir_arg(args.root, "--root"), parse_grid(args.grid),
+                        args.overrides, parallel=args.parallel, timeout=args.timeout)
     failed = [r for r in results if r.status == "failed"]
     for r in results:
         print(f"{r.status:8s} {r.workdir}")
