@@ -118,6 +118,7 @@ def score_conversation(run: Run, conv: Any) -> ConversationScore:
     from longctx.eval import metrics, probes
     from longctx.eval.evaluate import SEED
     from longctx.eval.scoring import Scorer
+    from longctx.models import archs
 
     if not isinstance(conv, TokenizedConversation):
         if run.tokenizer is None:
@@ -141,7 +142,7 @@ def score_conversation(run: Run, conv: Any) -> ConversationScore:
     for it, s in zip(items, scored, strict=True):
         totals = [float(x.sum()) for x in s.logprobs]
         out.append({"slot": it.slot, "distance": int(it.distance),
-                    "bucket": distance_bucket(int(it.distance), run.cfg.model.span),
+                    "bucket": distance_bucket(int(it.distance), archs.span(run.cfg.model)),
                     "credit": metrics.forced_choice_credit(totals, 0),
                     "exact": bool(s.greedy[0].all()), "chosen": int(np.argmax(totals))})
     return ConversationScore(turns, out, lp)

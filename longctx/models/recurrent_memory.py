@@ -74,10 +74,7 @@ def _segment(mod: Decoder, tokens: jax.Array, memory: jax.Array, deterministic: 
     n = h.shape[1]
     pos_emb = mod.dropout(descending_pos_emb(cfg, n), deterministic)
     causal = jnp.tril(jnp.ones((n, n), bool))[None]
-    rw, rr = mod.shared_biases()
-    empty = jnp.zeros((h.shape[0], 0, h.shape[2]), h.dtype)
-    for layer in mod.layers:
-        h = layer(h, empty, pos_emb, causal, rw, rr, deterministic, 0)
+    h, _ = mod.run_layers(h, pos_emb, causal, deterministic=deterministic)
     return mod.output(h[:, m : m + t], deterministic), h[:, m + t :].astype(jnp.float32)
 
 
