@@ -106,8 +106,8 @@ def rmt_init(model: Decoder, key: jax.Array, n_mem: int, seg_len: int) -> dict:
     """Parameters: the decoder's (initialised as for every architecture) plus memory_init
     [n_mem, d_model] ~ N(0, init_std) like every weight. Small on purpose: a write row's
     residual stream then holds mostly what it reads from the segment. Drawn at N(0, 1)
-    (as the 2022 code), the written memory varies with the segment about 15 times less at
-    initialisation and training of the copy task stalls at chance."""
+    (as the 2022 code), the written memory varies with the segment an order of magnitude
+    less at initialisation, and training on the copy task stalls at chance."""
     if n_mem <= 0:
         raise ValueError(f"recurrent memory needs n_mem > 0 memory tokens, got {n_mem}")
     dec_key, mem_key = jax.random.split(key)
