@@ -19,17 +19,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from longctx.errors import ConfigError
+
 DTYPES = ("float32", "bfloat16")
 DATASETS = ("synthetic", "msc", "qmsum")
 PRECISIONS = ("default", "high", "highest")  # model.matmul_precision
-
-
-class ConfigError(ValueError):
-    """A bad configuration value; the message names the key and the problem."""
-
-    def __init__(self, message: str, key: str | None = None) -> None:
-        super().__init__(message)
-        self.key = key  # the dotted key at fault, when there is one
 
 
 class UnknownKeyError(AttributeError):

@@ -19,8 +19,8 @@ import numpy as np
 from longctx.config import ConfigError, ModelConfig
 from longctx.config_rules import check_model
 from longctx.models.archs import registry
-from longctx.models.blocks import compute_dtype, descending_pos_emb, init
 from longctx.models.layer import DecoderLayer, LayerPass, static_argnum
+from longctx.models.primitives import compute_dtype, descending_pos_emb, init
 
 
 def check_config(cfg: ModelConfig) -> None:

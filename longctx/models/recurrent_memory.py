@@ -33,8 +33,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from longctx.models.blocks import descending_pos_emb
 from longctx.models.memory import Rows
+from longctx.models.primitives import descending_pos_emb
 from longctx.models.segment_scan import scan_segments, split_segments
 
 if TYPE_CHECKING:

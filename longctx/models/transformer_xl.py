@@ -20,9 +20,9 @@ import jax.numpy as jnp
 
 from longctx.config import ConfigError, ModelConfig
 from longctx.models import attention as A
-from longctx.models.blocks import compute_dtype, descending_pos_emb, distance_table
-from longctx.models.kv_cache import empty_cache, from_cache, to_cache, write_token
+from longctx.models.cache_layout import empty_cache, from_cache, to_cache, write_token
 from longctx.models.memory import Memory, Rows, apply_reset, key_valid, update_memory
+from longctx.models.primitives import compute_dtype, descending_pos_emb, distance_table
 
 if TYPE_CHECKING:
     from longctx.models.decoder import Decoder
@@ -77,7 +77,7 @@ def xl_forward(
 
 @flax.struct.dataclass
 class XLDecodeState(Rows):
-    """k, v: every layer's keys and values in the window cache's layout (`kv_cache.to_cache`)
+    """k, v: every layer's keys and values in the window cache's layout (`cache_layout.to_cache`)
     over K = mem_len + tgt_len slots: a ring buffer, position u in slot u mod K; valid: [B] int32,
     the current segment's memory rows that are real (the last `valid[b]` before it);
     pos: int32 scalar, tokens fed so far (the current segment began at pos - pos % tgt_len;

@@ -15,44 +15,13 @@ import jax.numpy as jnp
 
 from longctx.config import ModelConfig
 from longctx.models import attention as A
-from longctx.models.blocks import compute_dtype, descending_pos_emb, distance_table
+from longctx.models.cache_layout import empty_cache, from_cache, to_cache, write_token
 from longctx.models.memory import Rows
+from longctx.models.nll import target_logprobs
+from longctx.models.primitives import descending_pos_emb, distance_table
 
 if TYPE_CHECKING:
     from longctx.models.decoder import Decoder
-
-
-# The cache layout of both decoders, per layer: keys [B, H, D, K] and values [B, H, K, D].
-# A decode step's dots (q . k over D, p . v over K) then read each layer's arrays as they
-# are: XLA's CPU dots take the contracted axis second-to-last, so keys laid out [K, D]
-# would be copied transposed every token.
-
-
-def empty_cache(cfg: ModelConfig, batch_size: int, size: int) -> tuple[tuple, tuple]:
-    """Zero keys and values of `size` slots for every layer."""
-    dt = compute_dtype(cfg)
-    k = tuple(jnp.zeros((batch_size, cfg.n_head, cfg.d_head, size), dt) for _ in range(cfg.n_layer))
-    v = tuple(jnp.zeros((batch_size, cfg.n_head, size, cfg.d_head), dt) for _ in range(cfg.n_layer))
-    return k, v
-
-
-def to_cache(k: jax.Array, v: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """k, v [B, K, H, D] -> the cache layout (keys [B, H, D, K], values [B, H, K, D])."""
-    return k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)
-
-
-def from_cache(kc: jax.Array, vc: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """The cache layout -> k, v [B, K, H, D]."""
-    return kc.transpose(0, 3, 1, 2), vc.transpose(0, 2, 1, 3)
-
-
-def write_token(ks: tuple, vs: tuple, k: list, v: list, slot: jax.Array) -> tuple[tuple, tuple]:
-    """Each layer's new k, v [B, H, D] into its cache at `slot`."""
-    ks = tuple(jax.lax.dynamic_update_slice(c, r[..., None].astype(c.dtype), (0, 0, 0, slot))
-               for c, r in zip(ks, k, strict=True))
-    vs = tuple(jax.lax.dynamic_update_slice(c, r[:, :, None].astype(c.dtype), (0, 0, slot, 0))
-               for c, r in zip(vs, v, strict=True))
-    return ks, vs
 
 
 @flax.struct.dataclass
@@ -169,5 +138,4 @@ def window_stream_logits(
 def window_stream_nll(model: Decoder, params, tokens: jax.Array, chunk: int) -> jax.Array:
     """Per-token NLL [B, T-1] of tokens[:, 1:] under the window model, streamed by chunks."""
     logits, _ = window_stream_logits(model, params, tokens[:, :-1], chunk)
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    return -jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
+    return -target_logprobs(logits, tokens[:, 1:])
