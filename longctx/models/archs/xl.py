@@ -19,7 +19,7 @@ class TransformerXL(Arch):
     has_memory = True
     description = "Transformer-XL: segments with a memory of the last mem_len hidden states"
     lane_mode = "segments"
-    knobs = ("tgt_len", "mem_len", "clamp_len", "same_length", "attention_impl")
+    knobs = ("tgt_len", "mem_len", "same_length", "attention_impl")
 
     def check(self, cfg: ModelConfig) -> None:
         if cfg.attention_impl not in ("reference", "pallas"):
