@@ -11,9 +11,12 @@ of a sample, as the anchor) and no memory; besides them, XL with gradients throu
 
 Accuracy is the anchor's: the answer generated greedily (each predicted symbol fed back),
 share of its 2L symbols right, on fresh test sequences. Training samples fresh sequences
-every step; the loss is on the answer. `--curriculum` first trains on samples that fill
-1, 2, ... of the n segments (a shorter copy, left-padded), moving on when the training
-accuracy on the answer reaches --advance.
+every step; the loss is on the answer. A curriculum moves on when the training accuracy on
+the answer reaches --advance (or after --stage-steps): `--curriculum segments` trains on
+samples that fill 1, 2, ... of the n segments (a copy of a third of them);
+`--curriculum length` fills all n segments with a copy of L/4, L/2, 3L/4 then L symbols
+(the sequence first, a gap of 0s, the answer last), so the memory carries a few more
+symbols over the same segments at each stage.
 
     python experiments/copy_task.py --size anchor --steps 4000               # the table
     python experiments/copy_task.py --size small --scale 5 --steps 3000      # a CPU budget
@@ -89,18 +92,30 @@ def model_config(size: str, task: Task, arch: str) -> ModelConfig:
                        **SIZES[size])
 
 
-def make_batch(key, batch: int, task: Task, filled: int):
-    """Samples that fill `filled` of the task's segments: [B, filled*T] inputs, targets and
-    the answer mask (a copy of floor(filled*T/3) symbols, left-padded with 0)."""
+def stages(task: Task, curriculum: str) -> list[tuple[int, int]]:
+    """The curriculum's (segments filled, symbols copied) stages; the last is the task."""
+    seg_len, n = 3 * task.length // task.segments, task.segments
+    if curriculum == "segments":
+        return [(k, k * seg_len // 3) for k in range(1, n)] + [(n, task.length)]
+    if curriculum == "length":
+        return [(n, max(1, task.length * j // 4)) for j in range(1, 4)] + [(n, task.length)]
+    return [(n, task.length)]
+
+
+def make_batch(key, batch: int, task: Task, filled: int, length: int | None = None):
+    """Samples that fill `filled` of the task's segments: [B, filled*T] inputs, targets,
+    answer mask, and the position of the start marker. A copy of `length` symbols
+    (default: the task's) shorter than the row leaves a gap of 0s between the sequence and
+    the marker, so the sequence stays at the front and the answer at the back."""
     seg_len = 3 * task.length // task.segments
     n = filled * seg_len
-    length = n // 3 if filled < task.segments else task.length
+    length = task.length if length is None else length
     seq = jax.random.randint(key, (batch, length), 2, VOCAB)
-    full = jnp.concatenate([seq, jnp.ones((batch, 1), seq.dtype), seq, seq], axis=1)
-    pad = n - 3 * length
-    full = jnp.pad(full, ((0, 0), (pad, 0)))
-    answer = (jnp.arange(n) >= pad + length)[None].repeat(batch, 0)
-    return full[:, :-1], full[:, 1:], answer.astype(jnp.float32), pad + length
+    gap = jnp.zeros((batch, n - 3 * length), seq.dtype)
+    full = jnp.concatenate([seq, gap, jnp.ones((batch, 1), seq.dtype), seq, seq], axis=1)
+    first = n - 2 * length
+    answer = (jnp.arange(n) >= first)[None].repeat(batch, 0)
+    return full[:, :-1], full[:, 1:], answer.astype(jnp.float32), first
 
 
 class Runner:
@@ -174,7 +189,7 @@ def nll_and_hits(logits, extra):
     return jnp.sum(nll * mask), jnp.sum(hits * mask)
 
 
-def train_run(size, task_name, arch, seed, steps, batch, lr, scale=1, curriculum=False,
+def train_run(size, task_name, arch, seed, steps, batch, lr, scale=1, curriculum="none",
               advance=0.9, stage_steps=0, deadline=0.0, chunk=50, n_test=256,
               log=print) -> dict:
     """Train one (task, arch, seed) for `steps` steps (or until `deadline` seconds of
@@ -190,11 +205,11 @@ def train_run(size, task_name, arch, seed, steps, batch, lr, scale=1, curriculum
     opt_state = opt.init(params)
 
     @partial(jax.jit, static_argnums=(3, 4))
-    def train_chunk(params, opt_state, step0, filled, n):
+    def train_chunk(params, opt_state, step0, stage, n):
         def one(state, i):
             params, opt_state = state
             k = jax.random.fold_in(jax.random.fold_in(key, 1), step0 + i)
-            inputs, targets, mask, _ = make_batch(k, batch, task, filled)
+            inputs, targets, mask, _ = make_batch(k, batch, task, *stage)
 
             def loss(p):
                 nll, hits = run.segments(p, inputs, (targets, mask), nll_and_hits,
@@ -210,20 +225,21 @@ def train_run(size, task_name, arch, seed, steps, batch, lr, scale=1, curriculum
                                                            jnp.arange(n))
         return params, opt_state, jnp.mean(losses), jnp.mean(accs)
 
-    filled = 1 if curriculum else task.segments
+    plan, at = stages(task, curriculum), 0
     curve, tokens, step, t0, stage_start = [], 0, 0, time.time(), 0
     while step < steps and not (deadline > 0 and time.time() - t0 > deadline):
         n = min(chunk, steps - step)
-        params, opt_state, loss, acc = train_chunk(params, opt_state, step, filled, n)
+        filled, length = plan[at]
+        params, opt_state, loss, acc = train_chunk(params, opt_state, step, plan[at], n)
         step += n
         tokens += n * batch * filled * run.seg_len
-        curve.append(dict(step=step, tokens=tokens, filled=filled, loss=round(float(loss), 4),
-                          train_acc=round(float(acc), 4)))
-        log(f"{task_name} {arch} seed {seed}: step {step} segments {filled} "
+        curve.append(dict(step=step, tokens=tokens, filled=filled, length=length,
+                          loss=round(float(loss), 4), train_acc=round(float(acc), 4)))
+        log(f"{task_name} {arch} seed {seed}: step {step} segments {filled} copy {length} "
             f"loss {float(loss):.3f} acc {float(acc):.3f} ({time.time() - t0:.0f}s)")
-        if filled < task.segments and (float(acc) >= advance or
-                                       0 < stage_steps <= step - stage_start):
-            filled, stage_start = filled + 1, step
+        if at + 1 < len(plan) and (float(acc) >= advance or
+                                   0 < stage_steps <= step - stage_start):
+            at, stage_start = at + 1, step
     test = jax.random.fold_in(key, 2)
     inputs, targets, mask, first = make_batch(test, n_test, task, task.segments)
     preds = jax.jit(run.greedy, static_argnums=2)(params, inputs, first)
@@ -234,7 +250,7 @@ def train_run(size, task_name, arch, seed, steps, batch, lr, scale=1, curriculum
                 length=task.length, segments=task.segments,
                 memory=0 if arch == "none" else task.memory,
                 steps=step, batch=batch, lr=lr, curriculum=curriculum, advance=advance,
-                stage_steps=stage_steps, final_segments=filled, tokens=tokens,
+                stage_steps=stage_steps, final_stage=list(plan[at]), tokens=tokens,
                 params=count_params(params), accuracy=greedy, teacher_forced=tf_hits,
                 n_test=n_test, seconds=round(time.time() - t0, 1), curve=curve)
 
@@ -243,21 +259,23 @@ def table(results: list[dict]) -> str:
     """One row per (task, arch): seeds, mean/best greedy accuracy, tokens, the anchor's."""
     groups: dict[tuple, list[dict]] = {}
     for r in results:
-        groups.setdefault((r["task"], r["arch"], r["size"], r["scale"]), []).append(r)
-    lines = ["| task | arch | size | L / segments / memory | params | seeds | accuracy mean "
-             "| best | teacher-forced | tokens per run | published mean (best, runs) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+        key = (r["task"], r["arch"], r["size"], r["scale"], str(r["curriculum"]), r["steps"])
+        groups.setdefault(key, []).append(r)
+    lines = ["| task | arch | size | L / segments / memory | params | curriculum | seeds "
+             "| accuracy mean | best | teacher-forced | steps | tokens per run "
+             "| published mean (best, runs) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     order = {a: i for i, a in enumerate(ARCHS)}
-    for (task, arch, size, scale), rs in sorted(groups.items(),
-                                               key=lambda g: (g[0][0], order[g[0][1]])):
+    for (task, arch, size, scale, cur, steps), rs in sorted(
+            groups.items(), key=lambda g: (g[0][0], order[g[0][1]], g[0][4], g[0][5])):
         acc = [r["accuracy"] for r in rs]
         pub = PUBLISHED.get((task, arch)) if scale == 1 and size == "anchor" else None
         pub_text = f"{np.mean(pub):.3f} ({max(pub):.3f}, {len(pub)})" if pub else "-"
         r0 = rs[0]
         lines.append(
             f"| {task} | {arch} | {size}/{scale} | {r0['length']} / {r0['segments']} / "
-            f"{r0['memory']} | {r0['params']:,} | {len(rs)} | {np.mean(acc):.3f} | "
-            f"{max(acc):.3f} | {np.mean([r['teacher_forced'] for r in rs]):.3f} | "
+            f"{r0['memory']} | {r0['params']:,} | {cur} | {len(rs)} | {np.mean(acc):.3f} | "
+            f"{max(acc):.3f} | {np.mean([r['teacher_forced'] for r in rs]):.3f} | {steps:,} | "
             f"{int(np.mean([r['tokens'] for r in rs])):,} | {pub_text} |")
     return "\n".join(lines)
 
@@ -272,11 +290,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--curriculum", action="store_true")
+    p.add_argument("--curriculum", choices=("none", "segments", "length"), default="none")
     p.add_argument("--advance", type=float, default=0.9,
-                   help="curriculum: training accuracy that adds a segment")
+                   help="curriculum: training accuracy that moves to the next stage")
     p.add_argument("--stage-steps", type=int, default=0,
-                   help="curriculum: add a segment after this many steps anyway (0: never)")
+                   help="curriculum: next stage after this many steps anyway (0: never)")
     p.add_argument("--deadline", type=float, default=0.0,
                    help="stop each run's training after this many seconds (0: --steps only)")
     p.add_argument("--n-test", type=int, default=256)

@@ -5,7 +5,7 @@
 #
 # Runs every (task, arch, seed) of the table as its own process, all at once on the one GPU
 # (the 4-layer d_model 128 model leaves most of it idle), each training for TRAIN_SECONDS
-# (default 420) with the curriculum over segments, then evaluating greedily on 512 fresh
+# (default 420) with the curriculum over the copy length, then evaluating greedily on 512 fresh
 # samples. Each run records the steps and tokens it reached (rerun one with --steps N to
 # reproduce it). Results: OUT_DIR/*.json, logs OUT_DIR/*.log; the table is printed at the end.
 set -uo pipefail
@@ -27,7 +27,7 @@ for job in "${JOBS[@]}"; do
   read -r task arch seed <<< "$job"
   timeout $((SECONDS_PER_RUN + 150)) "$PYTHON" "$REPO/experiments/copy_task.py" \
     --size anchor --tasks "$task" --archs "$arch" --seeds "$seed" --steps 1000000 \
-    --deadline "$SECONDS_PER_RUN" --batch 64 --lr 1e-3 --curriculum --advance 0.9 \
+    --deadline "$SECONDS_PER_RUN" --batch 64 --lr 1e-3 --curriculum length --advance 0.9 \
     --stage-steps 400 --n-test 512 --out "$OUT" > "$OUT/${task}_${arch}_s${seed}.log" 2>&1 &
 done
 wait

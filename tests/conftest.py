@@ -15,6 +15,7 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
+import fcntl  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
@@ -75,10 +76,38 @@ def run_cli(args: list[str], *, devices: int = 1, timeout: float = 240, check: b
     return proc
 
 
+def shared_path(tmp_path_factory, name: str, build=None) -> Path:
+    """`name` under the session's temporary root, shared by every pytest-xdist worker of
+    the session: the first worker to get here runs `build(path)` (others wait on a file
+    lock), later ones reuse the result. Without xdist the root is this session's basetemp."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the workers' basetemps are siblings under one session root
+    path = root / name
+    done = root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists():
+            if build is None:
+                path.mkdir(parents=True, exist_ok=True)
+            else:
+                build(path)
+            done.touch()
+    return path
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
-    """One directory of built datasets shared by every test of the session."""
-    return tmp_path_factory.mktemp("datasets")
+    """One directory of built datasets shared by every test of the session and every xdist
+    worker (concurrent builds of one dataset are safe, `longctx.data.dataset`). The smoke
+    dataset, which most tests train on, is built first, once, while other workers wait."""
+
+    def build(path: Path) -> None:
+        from longctx.data import prepare_dataset
+
+        prepare_dataset(smoke_config(path).data)
+
+    return shared_path(tmp_path_factory, "datasets", build)
 
 
 def smoke_config(data_dir: Path, *overrides: str):
@@ -89,11 +118,14 @@ def smoke_config(data_dir: Path, *overrides: str):
 
 
 def _train_tiny(tmp_path_factory, data_dir: Path, name: str, *overrides: str) -> Path:
+    """A smoke run trained once per session (shared by the xdist workers); tests read it,
+    and copy it before changing anything in it."""
     from longctx.train.loop import train
 
-    workdir = tmp_path_factory.mktemp(name) / "run"
-    train(smoke_config(data_dir, *overrides), workdir)
-    return workdir
+    def build(root: Path) -> None:
+        train(smoke_config(data_dir, *overrides), root / "run")
+
+    return shared_path(tmp_path_factory, name, build) / "run"
 
 
 @pytest.fixture(scope="session")
@@ -112,3 +144,19 @@ def tiny_window_run(tmp_path_factory, data_dir) -> Path:
 def tiny_vanilla_run(tmp_path_factory, data_dir) -> Path:
     """A trained smoke vanilla (fixed-context) run directory."""
     return _train_tiny(tmp_path_factory, data_dir, "tiny_vanilla", "model.arch=vanilla")
+
+
+# Files that take longest (subprocess trainings, multi-process runs, timeouts waited out),
+# longest first: pytest-xdist hands whole files to its workers in collection order, so
+# starting these first keeps one long file from running alone at the end.
+SLOW_FILES = ("test_train_parallel.py", "test_gpu_scripts.py", "test_train_resume.py",
+              "test_train_resume_safety.py", "test_train_signals.py", "test_train_loop.py",
+              "test_damaged_run_files.py", "test_generate_chat.py", "test_eval_evaluate.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow files first (SLOW_FILES order), then the rest as collected; a file's tests
+    stay together and in order."""
+    rank = {name: k for k, name in enumerate(SLOW_FILES)}
+    order = {id(item): k for k, item in enumerate(items)}
+    items.sort(key=lambda item: (rank.get(item.path.name, len(rank)), order[id(item)]))

@@ -27,11 +27,20 @@ def test_samples_follow_the_anchor_layout():
     np.testing.assert_array_equal(inputs[:, 1:], targets[:, :-1])
     np.testing.assert_array_equal(mask[:, :6], 0)
     np.testing.assert_array_equal(mask[:, 6:], 1)
-    # the curriculum: one segment filled by a shorter copy, left-padded with 0
-    inputs, targets, mask, first = ct.make_batch(jax.random.key(0), 2, task, 1)
+    # the curriculum over segments: one segment filled by a copy a third as long
+    inputs, targets, mask, first = ct.make_batch(jax.random.key(0), 2, task, 1, 2)
     assert inputs.shape == (2, 6) and first == 2
     np.testing.assert_array_equal(targets[:, 2:4], inputs[:, :2])
     assert float(mask.sum()) == 2 * 4
+    assert ct.stages(task, "segments") == [(1, 2), (2, 4), (3, 6)]
+    # over the length: every segment filled; the sequence first, 0s, the answer last
+    assert ct.stages(task, "length") == [(3, 1), (3, 3), (3, 4), (3, 6)]
+    inputs, targets, mask, first = ct.make_batch(jax.random.key(0), 2, task, 3, 3)
+    assert inputs.shape == (2, 18) and first == 12 and float(mask.sum()) == 2 * 6
+    np.testing.assert_array_equal(inputs[:, 3:12], 0)
+    np.testing.assert_array_equal(inputs[:, 12], 1)
+    np.testing.assert_array_equal(targets[:, 12:15], inputs[:, :3])
+    np.testing.assert_array_equal(targets[:, 15:], inputs[:, :3])
 
 
 def test_bad_scale_and_names_are_refused(capsys):
@@ -61,7 +70,8 @@ def test_greedy_generation_feeds_back_its_predictions(arch):
 
 def test_tiny_run_writes_results_and_table(tmp_path, capsys):
     args = ["--size", "tiny", "--scale", "20", "--tasks", "copy120_3", "--archs",
-            "rmt,rmt_sg", "--steps", "4", "--batch", "2", "--n-test", "4", "--curriculum",
+            "rmt,rmt_sg", "--steps", "4", "--batch", "2", "--n-test", "4",
+            "--curriculum", "segments",
             "--advance", "0", "--out", str(tmp_path)]
     assert ct.main(args) == 0
     files = sorted(tmp_path.glob("*.json"))
@@ -76,15 +86,16 @@ def test_tiny_run_writes_results_and_table(tmp_path, capsys):
     decoder = ct.count_params(plain.init(jax.random.key(0)))
     assert result["params"] == decoder + 3 * plain.cfg.d_model  # + the 3 memory vectors
     out = capsys.readouterr().out
-    assert "| copy120_3 | rmt | tiny/20 | 6 / 3 / 3 |" in out
+    assert "| copy120_3 | rmt | tiny/20 | 6 / 3 / 3 | 762 | segments | 1 |" in out
     again = ct.main(args + ["--report"])  # finished runs are read, not retrained
     assert again == 0 and "| copy120_3 | rmt_sg |" in capsys.readouterr().out
 
 
 def test_table_sets_published_figures_beside_the_anchor_size():
     row = dict(task="copy120_9", arch="rmt", size="anchor", scale=1, length=120, segments=9,
-               memory=40, params=928_010, accuracy=0.5, teacher_forced=0.6, tokens=1000)
+               memory=40, params=928_010, accuracy=0.5, teacher_forced=0.6, tokens=1000,
+               curriculum="length", steps=10)
     text = ct.table([row, {**row, "accuracy": 0.25, "seed": 1}])
-    assert "| 2 | 0.375 | 0.500 | 0.600 | 1,000 | 1.000 (1.000, 2) |" in text
+    assert "| length | 2 | 0.375 | 0.500 | 0.600 | 10 | 1,000 | 1.000 (1.000, 2) |" in text
     small = ct.table([{**row, "size": "small", "scale": 5}])
     assert small.rstrip().endswith("| - |")

@@ -19,13 +19,13 @@ from tests.conftest import REPO, load_script, size_configs, subprocess_env
 TIMEOUT = float(os.environ.get("GPU_SCRIPTS_TEST_TIMEOUT", "280"))
 
 # Tiny shapes over the gpu-quick size: the smoke dataset (shared with the other tests), one
-# layer, W = 32, 8 steps per model, a 4-conversation evaluation.
+# layer, W = 32, 4 steps per model, a 2-conversation evaluation.
 TINY_STUDY = ("--tokens-per-step 128 model.n_layer=1 model.n_head=2 model.d_model=32 "
               "model.d_head=16 model.d_inner=64 model.mem_len=32 model.window=32 "
               "model.ctx_len=32 model.tgt_len=16 model.seq_len=64 data.span=32 "
               "data.num_train=40 data.num_validation=10 data.vocab_size=512 data.train_near=0 "
-              "train.train_tokens=1024 optim.warmup_steps=2 train.log_every=4 "
-              "train.host_sync_every=4 checkpoint.every_steps=100 eval.max_conversations=4 "
+              "train.train_tokens=512 optim.warmup_steps=2 train.log_every=4 "
+              "train.host_sync_every=4 checkpoint.every_steps=100 eval.max_conversations=2 "
               "eval.context_lengths=8,16 eval.vanilla_stride=8")
 
 
@@ -85,7 +85,7 @@ def test_gpu_study_script_end_to_end_tiny(tmp_path, data_dir):
     for path in evals:
         ev = json.loads(path.read_text())
         assert "speed" not in ev  # gpu-quick evaluates without the stride-1 speed check
-        assert ev["dataset"]["conversations"] == 4
+        assert ev["dataset"]["conversations"] == 2
 
 
 def test_gpu_check_script_end_to_end_tiny(tmp_path, data_dir):

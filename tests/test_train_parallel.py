@@ -11,12 +11,14 @@ import pytest
 
 from tests.conftest import REPO, SMOKE, run_cli, subprocess_env
 
-STEPS = 10
-ARGS = [f"train.num_steps={STEPS}", "train.log_every=1", "checkpoint.every_steps=100"]
+# The smoke run as `tiny_run` trains it (12 steps), logged every step; the 1-device curve
+# is the shared `tiny_run`'s (logged every 2 steps: where both logged, they must agree).
+ARGS = ["train.log_every=1", "checkpoint.every_steps=100"]
 
 
-def _curve(workdir):
-    return [json.loads(x)["loss"] for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+def _curve(workdir, every=1):
+    rows = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows if "kind" not in r and r["step"] % every == 0]
 
 
 def _train_args(workdir, data_dir):
@@ -25,19 +27,20 @@ def _train_args(workdir, data_dir):
 
 
 @pytest.fixture(scope="module")
-def device_runs(data_dir, tmp_path_factory):
-    """The smoke run trained on 1, 2 and 4 devices (one process each): {devices: workdir}."""
+def device_runs(data_dir, tmp_path_factory, tiny_run):
+    """The smoke run on 1 (the shared `tiny_run`), 2 and 4 devices (one process each):
+    {devices: workdir}."""
     root = tmp_path_factory.mktemp("devices")
-    for devices in (1, 2, 4):
+    for devices in (2, 4):
         run_cli(_train_args(root / f"d{devices}", data_dir), devices=devices, timeout=300)
-    return {devices: root / f"d{devices}" for devices in (1, 2, 4)}
+    return {1: tiny_run, **{devices: root / f"d{devices}" for devices in (2, 4)}}
 
 
 def test_device_count_does_not_change_the_loss_curve(device_runs):
-    curves = {devices: _curve(workdir) for devices, workdir in device_runs.items()}
-    assert len(curves[1]) == STEPS
-    np.testing.assert_allclose(curves[2], curves[1], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(curves[4], curves[1], rtol=1e-5, atol=1e-5)
+    one = _curve(device_runs[1], every=2)
+    assert len(one) == 6 and len(_curve(device_runs[2])) == 12
+    np.testing.assert_allclose(_curve(device_runs[2], every=2), one, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(_curve(device_runs[4], every=2), one, rtol=1e-5, atol=1e-5)
 
 
 def _free_port() -> int:
@@ -87,3 +90,40 @@ def test_a_dead_peer_makes_the_other_exit_within_a_minute(data_dir, tmp_path):
     assert victim.returncode != 0
     assert survivor.returncode != 0, "the survivor must not pretend to have finished"
     assert waited < 60, f"the survivor took {waited:.0f}s to notice"
+
+
+@pytest.mark.timeout(900)  # two two-process runs (gloo start-up), after the shared device runs
+def test_a_stop_signal_to_one_process_stops_both_at_one_common_save(device_runs, data_dir,
+                                                                    tmp_path):
+    """SIGTERM reaches only process 1 (a preempted host) after step 3: both processes agree
+    to stop at the next agreement step (train.host_sync_every = 4), save it together and
+    exit cleanly; resuming both ends exactly where the uninterrupted run does."""
+    workdir = tmp_path / "multi"
+    port = _free_port()
+    procs = [_start_process(0, port, workdir, data_dir),
+             _start_process(1, port, workdir, data_dir, {"LONGCTX_FAULT": "term:3"})]
+    try:
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (_out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+        assert "Traceback" not in err, err[-3000:]
+    summaries = [json.loads(out.strip().splitlines()[-1]) for out, _err in outs]
+    assert [s["step"] for s in summaries] == [4, 4] and not summaries[0]["done"]
+    assert "SIGTERM to another process: saved step 4" in outs[0][0]
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["4"]
+
+    port = _free_port()
+    procs = [_start_process(i, port, workdir, data_dir) for i in range(2)]
+    try:
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (_out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    single = json.loads((device_runs[2] / "summary.json").read_text())
+    multi = json.loads((workdir / "summary.json").read_text())
+    assert multi["done"] and multi["params_sha256"] == single["params_sha256"]

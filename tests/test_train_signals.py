@@ -107,3 +107,50 @@ def test_ctrl_c_in_a_data_build_keeps_nothing_and_stale_builds_are_cleaned(tmp_p
     finally:
         os.close(fd)
     assert clean_stale_builds(data) == [live]
+
+
+def test_a_second_ctrl_c_while_stopping_is_ignored_and_loses_nothing(data_dir, tmp_path,
+                                                                     tiny_run):
+    """Ctrl-C after step 5 and again 50 ms later (while step 5 is being saved): one clean
+    stop, no traceback from the loop or orbax's saving threads, and an exact resume."""
+    workdir = tmp_path / "run"
+    args = ["train", "--config", str(SMOKE), "--workdir", str(workdir),
+            f"data.data_dir={data_dir}", "model.arch=xl"]  # as `tiny_run` was trained
+    proc = _start(args, env=subprocess_env(1, **{FAULT_ENV: "intint:5"}))
+    try:
+        out, err = proc.communicate(timeout=240)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert "Traceback" not in err and "Exception ignored" not in err, err[-3000:]
+    assert set(ln for ln in err.splitlines() if ln.strip()) <= {
+        "longctx: already stopping after the current step (saving it); further signals are "
+        "ignored, SIGKILL stops at once"}, err[-3000:]
+    assert "SIGINT: saved step 5; rerun the same command to resume" in out
+    assert (workdir / "checkpoints" / "5").is_dir()
+    proc = _start(args)
+    try:
+        out, err = proc.communicate(timeout=240)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    resumed = json.loads(out.strip().splitlines()[-1])
+    assert resumed["params_sha256"] == json.loads(
+        (tiny_run / "summary.json").read_text())["params_sha256"]
+
+
+def test_a_second_ctrl_c_in_a_data_build_still_removes_everything(tmp_path):
+    data = tmp_path / "data"
+    proc = _start(["data", "build", "synthetic", f"data.data_dir={data}",
+                   "data.num_train=200", "data.vocab_size=512"])
+    try:
+        _wait_for(proc, lambda: data.is_dir() and any(data.glob(".*.tmp")), "temporary folder")
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)  # the gap of an impatient second Ctrl-C (not a wait for a state)
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    assert [ln for ln in err.splitlines() if ln.strip()] == ["longctx data: interrupted"]
+    assert list(data.iterdir()) == []

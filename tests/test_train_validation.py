@@ -1,5 +1,6 @@
-"""Validation while training: rows in metrics.jsonl and TensorBoard, the evaluation
-suite's numbers, a bounded cost. (Exact resume with validation on: test_train_resume.)"""
+"""Validation and profiling while training: validation rows in metrics.jsonl and
+TensorBoard, the evaluation suite's numbers, a bounded cost; a jax.profiler trace of the
+chosen steps. (Exact resume with validation on: test_train_resume.)"""
 
 import json
 
@@ -9,7 +10,7 @@ from longctx.config_rules import check
 from longctx.models import archs
 from longctx.models.archs import check_run
 from longctx.train import validation
-from tests.conftest import smoke_config
+from tests.conftest import SMOKE, smoke_config
 from tests.tb_events import scalars
 
 
@@ -19,12 +20,15 @@ def _rows(workdir):
 
 @pytest.fixture(scope="module")
 def validated_run(tmp_path_factory, data_dir):
-    """A smoke XL run validating every 4 steps on the whole validation split."""
+    """A smoke XL run validating every 5 steps on the whole validation split, with a
+    profile of steps 3-4."""
+    from longctx import log
     from longctx.train.loop import train
 
     workdir = tmp_path_factory.mktemp("validated") / "run"
-    train(smoke_config(data_dir, "train.eval_every_steps=5", "train.eval_tokens=10000000"),
-          workdir)
+    log.configure()
+    train(smoke_config(data_dir, "train.eval_every_steps=5", "train.eval_tokens=10000000",
+                       "train.profile_steps=3,4"), workdir)
     return workdir
 
 
@@ -120,3 +124,21 @@ def test_validation_settings_are_free_on_resume(data_dir):
     a = check_run(smoke_config(data_dir))
     b = check_run(smoke_config(data_dir, "train.eval_every_steps=3", "train.profile_steps=2,3"))
     assert config_differences(a, b) == []
+
+
+def test_profile_steps_write_a_trace_into_the_run(validated_run):
+    traces = list((validated_run / "tb" / "plugins" / "profile").glob("*/*.xplane.pb"))
+    assert len(traces) == 1 and traces[0].stat().st_size > 1000
+    assert b"train" in traces[0].read_bytes(), "the traced steps are marked as train steps"
+
+
+def test_profile_past_the_last_step_is_refused_before_anything_is_written(data_dir, tmp_path,
+                                                                          capsys):
+    from longctx.cli import main
+
+    workdir = tmp_path / "refused"
+    code = main(["train", "--config", str(SMOKE), "--workdir", str(workdir),
+                 f"data.data_dir={data_dir}", "train.num_steps=6", "train.profile_steps=5,9"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "train.profile_steps" in err and len(err.splitlines()) == 1
+    assert not workdir.exists()

@@ -8,6 +8,7 @@
     metrics.jsonl, tb/, summary.json   written by `train`
     eval.json            written by `evaluate`
     chats/<name>/        saved chat states
+    .lock                the owner lock every writer holds (`lock`)
 
 This package owns the layout, the rule that decides which checkpoint step is readable
 (`steps`), which config fields a run is bound to (`settings`), loading parameters for

@@ -42,9 +42,10 @@ def holder(workdir: str | Path) -> str:
 class RunLock:
     """Hold `workdir`'s lock for `command` (creating the directory if it is missing).
 
-    With `create=False` the directory must exist. A directory this lock created and that holds nothing but the lock file when it is
-    released is removed again, so a command refused before it wrote anything leaves no
-    trace. `enabled=False` (a non-primary process) does nothing.
+    With `create=False` the directory must exist. A directory this lock created and that
+    holds nothing but the lock file when it is released is removed again, so a command
+    refused before it wrote anything leaves no trace. `enabled=False` (a non-primary
+    process) does nothing.
     """
 
     def __init__(self, workdir: str | Path, command: str, *, flag: str = "--workdir",

@@ -75,8 +75,8 @@ def _sweep(args: argparse.Namespace) -> int:
     from longctx.fsguard import check_dir_arg
     from longctx.train.sweep import parse_grid, run_sweep
 
-    results = run_sweep(args.config, check_dir_arg(args.root, "--root"), parse_grid(args.grid), args.overrides,
-                        parallel=args.parallel, timeout=args.timeout)
+    results = run_sweep(args.config, check_dir_arg(args.root, "--root"), parse_grid(args.grid),
+                        args.overrides, parallel=args.parallel, timeout=args.timeout)
     failed = [r for r in results if r.status == "failed"]
     for r in results:
         print(f"{r.status:8s} {r.workdir}")

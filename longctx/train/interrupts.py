@@ -10,7 +10,9 @@ from typing import Any
 
 # Test hook for fault injection: "step:N" SIGKILLs the process after step N is dispatched;
 # "save:N" SIGKILLs it right after the async save of step N has started; "term:N" sends
-# it SIGTERM after step N (as a scheduler's preemption would), "int:N" SIGINT (Ctrl-C).
+# it SIGTERM after step N (as a scheduler's preemption would), "int:N" SIGINT (Ctrl-C);
+# "intint:N" SIGINT after step N and again 50 ms later (an impatient second Ctrl-C, landing
+# while the stop's save runs).
 FAULT_ENV = "LONGCTX_FAULT"
 
 
@@ -31,8 +33,12 @@ def fault_after_step(fault: tuple[str, int] | None, step: int) -> None:
     """Inject the 'step', 'term' or 'int' fault if it is due after `step`."""
     if fault == ("step", step):
         kill_self()
-    if fault is not None and fault[0] in ("term", "int") and fault[1] == step:
+    if fault is not None and fault[0] in ("term", "int", "intint") and fault[1] == step:
         os.kill(os.getpid(), signal.SIGTERM if fault[0] == "term" else signal.SIGINT)
+        if fault[0] == "intint":
+            again = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT))
+            again.daemon = True
+            again.start()
 
 
 class StopSignals:
