@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 
 from longctx.config import ModelConfig
-from longctx.models import attention as A
 from longctx.models.cache_layout import empty_cache, from_cache, to_cache, write_token
 from longctx.models.memory import Rows
 from longctx.models.nll import target_logprobs
@@ -52,17 +51,7 @@ def _step(mod: Decoder, token: jax.Array, cache: WindowCache):
     # dist 0 is this token's slot: its old row (position t - W) is out of the window; the
     # token's own key is scored apart by attend_one
     seen = jnp.broadcast_to((dist <= t) & (dist > 0), (token.shape[0], width))
-    table = distance_table(cfg, width)
-    rw, rr = mod.shared_biases()
-    h = mod.embed(token[:, None], True)
-    ks, vs = [], []
-    for i, layer in enumerate(mod.layers):
-        q, k, v = layer.project(h)
-        vec = layer.attend_one(q, k, v, cache.k[i], cache.v[i], table, dist, seen, rw, rr)
-        h = layer.finish(h, vec, True)
-        ks.append(k[:, 0])
-        vs.append(v[:, 0])
-    return mod.output(h, True)[:, 0], ks, vs
+    return mod.decode_token(token, cache.k, cache.v, distance_table(cfg, width), dist, seen)
 
 
 def _feed(mod: Decoder, tokens: jax.Array, cache: WindowCache) -> tuple[jax.Array, WindowCache]:
@@ -75,23 +64,17 @@ def _feed(mod: Decoder, tokens: jax.Array, cache: WindowCache) -> tuple[jax.Arra
     dist = width + i - j
     seen = (dist >= 0) & (dist < width) & (t - width + j >= 0)
     pos_emb = descending_pos_emb(cfg, width + chunk)
-    rw, rr = mod.shared_biases()
-    h = mod.embed(tokens, True)
-    ks, vs = [], []
-    for n, layer in enumerate(mod.layers):
-        q, k, v = layer.project(h)
-        kc, vc = from_cache(cache.k[n], cache.v[n])  # [B, W, H, D]
-        kk = jnp.concatenate([jnp.roll(kc, -(t % width), axis=1), k.astype(kc.dtype)], 1)
-        vv = jnp.concatenate([jnp.roll(vc, -(t % width), axis=1), v.astype(vc.dtype)], 1)
-        lrw, lrr = layer.biases(rw, rr)
-        scores = A.rel_scores(q, kk, layer.rel_proj(pos_emb), lrw, lrr)
-        h = layer.finish(h, layer.attend(scores, seen[None, None], vv, True), True)
-        kc, vc = to_cache(jnp.roll(kk[:, chunk:], (t + chunk) % width, axis=1),
-                          jnp.roll(vv[:, chunk:], (t + chunk) % width, axis=1))
-        ks.append(kc)
-        vs.append(vc)
-    logits = mod.output(h, True)
-    return logits, WindowCache(k=tuple(ks), v=tuple(vs), pos=t + chunk)
+
+    def ring_in_order(n):  # the W cached rows, oldest first [B, W, H, D]
+        return tuple(jnp.roll(x, -(t % width), axis=1)
+                     for x in from_cache(cache.k[n], cache.v[n]))
+
+    logits, kks, vvs = mod.decode_block(tokens, ring_in_order, seen[None, None], pos_emb)
+    caches = [to_cache(jnp.roll(kk[:, chunk:], (t + chunk) % width, axis=1),
+                       jnp.roll(vv[:, chunk:], (t + chunk) % width, axis=1))
+              for kk, vv in zip(kks, vvs, strict=True)]
+    return logits, WindowCache(k=tuple(c[0] for c in caches), v=tuple(c[1] for c in caches),
+                               pos=t + chunk)
 
 
 def window_decode_step(
