@@ -53,11 +53,15 @@ def train(cfg: Config, workdir: str | Path) -> dict:
 
 def evaluate(run: Run, write: bool = True, with_speed: bool = False, **kwargs: Any) -> dict:
     """The coherence suite on `run` (eval.json's dict); written to RUN/eval.json when
-    `write`. kwargs: dataset, split, source, as `longctx evaluate` takes them."""
+    `write`, holding the run's lock as `longctx evaluate` does (one writer per run).
+    kwargs: dataset, split, source, as `longctx evaluate` takes them."""
     from longctx.eval import evaluate as suite
+    from longctx.rundir.lock import RunLock
 
-    result = suite.evaluate(run, with_speed=with_speed, **kwargs)
-    if write:
+    if not write:
+        return suite.evaluate(run, with_speed=with_speed, **kwargs)
+    with RunLock(run.workdir, "evaluate", create=False):
+        result = suite.evaluate(run, with_speed=with_speed, **kwargs)
         suite.write(result, Path(run.workdir) / "eval.json")
     return result
 

@@ -20,7 +20,9 @@ Exact resume: the conversations and probes are fixed when the run starts (a fixe
 and a pass is a pure function of the parameters, so the rows are the same whether or not
 the run was interrupted. A pass at step s runs before the checkpoint of step s is written,
 so every saved step's row exists; rows past the restored step are dropped on resume like
-training rows (`longctx.train.metrics.truncate_jsonl`).
+training rows (`longctx.train.metrics.truncate_jsonl`). In a multi-process run every
+process scores the same pass (so none waits inside the next step's collective for the
+others) and only the primary writes.
 """
 
 from __future__ import annotations
