@@ -90,6 +90,11 @@ class ModelConfig(_Strict):
     remat: bool = False  # rematerialise each layer's activations in the backward pass
     attention_impl: str = "reference"  # xl: segment attention, 'reference' or 'pallas' (fused)
     init_std: float = 0.02
+    n_mem_tokens: int = 16  # rmt: memory vectors each segment reads and writes
+    # xl, rmt: segments of tgt_len per training row, gradients through the memory across
+    # them (truncated BPTT over K segments; 1: one segment a step, XL's original training)
+    bptt_segments: int = 1
+    bptt_stop_gradient: bool = False  # xl, rmt: stop the gradient at every segment boundary
 
 
 @dataclass

@@ -49,7 +49,7 @@ def load_run(workdir: str | Path, step: int | None = None) -> Run:
                     f"({readable.one_line(changed)}); rerun in a moment")
 
 
-_RELISTS = 5
+_RELISTS = 10
 
 
 def _load_latest(workdir: Path, cfg: Config, step: int | None) -> Run:
