@@ -1,6 +1,8 @@
 """Transformer-XL: segments of tgt_len with a memory of the last mem_len hidden states of
-every layer, gradient-stopped between segments (Dai et al. 2019). The maths is in
-`longctx.models.transformer_xl`; this module is its plug-in."""
+every layer, gradient-stopped between segments (Dai et al. 2019). With bptt_segments K > 1
+a training row holds K segments and the gradient flows through the memory across them
+(unless bptt_stop_gradient). The maths is in `longctx.models.transformer_xl`; this module
+is its plug-in."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from longctx.config import ConfigError, ModelConfig
 from longctx.models import transformer_xl as txl
 from longctx.models.archs.base import Arch, CallShape, ScoringPlan
 from longctx.models.archs.registry import register
-from longctx.models.memory import empty_memory
+from longctx.models.memory import apply_reset, empty_memory
+from longctx.models.segment_scan import scan_in_apply
 
 
 class TransformerXL(Arch):
@@ -19,7 +22,8 @@ class TransformerXL(Arch):
     has_memory = True
     description = "Transformer-XL: segments with a memory of the last mem_len hidden states"
     lane_mode = "segments"
-    knobs = ("tgt_len", "mem_len", "clamp_len", "same_length", "attention_impl")
+    knobs = ("tgt_len", "mem_len", "same_length", "attention_impl", "bptt_segments",
+             "bptt_stop_gradient")
 
     def check(self, cfg: ModelConfig) -> None:
         if cfg.attention_impl not in ("reference", "pallas"):
@@ -37,7 +41,10 @@ class TransformerXL(Arch):
         return cfg.mem_len
 
     def tokens_per_step(self, cfg: ModelConfig) -> int:
-        return cfg.tgt_len
+        return cfg.bptt_segments * cfg.tgt_len
+
+    def segments_per_step(self, cfg: ModelConfig) -> int:
+        return cfg.bptt_segments
 
     def carries_state(self, cfg: ModelConfig) -> bool:
         return cfg.mem_len > 0
@@ -55,7 +62,16 @@ class TransformerXL(Arch):
         return empty_memory(cfg, batch_size)
 
     def forward(self, mod, tokens, state, reset, deterministic):
-        return txl.xl_forward(mod, tokens, state, reset, deterministic)
+        cfg = mod.cfg
+        if cfg.bptt_segments == 1 or tokens.shape[1] <= cfg.tgt_len:
+            return txl.xl_forward(mod, tokens, state, reset, deterministic)
+        grad = not cfg.bptt_stop_gradient
+
+        def segment(m, seg, memory, det):
+            return txl.xl_forward(m, seg, memory, None, det, memory_grad=grad)
+
+        return scan_in_apply(mod, segment, apply_reset(state, reset, keep_grad=grad), tokens,
+                             cfg.tgt_len, stop_gradient=not grad, deterministic=deterministic)
 
     def scoring(self, cfg: ModelConfig) -> ScoringPlan:
         return ScoringPlan(chunk=cfg.tgt_len)
