@@ -48,7 +48,7 @@ def test_rmt_trains_resumes_evaluates_and_chats(data_dir, tmp_path):
     assert info["arch"] == "rmt" and info["step"] == 12 and info["span"] == 16
     # the decoder's parameters plus the 4 x 32 initial memory, as the estimate says
     from longctx.config import from_dict
-    from longctx.train.budget import num_params
+    from longctx.train.memory_fit import num_params
 
     cfg = from_dict(json.loads((clean / "config.json").read_text()))
     assert num_params(cfg.model, cfg.model.n_token) == info["num_params"]
