@@ -15,6 +15,7 @@ tokens are B lanes of `longctx.data.make_lanes(mode='sequences')`.
     python experiments/rmt_reach.py --out runs/rmt_reach/a.json data.train_near_max=8
     python experiments/rmt_reach.py --k 2:0.25,4 --n-mem 16 --tokens 1200000 ...
     python experiments/rmt_reach.py summarise runs/rmt_reach/*.json --baseline XL.json
+    python experiments/rmt_reach.py views runs/rmt_reach/D.json   # in view / through memory
 
 Scoring a probe: the memory entering the segment whose input holds the token before the
 answer, then that segment's tokens up to the answer and the candidate (a row up to W + 2
@@ -201,6 +202,54 @@ def score_probes(model, params, convs, items, seg: int, pad: int, chunk: int = 2
     return credits
 
 
+def probe_items(cfg, ds) -> tuple[list, list]:
+    """The validation conversations and recall items `longctx evaluate` would score."""
+    from longctx.data.render import value_ids
+    from longctx.eval import probes
+    from longctx.eval.evaluate import SEED
+
+    convs = ds.conversations("validation")[: cfg.eval.max_conversations]
+    cache: dict[str, list[np.ndarray]] = {}
+
+    def value_tokens(slot):  # as `longctx evaluate` lists a slot's values
+        if slot not in cache:
+            cache[slot] = [value_ids(ds.tokenizer, v) for v in ds.slot_values(slot)]
+        return cache[slot]
+
+    items, _ = probes.recall_items(convs, value_tokens, cfg.eval.num_candidates,
+                                   np.random.default_rng(SEED))
+    return convs, items
+
+
+def view_split(path: str) -> str:
+    """Recall of an RMT result's probes split by whether the fact is in the answer's own
+    segment (one attention step away) or only reachable through the memory."""
+    from longctx.config import parse_overrides
+    from longctx.data import prepare_dataset
+
+    r = json.loads(Path(path).read_text())
+    if r["args"].get("arch", "rmt") != "rmt":
+        raise SystemExit(f"error: {path}: not an RMT result (XL's view: reach_study.direct_split)")
+    cfg = parse_overrides(_module("dialogue_comparison").get_config(), r["args"]["overrides"])
+    _, items = probe_items(cfg, prepare_dataset(cfg.data))
+    d = np.asarray(r["probes"]["distance"])
+    if d.tolist() != [it.distance for it in items]:
+        raise SystemExit(f"error: {path}: its probes are not this dataset's; rebuild it")
+    seg, span = r["args"].get("seg") or r["span"], r["span"]
+    pos = np.asarray([it.request.pos for it in items])
+    in_view = d <= (pos - 1) % seg + 1
+    c = np.asarray(r["probes"]["credit"], float)
+    rows = [f"{Path(path).stem} (segment {seg})"]
+    for lo, hi in ((0, 1), (1, 2), (2, 4), (4, 8)):
+        band = (d > lo * span) & (d <= hi * span)
+        for name, sel in (("in view", band & in_view), ("through memory", band & ~in_view)):
+            x = c[sel]
+            if x.size > 1:
+                rows.append(f"  {lo}-{hi}W {name}: {x.mean():.3f} ± "
+                            f"{x.std(ddof=1) / np.sqrt(x.size):.3f} (n={x.size})")
+    return "\n".join(rows)
+
+
 def pooled(result: dict, lo: float, hi: float) -> tuple[float, float, int]:
     """Mean credit, its standard error and count of the probes lo*W < d <= hi*W."""
     d = np.asarray(result["probes"]["distance"], float) / result["span"]
@@ -243,6 +292,10 @@ def main(argv: list[str] | None = None) -> int:
         a = q.parse_args(argv[1:])
         print(summarise(a.results, a.baseline))
         return 0
+    if argv[:1] == ["views"]:
+        for path in argv[1:]:
+            print(view_split(path))
+        return 0
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="result JSON (recall per probe and bucket)")
     p.add_argument("--tokens", type=int, default=1_200_000)
@@ -262,8 +315,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from longctx.config import parse_overrides
     from longctx.data import prepare_dataset
-    from longctx.eval import probes
-    from longctx.eval.evaluate import SEED
     from longctx.models import Decoder
     from longctx.models.recurrent_memory import rmt_init
 
@@ -287,18 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     params, info = train(cfg, ds, model, params, args, log)
 
     t0 = time.time()
-    convs = ds.conversations("validation")[: cfg.eval.max_conversations]
-    from longctx.data.render import value_ids
-
-    cache = {}
-
-    def value_tokens(slot):  # as `longctx evaluate` lists a slot's values
-        if slot not in cache:
-            cache[slot] = [value_ids(ds.tokenizer, v) for v in ds.slot_values(slot)]
-        return cache[slot]
-
-    items, skipped = probes.recall_items(convs, value_tokens, cfg.eval.num_candidates,
-                                         np.random.default_rng(SEED))
+    convs, items = probe_items(cfg, ds)
     if args.arch == "xl":
         from longctx.eval import metrics
         from longctx.eval.scoring import Scorer
