@@ -250,6 +250,47 @@ def view_split(path: str) -> str:
     return "\n".join(rows)
 
 
+def rmt_flops_per_token(c, seg: int, n_mem: int, training: bool) -> float:
+    """Analytic FLOPs per predicted token of RMT, counted as `longctx.eval.flops` counts
+    the others: a segment is seg + 2 n_mem rows under one dense causal mask (masked
+    entries included), the output layer only on the seg token rows; training adds the
+    backward (2x) and the rematerialised scan's second forward (1x): 4x in all."""
+    n, hd = seg + 2 * n_mem, c.n_head * c.d_head
+    per_layer = (2 * n * c.d_model * 3 * hd + 2 * n * c.d_model * hd  # qkv_net, r_net
+                 + 3 * 2 * n * n * hd + 2 * n * hd * c.d_model  # scores, values, o_net
+                 + 2 * n * 2 * c.d_model * c.d_inner)  # feed-forward
+    forward = c.n_layer * per_layer + 2 * seg * c.d_model * c.n_token
+    return float(forward * (4 if training else 1) / seg)
+
+
+def cost_table(seg_mems: list[tuple[int, int]]) -> str:
+    """Markdown: parameters and FLOPs per token of XL, XL through a rematerialised scan
+    (gradients through memory), the window and RMT at (segment, memory tokens)."""
+    from longctx.config import parse_overrides
+    from longctx.eval.flops import flops_per_token
+
+    cfg = parse_overrides(_module("dialogue_comparison").get_config(), ["model.n_token=2048"])
+    m = cfg.model
+    from longctx.models import Decoder
+
+    shapes = jax.eval_shape(lambda k: Decoder(m).init(k, jnp.zeros((1, m.tgt_len), jnp.int32)),
+                            jax.random.PRNGKey(0))
+    base = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
+    window = parse_overrides(cfg, ["model.arch=window"]).model
+    rows = [("xl", base, flops_per_token(m, False), flops_per_token(m, True)),
+            ("xl, gradient through memory (remat scan)", base, flops_per_token(m, False),
+             flops_per_token(m, True) * 4 / 3),
+            ("window", base, flops_per_token(window, False), flops_per_token(window, True))]
+    for seg, n_mem in seg_mems:
+        rows.append((f"rmt seg {seg}, m {n_mem}", base + n_mem * m.d_model,
+                     rmt_flops_per_token(m, seg, n_mem, False),
+                     rmt_flops_per_token(m, seg, n_mem, True)))
+    lines = ["| model | params | FLOPs/token (forward) | training FLOPs/token |",
+             "|---|---|---|---|"]
+    lines += [f"| {name} | {p:,} | {f:.2e} | {t:.2e} |" for name, p, f, t in rows]
+    return "\n".join(lines)
+
+
 def pooled(result: dict, lo: float, hi: float) -> tuple[float, float, int]:
     """Mean credit, its standard error and count of the probes lo*W < d <= hi*W."""
     d = np.asarray(result["probes"]["distance"], float) / result["span"]
@@ -291,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("--baseline", default=None, help="a result file to take z against")
         a = q.parse_args(argv[1:])
         print(summarise(a.results, a.baseline))
+        return 0
+    if argv[:1] == ["cost"]:
+        print(cost_table([(64, 16), (128, 16)]))
         return 0
     if argv[:1] == ["views"]:
         for path in argv[1:]:
