@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 
 import longctx.api as lc
+from longctx.models import archs
 
 SMOKE = Path(__file__).resolve().parents[1] / "experiments" / "smoke.py"
 
@@ -34,7 +35,7 @@ def main() -> None:
     # 1. A run: its config, tokenizer and latest readable parameters.
     run = lc.load_run(workdir)
     m = run.cfg.model
-    print(f"{run.cfg.name}: {m.arch}, W={m.span}, step {run.step}")
+    print(f"{run.cfg.name}: {m.arch}, W={archs.span(m)}, step {run.step}")
 
     # 2. Score a validation conversation turn by turn, and its planted recall probes.
     conv = lc.validation_conversations(run, limit=1)[0]

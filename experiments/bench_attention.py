@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from longctx.config import ModelConfig
-from longctx.models import build_model, count_params, init_memory
+from longctx.models import archs, build_model, count_params, init_memory
 from longctx.models import pallas_attention as PA
 
 
@@ -46,7 +46,7 @@ def make_loss(cfg: ModelConfig, seq_len: int):
         logp = jax.nn.log_softmax(logits, axis=-1)
         return -jnp.take_along_axis(logp, targets[..., None], axis=-1).sum()
 
-    if cfg.arch == "window":
+    if not archs.get(cfg).has_memory:
 
         def loss(p, tokens):
             logits, _ = model.apply({"params": p}, tokens[:, :-1], None, None)
@@ -81,7 +81,7 @@ def make_loss(cfg: ModelConfig, seq_len: int):
 def measure(cfg: ModelConfig, seq_len: int, repeats: int) -> dict:
     """Median fwd+bwd seconds and compiled peak bytes for one architecture and length."""
     fn, params = make_loss(cfg, seq_len)
-    step = fn if cfg.arch == "xl" else jax.value_and_grad(fn)
+    step = fn if archs.get(cfg).has_memory else jax.value_and_grad(fn)
     tokens = jax.random.randint(jax.random.key(1), (1, seq_len + 1), 0, cfg.n_token)
     compiled = jax.jit(step).lower(params, tokens).compile()
     mem = compiled.memory_analysis()

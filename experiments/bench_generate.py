@@ -56,7 +56,7 @@ def _prepare(arch: str, histories: list[int], shape: dict) -> list[dict]:
     from longctx.config import ModelConfig
     from longctx.generate.sampler import SamplerSettings
     from longctx.generate.streaming import Stream
-    from longctx.models import build_model, init_memory
+    from longctx.models import archs, build_model, init_memory
 
     cfg = ModelConfig(arch=arch, dropout=0.0, **shape)
     model = build_model(cfg)
@@ -79,7 +79,7 @@ def _prepare(arch: str, histories: list[int], shape: dict) -> list[dict]:
         for _ in range(5):  # warm-up (compiles once, for the first history only)
             token, state, key, _ = stream.reply_step(state, token, key, knobs)
         int(token[0])
-        row = {"arch": arch, "history": history, "span": cfg.span,
+        row = {"arch": arch, "history": history, "span": archs.span(cfg),
                "history_feed_tok_per_s": history / feed_s,
                "state_mib": sum(x.nbytes for x in jax.tree.leaves(state)) / 2**20,
                "rss_growth_mib": _rss_mib() - rss}

@@ -43,7 +43,7 @@ import numpy as np
 
 from longctx.config import ModelConfig, OptimConfig
 from longctx.eval.flops import flops_per_token
-from longctx.models import build_model, count_params, init_memory
+from longctx.models import archs, build_model, count_params, init_memory
 from longctx.train import parallel
 from longctx.train.optimizer import learning_rate_schedule, make_optimizer
 from longctx.train.step import TrainState, make_train_step
@@ -56,7 +56,7 @@ SIZES = {
     "xlarge": dict(n_layer=12, n_head=16, d_model=1024, d_head=64, d_inner=4096),  # GPU
     "smoke": dict(n_layer=1, n_head=2, d_model=32, d_head=16, d_inner=64),
 }
-ARCHS = ("xl", "window", "vanilla")
+ARCHS = archs.names()
 
 
 def model_config(arch: str, size: str, dtype: str, remat: bool, span: int = SPAN,
@@ -88,7 +88,7 @@ def _inputs(cfg: ModelConfig, batch_size: int = BATCH):
     optim = OptimConfig(warmup_steps=10)
     optimizer = make_optimizer(optim, 1000)
     schedule = learning_rate_schedule(optim, 1000)
-    t = cfg.row_len
+    t = archs.tokens_per_step(cfg)
     params = model.init({"params": jax.random.key(0)}, jnp.zeros((1, t), jnp.int32),
                         init_memory(cfg, 1), jnp.zeros((1,), bool))["params"]
     state = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params),
@@ -146,7 +146,7 @@ def measure(cfg: ModelConfig, steps: int, batch_size: int = BATCH) -> dict:
     """Compile, warm up, then time `steps` train steps of one configuration."""
     prep = Prepared(cfg, batch_size)
     step_s = statistics.median(prep.run(steps))
-    tokens = batch_size * cfg.row_len
+    tokens = batch_size * archs.tokens_per_step(cfg)
     return {"arch": cfg.arch, "d_model": cfg.d_model, "n_layer": cfg.n_layer, "batch": batch_size,
             "dtype": cfg.dtype, "remat": cfg.remat, "params": prep.n_params,
             "tokens_per_step": tokens, "compile_s": prep.compile_s, "step_s": step_s,
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smoke", action="store_true", help="tiny sizes, seconds")
     args = p.parse_args(argv)
 
-    archs = ARCHS if args.arch == "all" else (args.arch,)
+    names = ARCHS if args.arch == "all" else (args.arch,)
     sizes = ["smoke"] if args.smoke else args.size.split(",")
     unknown = [s for s in sizes if s not in SIZES]
     if unknown:
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for size in sizes:
-        for arch in archs:
+        for arch in names:
             for remat in remats:
                 for batch in batches:
                     cfg = model_config(arch, size, args.dtype, remat, span, vocab)

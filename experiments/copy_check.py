@@ -69,20 +69,21 @@ def main(argv: list[str] | None = None) -> int:
     log.configure()  # library notes hidden, as in the longctx command
 
     from longctx.errors import UserError
-    from longctx.eval.evaluate import load_conversations
+    from longctx.eval.corpus import load_corpus
     from longctx.eval.scoring import Scorer
+    from longctx.models import archs
     from longctx.rundir import load_run
 
     try:
         run = load_run(args.workdir, args.step)
-        _, convs, _ = load_conversations(run, None, args.split, args.conversations)
+        convs = load_corpus(run, None, args.split, args.conversations).convs
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     m = run.cfg.model
     scorer = Scorer(m, run.params, 1)
     lps, _ = scorer.stream_logprobs([c.ids for c in convs])
-    table = value_nll(convs, lps, m.span)
+    table = value_nll(convs, lps, archs.span(m))
     print(f"{args.workdir} ({m.arch}, step {run.step}), {args.split}, {len(convs)} conversations")
     print("\n| bucket | probes | value NLL stated | value NLL answer | gap |\n|---|---|---|---|---|")
     for name, r in table.items():

@@ -255,6 +255,17 @@ def train_run(size, task_name, arch, seed, steps, batch, lr, scale=1, curriculum
                 n_test=n_test, seconds=round(time.time() - t0, 1), curve=curve)
 
 
+def tokens_to_solve(result: dict, level: float = 0.99) -> int | None:
+    """Training tokens until the training accuracy on the full task first reached `level`
+    (None if it never did)."""
+    full = (result["segments"], result["length"])
+    for point in result["curve"]:
+        if (point.get("filled"), point.get("length", result["length"])) == full and \
+                point["train_acc"] >= level:
+            return point["tokens"]
+    return None
+
+
 def table(results: list[dict]) -> str:
     """One row per (task, arch): seeds, mean/best greedy accuracy, tokens, the anchor's."""
     groups: dict[tuple, list[dict]] = {}
@@ -263,8 +274,8 @@ def table(results: list[dict]) -> str:
         groups.setdefault(key, []).append(r)
     lines = ["| task | arch | size | L / segments / memory | params | curriculum | seeds "
              "| accuracy mean | best | teacher-forced | steps | tokens per run "
-             "| published mean (best, runs) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| solved (tokens to 0.99) | published mean (best, runs) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     order = {a: i for i, a in enumerate(ARCHS)}
     for (task, arch, size, scale, cur, steps), rs in sorted(
             groups.items(), key=lambda g: (g[0][0], order[g[0][1]], g[0][4], g[0][5])):
@@ -272,11 +283,14 @@ def table(results: list[dict]) -> str:
         pub = PUBLISHED.get((task, arch)) if scale == 1 and size == "anchor" else None
         pub_text = f"{np.mean(pub):.3f} ({max(pub):.3f}, {len(pub)})" if pub else "-"
         r0 = rs[0]
+        solved = [t for t in (tokens_to_solve(r) for r in rs) if t is not None]
+        solved_text = f"{len(solved)}/{len(rs)}" + (
+            f" ({int(np.mean(solved)):,})" if solved else "")
         lines.append(
             f"| {task} | {arch} | {size}/{scale} | {r0['length']} / {r0['segments']} / "
             f"{r0['memory']} | {r0['params']:,} | {cur} | {len(rs)} | {np.mean(acc):.3f} | "
             f"{max(acc):.3f} | {np.mean([r['teacher_forced'] for r in rs]):.3f} | {steps:,} | "
-            f"{int(np.mean([r['tokens'] for r in rs])):,} | {pub_text} |")
+            f"{int(np.mean([r['tokens'] for r in rs])):,} | {solved_text} | {pub_text} |")
     return "\n".join(lines)
 
 

@@ -5,7 +5,7 @@ budget (`train.train_tokens`; each model turns it into its own number of steps),
 parameter counts (one shared module tree), and a matched span W: XL `mem_len = W` with
 `tgt_len <= W`, `window = W`, `ctx_len = W`.
 
-    python experiments/dialogue_comparison.py --size readme   # ~6 min on 2 CPU cores
+    python experiments/dialogue_comparison.py --size readme   # ~9 min on 2 quiet CPU cores
     python experiments/dialogue_comparison.py --size cpu      # 3 seeds, ~1 hour
     python experiments/dialogue_comparison.py --size gpu-quick  # ~8 min of one H200
     python experiments/dialogue_comparison.py --size gpu      # on an accelerator
@@ -28,108 +28,17 @@ import time
 from pathlib import Path
 
 from longctx.config import Config, parse_overrides
+from longctx.models import archs
+from longctx.train import presets
 
-ARCHS = ("xl", "window", "vanilla")
-
-
-def matched_span(span: int, tgt_len: int, seq_len: int) -> list[str]:
-    """Overrides that give the three architectures the same span W."""
-    return [f"model.mem_len={span}", f"model.window={span}", f"model.ctx_len={span}",
-            f"model.tgt_len={tgt_len}", f"model.seq_len={seq_len}", f"data.span={span}"]
+ARCHS = archs.names()  # every registered architecture, built-ins first
+SIZES = presets.COMPARISON  # readme, cpu, gpu, gpu-quick (longctx/train/presets.py)
 
 
-def batch_overrides(arch: str, tokens_per_step: int, overrides: list[str],
-                    base: Config | None = None) -> list[str]:
-    """The batch that gives `arch` the same tokens per optimiser step as the others, so
-    equal token budgets are also equal numbers of updates (XL rows are tgt_len tokens,
-    window rows seq_len, vanilla rows ctx_len); `base`: the experiment's config (this
-    file's by default)."""
-    cfg = base if base is not None else get_config()
-    row = parse_overrides(cfg, [*overrides, f"model.arch={arch}"]).model.row_len
-    if tokens_per_step % row:
-        raise SystemExit(f"tokens_per_step {tokens_per_step} is not a multiple of the {arch} "
-                         f"row length {row}")
-    return [f"train.batch_size={tokens_per_step // row}"]
-
-
-SIZES: dict[str, dict] = {
-    # README: one seed each; train + evaluate + compare in about 10 minutes on 2 cores, and
-    # memory shows: XL recalls facts 1-2W back far above the window and chance. The recipe
-    # (experiments/RESULTS.md) makes copying emerge by ~0.7M tokens: whole-word value tokens
-    # (vocab 2048); training acknowledgements that say a stated value back (a copy over a
-    # few tokens, `data.train_ack=1`); every training fact planned within 2W
-    # (`data.train_near=1`, `data.train_near_max=2`); no dropout; a flat-ish learning rate.
-    # Validation keeps the benchmark's distances and plain acknowledgements.
-    "readme": {
-        "seeds": [0],
-        "tokens_per_step": 512,
-        "overrides": matched_span(span=64, tgt_len=64, seq_len=256) + [
-            "model.n_layer=2", "model.n_head=4", "model.d_model=128", "model.d_head=32",
-            "model.d_inner=512", "model.dropout=0", "data.num_train=1000",
-            "data.num_validation=60", "data.vocab_size=2048", "data.train_near=1",
-            "data.train_near_max=2", "data.train_ack=1", "train.train_tokens=1200000",
-            "optim.learning_rate=2e-3", "optim.end_learning_rate=1e-3",
-            "optim.warmup_steps=50", "eval.max_conversations=60", "eval.vanilla_stride=16",
-            "eval.context_lengths=16,32,64",
-        ],
-    },
-    # The CPU study: 3 seeds, about an hour. Tuned so that copying emerges (experiments/
-    # RESULTS.md): whole-word value tokens (vocab 2048), every training fact inside W
-    # (`data.train_near=1`; validation keeps the benchmark's distances), no dropout, and a
-    # learning rate still high when copying appears (~2.3M tokens in).
-    "cpu": {
-        "seeds": [0, 1, 2],
-        "tokens_per_step": 512,
-        "overrides": matched_span(span=64, tgt_len=64, seq_len=256) + [
-            "model.n_layer=3", "model.n_head=4", "model.d_model=128", "model.d_head=32",
-            "model.d_inner=512", "model.dropout=0", "data.num_train=1000",
-            "data.num_validation=60", "data.vocab_size=2048", "data.train_near=1",
-            "train.train_tokens=3000000", "optim.learning_rate=2e-3",
-            "optim.end_learning_rate=1e-3", "optim.warmup_steps=50",
-            "eval.max_conversations=60", "eval.vanilla_stride=16",
-            "eval.context_lengths=16,32,64",
-        ],
-    },
-    # The GPU study (bfloat16 compute, larger model and span).
-    "gpu": {
-        "seeds": [0, 1, 2],
-        "tokens_per_step": 8192,
-        "overrides": matched_span(span=512, tgt_len=256, seq_len=2048) + [
-            "model.n_layer=8", "model.n_head=8", "model.d_model=512", "model.d_head=64",
-            "model.d_inner=2048", "model.dropout=0.1", "model.dtype=bfloat16",
-            "data.num_train=20000",
-            "data.num_validation=200", "data.vocab_size=8192",
-            "train.train_tokens=200000000", "optim.learning_rate=6e-4",
-            "optim.end_learning_rate=3e-5",
-            "optim.warmup_steps=1000", "checkpoint.every_steps=1000", "train.log_every=100",
-            "eval.vanilla_stride=64", "eval.context_lengths=64,128,256,512,1024",
-        ],
-    },
-}
-
-
-# The GPU study cut to one seed and a few minutes of one H200 (experiments/gpu_study.sh):
-# the `gpu` model shapes with the README recipe (training facts within 2W, acknowledgements
-# that say the value back, no dropout), 20M tokens per model (~50-70 s each at the
-# 290-430k tokens/s measured there), and an evaluation kept short: 20 validation
-# conversations (~320 probes), vanilla stride 64, no speed section (its stride-1
-# recompute would take about a minute per model).
-SIZES["gpu-quick"] = {
-    "seeds": [0],
-    "tokens_per_step": 8192,
-    "evaluate_args": ["--no-speed"],
-    "overrides": matched_span(span=512, tgt_len=256, seq_len=2048) + [
-        "model.n_layer=8", "model.n_head=8", "model.d_model=512", "model.d_head=64",
-        "model.d_inner=2048", "model.dtype=bfloat16", "model.dropout=0",
-        "data.num_train=2000", "data.num_validation=20", "data.vocab_size=8192",
-        "data.train_near=1", "data.train_near_max=2", "data.train_ack=1",
-        "train.train_tokens=20000000", "optim.learning_rate=1e-3",
-        "optim.end_learning_rate=1e-4", "optim.warmup_steps=200",
-        "checkpoint.every_steps=1000", "train.log_every=100",
-        "eval.max_conversations=20", "eval.vanilla_stride=64",
-        "eval.context_lengths=128,512,1024",
-    ],
-}
+def batch_overrides(arch: str, tokens_per_step: int, overrides: list[str]) -> list[str]:
+    """The batch giving `arch` `tokens_per_step` tokens per optimiser step on this
+    experiment's config (`presets.batch_overrides`)."""
+    return presets.batch_overrides(get_config(), arch, tokens_per_step, overrides)
 
 
 def get_config() -> Config:
@@ -139,7 +48,7 @@ def get_config() -> Config:
     cfg.train.host_sync_every = 25
     cfg.checkpoint.every_steps = 200
     cfg.checkpoint.keep = 2
-    return parse_overrides(cfg, SIZES["readme"]["overrides"])
+    return parse_overrides(cfg, SIZES["readme"].overrides())
 
 
 def _longctx(*args: str) -> None:
@@ -165,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
 
     size = SIZES[args.size]
     root = Path(args.root or f"runs/dialogue_{args.size}")
-    seeds = args.seeds.split(",") if args.seeds else [str(s) for s in size["seeds"]]
-    per_step = args.tokens_per_step or size["tokens_per_step"]
-    overrides = [f"name=dialogue_comparison_{args.size}", *size["overrides"], *args.overrides]
+    seeds = args.seeds.split(",") if args.seeds else [str(s) for s in size.seeds]
+    per_step = args.tokens_per_step or size.tokens_per_step
+    overrides = [f"name=dialogue_comparison_{args.size}", *size.overrides(), *args.overrides]
     start = time.time()
     timings: dict[str, float] = {}
     t0 = time.time()
@@ -188,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     for run in runs:
         if not (run.workdir / "eval.json").exists():
             t0 = time.time()
-            _longctx("evaluate", "--workdir", str(run.workdir), *size.get("evaluate_args", []))
+            _longctx("evaluate", "--workdir", str(run.workdir), *size.evaluate_args)
             timings[f"evaluate {run.workdir.name}"] = time.time() - t0
     print(f"[3/3] comparing ({time.time() - start:.0f}s so far)", flush=True)
     t0 = time.time()

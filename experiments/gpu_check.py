@@ -47,14 +47,10 @@ class Step:
 
 
 def gpu_quick_overrides() -> list[str]:
-    """The GPU study's model and data overrides (experiments/dialogue_comparison.py)."""
-    import importlib.util
+    """The GPU study's model and data overrides (`longctx.train.presets`)."""
+    from longctx.train import presets
 
-    spec = importlib.util.spec_from_file_location("dc", REPO / "experiments" /
-                                                  "dialogue_comparison.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return list(module.SIZES["gpu-quick"]["overrides"])
+    return presets.COMPARISON["gpu-quick"].overrides()
 
 
 def plan(tiny: bool, work: Path, data_dir: Path | None = None) -> dict[str, dict]:

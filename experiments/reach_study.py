@@ -20,7 +20,6 @@ Finished trainings are skipped and finished evaluations reused (each run's reach
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
@@ -33,12 +32,12 @@ HERE = Path(__file__).resolve().parent
 EDGES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, np.inf)  # in units of W
 
 
-def _comparison():
-    spec = importlib.util.spec_from_file_location("dialogue_comparison",
-                                                  HERE / "dialogue_comparison.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _comparison_config():
+    """The main comparison's config (experiments/dialogue_comparison.py, read as the
+    experiment file it is; its README size is `presets.COMPARISON['readme']`)."""
+    from longctx.config import load_experiment
+
+    return load_experiment(HERE / "dialogue_comparison.py")
 
 
 def bucket_names() -> list[str]:
@@ -115,7 +114,8 @@ def _tag(label: str) -> str:
 def evaluate_reach(workdir: Path) -> dict:
     """Forced-choice recall of every validation probe of a finished run -> reach.json."""
     from longctx.eval import probes
-    from longctx.eval.evaluate import SEED, load_conversations, recall
+    from longctx.eval.corpus import load_corpus
+    from longctx.eval.evaluate import SEED, recall
     from longctx.eval.scoring import Scorer
     from longctx.rundir import load_run
 
@@ -124,8 +124,8 @@ def evaluate_reach(workdir: Path) -> dict:
         return json.loads(path.read_text())
     run = load_run(workdir)
     cfg = run.cfg
-    _, convs, value_tokens = load_conversations(run, None, "validation",
-                                                cfg.eval.max_conversations)
+    corpus = load_corpus(run, None, "validation", cfg.eval.max_conversations)
+    convs, value_tokens = corpus.convs, corpus.value_tokens
     rng = np.random.default_rng(SEED)
     items, skipped = probes.recall_items(convs, value_tokens, cfg.eval.num_candidates, rng)
     scorer = Scorer(cfg.model, run.params, cfg.eval.vanilla_stride)
@@ -231,14 +231,15 @@ def main(argv: list[str] | None = None) -> int:
 
     log.configure()  # library notes hidden, as in the longctx command
 
+    from longctx.config import parse_overrides
+    from longctx.train import presets
     from longctx.train.sweep import run_sweep
 
-    comparison = _comparison()
-    size = comparison.SIZES["readme"]
+    size = presets.COMPARISON["readme"]
     root = Path(args.root)
     seeds = args.seeds.split(",")
-    base = ["name=reach_study", *size["overrides"], *args.overrides]
-    cfg = comparison.parse_overrides(comparison.get_config(), base)
+    base = ["name=reach_study", *size.overrides(), *args.overrides]
+    cfg = parse_overrides(_comparison_config(), base)
     models = variants([int(d) for d in args.depths.split(",")], args.cost_depth,
                       cfg.data.span, cfg.model.tgt_len, args.part)
     start = time.time()
@@ -247,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         """One (model, seed): train (skipped when done), then its reach.json."""
         model, seed = job
         common = base + model["overrides"]
-        common += comparison.batch_overrides(model["arch"], size["tokens_per_step"], common)
+        common += presets.batch_overrides(_comparison_config(), model["arch"],
+                                          size.tokens_per_step, common)
         (run,) = run_sweep(str(HERE / "dialogue_comparison.py"), root / _tag(model["label"]),
                            {"train.seed": [seed], "model.arch": [model["arch"]]}, common)
         if run.status == "failed":

@@ -35,58 +35,24 @@ from pathlib import Path
 import numpy as np
 
 from longctx.config import Config, parse_overrides
+from longctx.models import archs
+from longctx.train import presets
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded as an experiment
-import dialogue_comparison as comparison  # noqa: E402
-from dialogue_comparison import matched_span  # noqa: E402
-
-ARCHS = ("xl", "window", "vanilla")
+ARCHS = archs.names()  # every registered architecture, built-ins first
+SIZES = presets.REAL_DIALOGUE  # tiny, cpu (longctx/train/presets.py)
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "tests" / "data"
+# Per size: the default (MSC, QMSum) files (None: --msc / --qmsum, else download the
+# releases) and the QMSum split evaluated (the samples' 3 meetings: 'all').
+SOURCES = {"tiny": (SAMPLES / "msc_sample.jsonl", SAMPLES / "qmsum_sample.jsonl"), "cpu": None}
+QMSUM_SPLIT = {"tiny": "all", "cpu": "validation"}
 RECURRENCE = ("new", "inside", "1-2x", "2-4x", ">4x")
 
 
 def batch_overrides(arch: str, tokens_per_step: int, overrides: list[str]) -> list[str]:
     """The batch giving `arch` the same tokens per optimiser step as the others (the main
-    comparison's rule, on this study's config)."""
-    return comparison.batch_overrides(arch, tokens_per_step, overrides, base=get_config())
-
-
-SIZES: dict[str, dict] = {
-    # End-to-end check on the 8-episode / 3-meeting samples in tests/data (a smoke model).
-    "tiny": {
-        "seeds": [0],
-        "tokens_per_step": 256,
-        "sources": (SAMPLES / "msc_sample.jsonl", SAMPLES / "qmsum_sample.jsonl"),
-        "qmsum_split": "all",  # the sample's 3 meetings (its validation split has one)
-        "overrides": matched_span(span=32, tgt_len=32, seq_len=64) + [
-            "model.n_layer=2", "model.n_head=2", "model.d_model=32", "model.d_head=16",
-            "model.d_inner=64", "data.vocab_size=400", "train.train_tokens=8192",
-            "optim.warmup_steps=4", "checkpoint.every_steps=16", "train.log_every=8",
-            "eval.max_conversations=2", "eval.vanilla_stride=16",
-            "eval.context_lengths=16,32",
-        ],
-    },
-    # The CPU study (experiments/RESULTS.md): 3 seeds. MSC's 451 training episodes are
-    # ~0.5M tokens (vocab 2048), so 1.2M tokens is ~2.4 epochs: dropout 0.1 against
-    # overfitting. Eval on all 50 MSC validation episodes (56k tokens) and the QMSum file's
-    # 16 validation meetings (281k tokens). About 50 minutes on one core per job.
-    "cpu": {
-        "seeds": [0, 1, 2],
-        "tokens_per_step": 512,
-        "sources": None,  # --msc / --qmsum, else the builders download the releases
-        "qmsum_split": "validation",
-        "overrides": matched_span(span=64, tgt_len=64, seq_len=256) + [
-            "model.n_layer=3", "model.n_head=4", "model.d_model=128", "model.d_head=32",
-            "model.d_inner=512", "model.dropout=0.1", "data.vocab_size=2048",
-            "train.train_tokens=1200000", "optim.learning_rate=2e-3",
-            "optim.end_learning_rate=1e-4", "optim.warmup_steps=50",
-            "checkpoint.every_steps=500", "train.log_every=50",
-            "eval.max_conversations=60", "eval.vanilla_stride=16",
-            "eval.context_lengths=16,32,64,128,256",
-        ],
-    },
-}
+    comparison's rule, `presets.batch_overrides`, on this study's config)."""
+    return presets.batch_overrides(get_config(), arch, tokens_per_step, overrides)
 
 
 def get_config() -> Config:
@@ -95,7 +61,7 @@ def get_config() -> Config:
     cfg.data.name = "msc"
     cfg.train.host_sync_every = 25
     cfg.checkpoint.keep = 2
-    return parse_overrides(cfg, SIZES["cpu"]["overrides"])
+    return parse_overrides(cfg, SIZES["cpu"].overrides())
 
 
 def _download(overrides: list[str], msc: bool, qmsum: bool) -> None:
@@ -224,16 +190,16 @@ def main(argv: list[str] | None = None) -> int:
     from longctx.train.sweep import run_sweep
 
     size = SIZES[args.size]
-    defaults = size["sources"] or (None, None)
+    defaults = SOURCES[args.size] or (None, None)
     msc, qmsum = (args.msc or defaults[0]), (args.qmsum or defaults[1])
     for flag, path in (("--msc", msc), ("--qmsum", qmsum)):
         if path is not None and not Path(path).is_file():
             raise SystemExit(f"{flag} '{path}': not found; pass the corpus file")
     root = Path(args.root or f"runs/real_{args.size}")
-    seeds = args.seeds.split(",") if args.seeds else [str(s) for s in size["seeds"]]
+    seeds = args.seeds.split(",") if args.seeds else [str(s) for s in size.seeds]
     overrides = [f"name=real_dialogue_{args.size}", "data.name=msc",
                  *([f"data.source={Path(msc).resolve()}"] if msc else []),
-                 *size["overrides"], *args.overrides]
+                 *size.overrides(), *args.overrides]
     if msc is None or qmsum is None:
         _download(overrides, msc is None, qmsum is None)
     msc_name = msc or "MSC (downloaded)"
@@ -244,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     runs = []
     for arch in ARCHS:
-        common = overrides + batch_overrides(arch, size["tokens_per_step"], overrides)
+        common = overrides + batch_overrides(arch, size.tokens_per_step, overrides)
         runs += run_sweep(__file__, root, {"train.seed": seeds, "model.arch": [arch]}, common,
                           parallel=args.parallel)
     failed = [r.workdir for r in runs if r.status == "failed"]
@@ -254,12 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     for run in runs:
         if not (run.workdir / "eval.json").exists():
             _longctx("evaluate", "--workdir", str(run.workdir), "--no-speed")
-    print(f"[3/4] evaluating on QMSum {size['qmsum_split']} ({qmsum_name}, the MSC tokenizer; "
+    print(f"[3/4] evaluating on QMSum {QMSUM_SPLIT[args.size]} ({qmsum_name}, the MSC tokenizer; "
           f"{time.time() - start:.0f}s so far)", flush=True)
     for run in runs:
         if not (run.workdir / "eval_qmsum.json").exists():
             _longctx("evaluate", "--workdir", str(run.workdir), "--dataset", "qmsum",
-                     *qmsum_source, "--split", size["qmsum_split"], "--no-speed",
+                     *qmsum_source, "--split", QMSUM_SPLIT[args.size], "--no-speed",
                      "--out", str(run.workdir / "eval_qmsum.json"))
     print(f"[4/4] comparing ({time.time() - start:.0f}s so far)", flush=True)
     files = [str(r.workdir / n) for n in ("eval.json", "eval_qmsum.json") for r in runs]

@@ -53,11 +53,15 @@ def train(cfg: Config, workdir: str | Path) -> dict:
 
 def evaluate(run: Run, write: bool = True, with_speed: bool = False, **kwargs: Any) -> dict:
     """The coherence suite on `run` (eval.json's dict); written to RUN/eval.json when
-    `write`. kwargs: dataset, split, source, as `longctx evaluate` takes them."""
+    `write`, holding the run's lock as `longctx evaluate` does (one writer per run).
+    kwargs: dataset, split, source, as `longctx evaluate` takes them."""
     from longctx.eval import evaluate as suite
+    from longctx.rundir.lock import RunLock
 
-    result = suite.evaluate(run, with_speed=with_speed, **kwargs)
-    if write:
+    if not write:
+        return suite.evaluate(run, with_speed=with_speed, **kwargs)
+    with RunLock(run.workdir, "evaluate", create=False):
+        result = suite.evaluate(run, with_speed=with_speed, **kwargs)
         suite.write(result, Path(run.workdir) / "eval.json")
     return result
 
@@ -118,6 +122,7 @@ def score_conversation(run: Run, conv: Any) -> ConversationScore:
     from longctx.eval import metrics, probes
     from longctx.eval.evaluate import SEED
     from longctx.eval.scoring import Scorer
+    from longctx.models import archs
 
     if not isinstance(conv, TokenizedConversation):
         if run.tokenizer is None:
@@ -141,7 +146,7 @@ def score_conversation(run: Run, conv: Any) -> ConversationScore:
     for it, s in zip(items, scored, strict=True):
         totals = [float(x.sum()) for x in s.logprobs]
         out.append({"slot": it.slot, "distance": int(it.distance),
-                    "bucket": distance_bucket(int(it.distance), run.cfg.model.span),
+                    "bucket": distance_bucket(int(it.distance), archs.span(run.cfg.model)),
                     "credit": metrics.forced_choice_credit(totals, 0),
                     "exact": bool(s.greedy[0].all()), "chosen": int(np.argmax(totals))})
     return ConversationScore(turns, out, lp)

@@ -1,5 +1,6 @@
-"""The `longctx` command. Each area registers its own subcommands (lazy imports keep
-`longctx --help` fast and let one broken area not hide the others)."""
+"""The `longctx` command. Each area registers its own subcommands from its `commands`
+module, loaded by name; those modules import their libraries inside the command functions,
+so `longctx --help` stays fast."""
 
 from __future__ import annotations
 

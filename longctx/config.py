@@ -19,7 +19,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-ARCHS = ("xl", "window", "vanilla")
 DTYPES = ("float32", "bfloat16")
 DATASETS = ("synthetic", "msc", "qmsum")
 PRECISIONS = ("default", "high", "highest")  # model.matmul_precision
@@ -66,12 +65,13 @@ class _Strict:
 
 @dataclass(frozen=True)
 class ModelConfig(_Strict):
-    """Decoder shape and the memory/attention span of each architecture.
+    """Decoder shape, the architecture's name and its knobs (which fields each one reads:
+    its `Arch.knobs`, in `longctx.models.archs`).
 
     Frozen, so it hashes: a model (`longctx.models.Decoder`) and the compiled functions
     cached for it key on it. Change it whole: `cfg.model = cfg.model.replace(n_layer=4)`."""
 
-    arch: str = "xl"  # 'xl' (Transformer-XL memory), 'window' (sliding window), 'vanilla'
+    arch: str = "xl"  # a registered memory mechanism (`longctx.models.archs.names()`)
     n_token: int = 0  # 0: take the vocabulary size from the dataset's tokenizer
     n_layer: int = 2
     n_head: int = 2
@@ -96,17 +96,11 @@ class ModelConfig(_Strict):
     remat: bool = False  # rematerialise each layer's activations in the backward pass
     attention_impl: str = "reference"  # XL segment attention: 'reference' or 'pallas' (fused)
     init_std: float = 0.02
-
-    @property
-    def span(self) -> int:
-        """The matched attention span W of this architecture."""
-        return {"xl": self.mem_len, "window": self.window, "vanilla": self.ctx_len}[self.arch]
-
-    @property
-    def row_len(self) -> int:
-        """Tokens one lane consumes per training step: XL a segment, window/vanilla a whole
-        sequence."""
-        return {"xl": self.tgt_len, "window": self.seq_len, "vanilla": self.ctx_len}[self.arch]
+    n_mem_tokens: int = 16  # rmt: memory vectors each segment reads and writes
+    # xl, rmt: segments of tgt_len per training row, gradients through the memory across
+    # them (truncated BPTT over K segments; 1: one segment a step, XL's original training)
+    bptt_segments: int = 1
+    bptt_stop_gradient: bool = False  # xl, rmt: stop the gradient at every segment boundary
 
 
 @dataclass
@@ -223,18 +217,12 @@ def _check(cond: bool, key: str, problem: str) -> None:
 
 def validate(cfg: Config, num_devices: int = 1, num_processes: int = 1) -> Config:
     """Raise ConfigError on the first impossible value (types, every field's range in
-    `longctx.config_rules.RANGES`, the cross-field rules); return cfg otherwise."""
+    `longctx.config_rules.RANGES`, the cross-field rules that need no architecture);
+    return cfg otherwise. A run is checked whole by `longctx.models.archs.check_run`,
+    which adds the architecture's own rules."""
     from longctx.config_rules import check
 
     return check(cfg, num_devices, num_processes)
-
-
-def resolved_steps(cfg: Config) -> int:
-    """Steps for the configured budget: a token budget (fair across models) wins over num_steps."""
-    if cfg.train.train_tokens > 0:
-        per_step = cfg.train.batch_size * cfg.model.row_len
-        return max(1, math.ceil(cfg.train.train_tokens / per_step))
-    return cfg.train.num_steps
 
 
 # ----------------------------------------------------------------------------- (de)serialising

@@ -1,6 +1,7 @@
 """The rules a config must satisfy: the range of every numeric field and the rules that tie
 fields together. `longctx.config.validate` applies them; each failure is one ConfigError
-naming the key, the rule and the value.
+naming the key, the rule and the value. Rules that depend on the architecture live with it
+(`Arch.check`, `longctx.models.archs.check_run`).
 """
 
 from __future__ import annotations
@@ -8,15 +9,14 @@ from __future__ import annotations
 import math
 
 from longctx.config import (
-    ARCHS,
     DATASETS,
     DTYPES,
     PRECISIONS,
     Config,
     ConfigError,
+    ModelConfig,
     _check,
     check_types,
-    resolved_steps,
 )
 
 INT_MAX = 2**31 - 1  # shapes, step counters and token ids are int32 on the device
@@ -28,6 +28,7 @@ RANGES: dict[str, str] = {
     "model.dropout": "[0, 1)", "model.dropatt": "[0, 1)", "model.tgt_len": "[1, inf)",
     "model.mem_len": "[0, inf)", "model.clamp_len": "[-1, inf)", "model.window": "[1, inf)",
     "model.ctx_len": "[1, inf)", "model.seq_len": "[1, inf)", "model.init_std": "(0, inf)",
+    "model.n_mem_tokens": "[1, inf)", "model.bptt_segments": "[1, inf)",
     "data.span": "[1, inf)", "data.num_train": "[1, inf)", "data.num_validation": "[1, inf)",
     "data.vocab_size": "[300, inf)", "data.seed": "[0, inf)", "data.echo": "[0, 1]",
     "data.train_near": "[0, 1]", "data.train_ack": "[0, 1]", "data.train_near_max": "(0.25, 12]",
@@ -69,16 +70,7 @@ def _check_range(key: str, value: float, interval: str) -> None:
 
 def _check_relations(cfg: Config, shards: int) -> None:
     """The rules that tie fields together (each names the key to change)."""
-    m, o, t = cfg.model, cfg.optim, cfg.train
-    _check(m.d_model % 2 == 0, "model.d_model",
-           f"must be even (the sinusoidal positions pair sin and cos), got {m.d_model}")
-    if m.arch == "window":
-        _check(m.window <= m.seq_len, "model.window",
-               f"{m.window} is longer than the training sequence (model.seq_len = {m.seq_len}), "
-               "so the span would silently be seq_len; use window <= seq_len")
-    if m.arch == "xl":
-        _check(not (m.same_length and m.mem_len == 0), "model.same_length",
-               "needs mem_len > 0 (with mem_len = 0 every key would be masked)")
+    o, t = cfg.optim, cfg.train
     _check(o.end_learning_rate <= o.learning_rate, "optim.end_learning_rate",
            f"{o.end_learning_rate} is above optim.learning_rate {o.learning_rate} (the schedule "
            "decays to it); use a smaller value")
@@ -86,36 +78,41 @@ def _check_relations(cfg: Config, shards: int) -> None:
            f"{t.batch_size} lanes do not split over {shards} devices; use a multiple of {shards}")
     _check(t.num_steps > 0 or t.train_tokens > 0, "train.num_steps",
            "give num_steps > 0 or train_tokens > 0")
-    steps = resolved_steps(cfg)
-    _check(steps <= INT_MAX, "train.train_tokens",
-           f"needs {steps} steps, more than the int32 step counter holds; use a smaller budget")
-    _check(o.grad_accum <= steps, "optim.grad_accum",
-           f"{o.grad_accum} batches per update but the run has only {steps} steps, so the "
-           "parameters would never change; use grad_accum <= the number of steps")
     profile = t.profile_steps
     _check(len(profile) <= 2 and profile == tuple(sorted(profile)), "train.profile_steps",
            f"give one step or a first,last pair (e.g. 10,12), got {','.join(map(str, profile))}")
-    _check(not profile or profile[-1] <= steps, "train.profile_steps",
-           f"step {profile[-1] if profile else 0} is past the run's last step {steps}")
     lengths = cfg.eval.context_lengths
     _check(len(lengths) > 0, "eval.context_lengths", "give at least one length, e.g. 32,64")
     _check(all(a < b for a, b in zip(lengths, lengths[1:], strict=False)), "eval.context_lengths",
            f"must increase strictly, got {','.join(map(str, lengths))}")
 
-def check(cfg: Config, num_devices: int = 1, num_processes: int = 1) -> Config:
-    """`longctx.config.validate`: types, ranges, then the cross-field rules."""
-    check_types(cfg)
-    m, d = cfg.model, cfg.data
-    _check(m.arch in ARCHS, "model.arch", f"must be one of {ARCHS}, got {m.arch!r}")
+def check_model(m: ModelConfig) -> None:
+    """The model section's rules that hold for every architecture (a model refuses to be
+    built without them, validated or not)."""
+    _check(bool(m.arch.strip()), "model.arch",
+           "must name an architecture, e.g. xl")
     _check(m.dtype in DTYPES, "model.dtype", f"must be one of {DTYPES}, got {m.dtype!r}")
     _check(m.matmul_precision in PRECISIONS, "model.matmul_precision",
            f"must be one of {PRECISIONS}, got {m.matmul_precision!r}")
-    _check(m.attention_impl in ("reference", "pallas"), "model.attention_impl",
-           f"must be 'reference' or 'pallas', got {m.attention_impl!r}")
+    for key, interval in RANGES.items():
+        section, name = key.split(".")
+        if section == "model":
+            _check_range(key, getattr(m, name), interval)
+    _check(m.d_model % 2 == 0, "model.d_model",
+           f"must be even (the sinusoidal positions pair sin and cos), got {m.d_model}")
+
+
+def check(cfg: Config, num_devices: int = 1, num_processes: int = 1) -> Config:
+    """`longctx.config.validate`: types, ranges, then the cross-field rules."""
+    check_types(cfg)
+    d = cfg.data
+    check_model(cfg.model)
     _check(d.name in DATASETS, "data.name", f"must be one of {DATASETS}, got {d.name!r}")
     _check(d.data_dir.strip() != "", "data.data_dir", "must name a directory, e.g. data_cache")
     for key, interval in RANGES.items():
         section, name = key.split(".")
+        if section == "model":
+            continue  # check_model
         value = getattr(getattr(cfg, section), name)
         for v in value if isinstance(value, tuple) else (value,):
             _check_range(key, v, interval)

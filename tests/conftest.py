@@ -37,14 +37,15 @@ def load_script(name: str):
 def size_configs(exp, spec) -> dict:
     """Each architecture's validated config at one of an experiment's sizes, with the batch
     the experiment gives it."""
-    from longctx.config import parse_overrides, validate
+    from longctx.config import parse_overrides
+    from longctx.models.archs import check_run
 
     configs = {}
     for arch in exp.ARCHS:
-        overrides = [*spec["overrides"], f"model.arch={arch}"]
-        overrides += exp.batch_overrides(arch, spec["tokens_per_step"], spec["overrides"])
+        overrides = [*spec.overrides(), f"model.arch={arch}"]
+        overrides += exp.batch_overrides(arch, spec.tokens_per_step, spec.overrides())
         cfg = parse_overrides(exp.get_config(), overrides)
-        validate(cfg)
+        check_run(cfg)
         configs[arch] = cfg
     return configs
 
@@ -140,6 +141,19 @@ def tiny_window_run(tmp_path_factory, data_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def two_device_run(tmp_path_factory, data_dir) -> Path:
+    """The smoke XL run (as `tiny_run`) trained on 2 fake devices in a child process, logged
+    every step, checkpointed every 4 steps; shared: copy it before changing it."""
+
+    def build(root: Path) -> None:
+        run_cli(["train", "--config", str(SMOKE), "--workdir", str(root / "run"),
+                 f"data.data_dir={data_dir}", "train.log_every=1", "checkpoint.every_steps=4"],
+                devices=2, timeout=300)
+
+    return shared_path(tmp_path_factory, "two_devices", build) / "run"
+
+
+@pytest.fixture(scope="session")
 def tiny_vanilla_run(tmp_path_factory, data_dir) -> Path:
     """A trained smoke vanilla (fixed-context) run directory."""
     return _train_tiny(tmp_path_factory, data_dir, "tiny_vanilla", "model.arch=vanilla")
@@ -149,8 +163,9 @@ def tiny_vanilla_run(tmp_path_factory, data_dir) -> Path:
 # longest first: pytest-xdist hands whole files to its workers in collection order, so
 # starting these first keeps one long file from running alone at the end.
 SLOW_FILES = ("test_train_parallel.py", "test_gpu_scripts.py", "test_train_resume.py",
-              "test_train_resume_safety.py", "test_train_signals.py", "test_train_loop.py",
-              "test_damaged_run_files.py", "test_generate_chat.py", "test_eval_evaluate.py")
+              "test_machine_limits.py", "test_train_resume_safety.py", "test_train_signals.py",
+              "test_train_loop.py", "test_damaged_run_files.py", "test_generate_chat.py",
+              "test_run_owner.py", "test_eval_evaluate.py")
 
 
 def pytest_collection_modifyitems(config, items):

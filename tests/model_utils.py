@@ -30,6 +30,13 @@ def forward(model, params, tokens, memory=None, reset=None, deterministic=True, 
 
 
 @partial(jax.jit, static_argnums=0)
+def band_visibility(seq_len: int, window: int) -> jax.Array:
+    """[1, T, T] dense band mask (query i sees keys i-W+1 .. i), the sliding window's view."""
+    i = jnp.arange(seq_len)[:, None]
+    j = jnp.arange(seq_len)[None, :]
+    return ((i - j >= 0) & (i - j < window))[None]
+
+
 def masked(model, params, tokens, mask):
     """Jitted dense forward under an explicit visibility mask."""
     return model.apply({"params": params}, tokens, mask, method=Decoder.masked_forward)

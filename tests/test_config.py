@@ -14,9 +14,9 @@ from longctx.config import (
     from_dict,
     load_experiment,
     parse_overrides,
-    validate,
 )
 from longctx.config_rules import INT_MAX, RANGES
+from longctx.models.archs import check_run
 from tests.conftest import REPO
 
 
@@ -42,7 +42,7 @@ def test_impossible_values_name_the_key(override, key):
     if override.startswith("model.same_length"):
         cfg.model = cfg.model.replace(mem_len=0)
     with pytest.raises(ConfigError) as err:
-        validate(cfg, num_devices=2)
+        check_run(cfg, num_devices=2)
     assert f"'{key}'" in str(err.value)
     assert "\n" not in str(err.value)
 
@@ -81,7 +81,7 @@ def test_experiment_files_load_and_validate():
         text = path.read_text()
         if "def get_config" not in text:
             continue
-        validate(load_experiment(path))
+        check_run(load_experiment(path))
 
 
 def test_missing_experiment_file(tmp_path):
@@ -116,7 +116,7 @@ def test_every_numeric_field_has_a_range_that_is_enforced(key, tp):
             continue  # a token count, not int32: its own upper bound
         cfg = _set(Config(), key, value)
         with pytest.raises(ConfigError) as err:
-            validate(cfg)
+            check_run(cfg)
         assert f"'{key}'" in str(err.value) and "\n" not in str(err.value), (key, value)
 
 
@@ -142,14 +142,14 @@ def test_every_numeric_field_has_a_range_that_is_enforced(key, tp):
 ])
 def test_impossible_combinations_name_the_key(overrides, key):
     with pytest.raises(ConfigError) as err:
-        validate(parse_overrides(Config(), overrides))
+        check_run(parse_overrides(Config(), overrides))
     assert f"'{key}'" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_rules_follow_the_architecture():
     """window <= seq_len binds the window model only; same_length needs memory only in XL."""
-    validate(parse_overrides(Config(), ["model.arch=xl", "model.window=512", "model.seq_len=64"]))
-    validate(parse_overrides(Config(), ["model.arch=window", "model.same_length=true",
+    check_run(parse_overrides(Config(), ["model.arch=xl", "model.window=512", "model.seq_len=64"]))
+    check_run(parse_overrides(Config(), ["model.arch=window", "model.same_length=true",
                                         "model.mem_len=0"]))
 
 
@@ -199,4 +199,4 @@ def test_experiment_file_values_get_the_same_range_checks(tmp_path):
     cfg = load_experiment(path)
     assert cfg.optim.b1 == 1.0 and isinstance(cfg.optim.b1, float)
     with pytest.raises(ConfigError, match="'optim.b1': must be in"):
-        validate(cfg)
+        check_run(cfg)

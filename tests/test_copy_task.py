@@ -94,8 +94,12 @@ def test_tiny_run_writes_results_and_table(tmp_path, capsys):
 def test_table_sets_published_figures_beside_the_anchor_size():
     row = dict(task="copy120_9", arch="rmt", size="anchor", scale=1, length=120, segments=9,
                memory=40, params=928_010, accuracy=0.5, teacher_forced=0.6, tokens=1000,
-               curriculum="length", steps=10)
+               curriculum="length", steps=10, curve=[
+                   dict(filled=9, length=60, tokens=500, train_acc=1.0),
+                   dict(filled=9, length=120, tokens=800, train_acc=0.995)])
     text = ct.table([row, {**row, "accuracy": 0.25, "seed": 1}])
-    assert "| length | 2 | 0.375 | 0.500 | 0.600 | 10 | 1,000 | 1.000 (1.000, 2) |" in text
+    assert ("| length | 2 | 0.375 | 0.500 | 0.600 | 10 | 1,000 | 2/2 (800) | 1.000 (1.000, 2) |"
+            in text)
+    assert ct.tokens_to_solve({**row, "curve": row["curve"][:1]}) is None
     small = ct.table([{**row, "size": "small", "scale": 5}])
     assert small.rstrip().endswith("| - |")

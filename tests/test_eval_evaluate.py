@@ -129,4 +129,5 @@ def test_real_dataset_without_probes(small_run, data_dir):
 
 def test_evaluate_missing_run_is_a_user_error(tmp_path, capsys):
     assert main(["evaluate", "--workdir", str(tmp_path / "nothing")]) == 2
-    assert "config.json" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"--workdir {tmp_path / 'nothing'}: no such directory" in err and err.count("\n") == 1

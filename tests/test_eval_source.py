@@ -17,6 +17,7 @@ from longctx.data.builders.base import read_conversations
 from longctx.data.builders.qmsum import QmsumMeetings
 from longctx.data.render import render
 from longctx.eval.recurrence import RECURRENCE_BUCKETS
+from longctx.models import archs
 from longctx.rundir import load_run
 from tests.data_fixtures import MSC_SAMPLE, QMSUM_SAMPLE, network_off, real_config, serve_folder
 
@@ -64,7 +65,7 @@ def test_source_file_with_the_runs_own_tokenizer(run_dir, on_qmsum):
              for c in read_conversations(corpus, QmsumMeetings.parse)[:2]]
     assert ds["tokens"] == sum(c.ids.size for c in convs)
     rec = ev["recurrence"]
-    assert set(rec["buckets"]) == set(RECURRENCE_BUCKETS) and rec["span"] == run.cfg.model.span
+    assert set(rec["buckets"]) == set(RECURRENCE_BUCKETS) and rec["span"] == archs.span(run.cfg.model)
     assert rec["buckets"]["new"]["count"] > 0 and rec["buckets"][">4x"]["count"] > 0
     assert sum(b["count"] for s in rec["by_session"].values() for b in s.values()) == sum(
         b["count"] for b in rec["buckets"].values())

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import load_script, size_configs
+from longctx.models import archs
+from tests.conftest import REPO, load_script, size_configs
 
 
 def _experiment():
@@ -17,10 +18,10 @@ def test_every_size_matches_span_tokens_per_step_and_parameters(size):
     exp = _experiment()
     spec = exp.SIZES[size]
     configs = size_configs(exp, spec)
-    assert len({c.model.span for c in configs.values()}) == 1
+    assert len({archs.span(c.model) for c in configs.values()}) == 1
     assert configs["xl"].model.tgt_len <= configs["xl"].model.mem_len  # XL sees >= W keys
-    assert {c.train.batch_size * c.model.row_len for c in configs.values()} == {
-        spec["tokens_per_step"]}
+    assert {c.train.batch_size * archs.tokens_per_step(c.model) for c in configs.values()} == {
+        spec.tokens_per_step}
     assert len({c.train.train_tokens for c in configs.values()}) == 1
     shapes = {(c.model.n_layer, c.model.d_model, c.model.n_head, c.model.d_inner)
               for c in configs.values()}
@@ -33,10 +34,10 @@ def test_real_study_sizes_match_span_and_tokens_per_step(size):
     spec = exp.SIZES[size]
     configs = size_configs(exp, spec)
     assert {c.data.name for c in configs.values()} == {"msc"}  # trained on MSC
-    assert len({c.model.span for c in configs.values()}) == 1
+    assert len({archs.span(c.model) for c in configs.values()}) == 1
     assert configs["xl"].model.tgt_len <= configs["xl"].model.mem_len
-    assert {c.train.batch_size * c.model.row_len for c in configs.values()} == {
-        spec["tokens_per_step"]}
+    assert {c.train.batch_size * archs.tokens_per_step(c.model) for c in configs.values()} == {
+        spec.tokens_per_step}
     assert len({(c.model.n_layer, c.model.d_model, c.train.train_tokens)
                 for c in configs.values()}) == 1
 
@@ -58,3 +59,20 @@ def test_real_study_memory_effect_separates_memory_from_overall_quality():
                                    "window": [window, window]})
     assert rows[0][0] == "xl − window" and rows[0][1] == "2"
     assert rows[0][-1].startswith("-0.150 ± ")
+
+
+def test_sizes_are_typed_presets_the_scripts_share():
+    """The scripts read one definition (longctx.train.presets); the README size resolves to
+    the model and budget the README describes."""
+    from longctx.train import presets
+
+    assert load_script("dialogue_comparison").SIZES is presets.COMPARISON
+    assert load_script("real_dialogue_study").SIZES is presets.REAL_DIALOGUE
+    cfg = _experiment().get_config()  # the README size's XL
+    m = cfg.model
+    assert (m.n_layer, m.d_model, m.mem_len, m.tgt_len, m.dropout) == (2, 128, 64, 64, 0.0)
+    assert (cfg.train.train_tokens, cfg.data.train_ack, cfg.eval.vanilla_stride) == (
+        1_200_000, 1.0, 16)
+    for path in ("dialogue_comparison", "real_dialogue_study", "reach_study"):
+        text = (REPO / "experiments" / f"{path}.py").read_text()
+        assert "sys.path" not in text and "model.d_model=" not in text, path

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from longctx.eval.scoring import ROW_TOKENS, rows_per_call
+from longctx.models import archs
 from tests.conftest import REPO, load_script, size_configs, subprocess_env
 
 # Each script's wall-clock bound (CPU time is ~40 s for the study, ~30 s for the check; a
@@ -31,15 +32,15 @@ TINY_STUDY = ("--tokens-per-step 128 model.n_layer=1 model.n_head=2 model.d_mode
 def test_gpu_quick_size_has_the_study_shapes_and_is_fair():
     exp = load_script("dialogue_comparison")
     spec = exp.SIZES["gpu-quick"]
-    assert spec["seeds"] == [0]
+    assert spec.seeds == (0,)
     cfgs = size_configs(exp, spec)
     for cfg in cfgs.values():
         m = cfg.model
-        assert (m.d_model, m.n_layer, m.span, m.dtype) == (512, 8, 512, "bfloat16")
+        assert (m.d_model, m.n_layer, archs.span(m), m.dtype) == (512, 8, 512, "bfloat16")
         assert cfg.train.train_tokens >= 20_000_000
     # the same tokens per optimiser step, hence the same number of updates
-    assert {c.train.batch_size * c.model.row_len for c in cfgs.values()} == {8192}
-    assert "--no-speed" in spec["evaluate_args"]
+    assert {c.train.batch_size * archs.tokens_per_step(c.model) for c in cfgs.values()} == {8192}
+    assert "--no-speed" in spec.evaluate_args
 
 
 def test_evaluation_calls_stay_within_row_tokens():

@@ -266,3 +266,16 @@ def test_outputs_never_overwrite_a_run_s_inputs(tiny_run, tmp_path, capfd):
     with RunLock(tmp_path / "new" / "run", "train") as lock:
         assert lock.workdir.is_dir()
     assert not (tmp_path / "new" / "run").exists()
+
+
+def test_a_full_disk_during_a_data_build_leaves_no_temporary_folder(tmp_path):
+    disk = tmp_path / "disk"
+    with _tmpfs(disk, 64) as mounted:
+        data = disk / "data"
+        proc = _cli(["data", "build", "synthetic", f"data.data_dir={data}", "data.num_train=40",
+                     "data.vocab_size=512"], limit=None if mounted else 16 * 1024)
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        line = _one_line(proc)
+        assert line.startswith(f"longctx data: error: data.data_dir {data}: cannot build ") \
+            and any(words in line for words in _FULL), line
+        assert list(data.iterdir()) == []

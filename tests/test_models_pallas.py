@@ -11,10 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from longctx.config import Config, ConfigError, ModelConfig, validate
+from longctx.config import Config, ConfigError, ModelConfig
 from longctx.models import attention as A
 from longctx.models import build_model, init_memory
 from longctx.models import pallas_attention as P
+from longctx.models.archs import check_run
 from tests.conftest import load_script
 from tests.model_utils import forward, make, rel
 
@@ -102,7 +103,7 @@ def test_xl_logits_and_memory_match_with_pallas_attention():
 def test_attention_impl_is_validated():
     cfg = Config(model=ModelConfig(attention_impl="flash"))
     with pytest.raises(ConfigError, match="model.attention_impl.*'reference' or 'pallas'"):
-        validate(cfg)
+        check_run(cfg)
     with pytest.raises(ConfigError, match="model.attention_impl.*dropatt"):
         build_model(ModelConfig(n_token=8, attention_impl="pallas", dropatt=0.1))
 

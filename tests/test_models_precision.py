@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from longctx.config import Config, ConfigError, ModelConfig, validate
+from longctx.config import Config, ConfigError, ModelConfig
 from longctx.models import (
     build_model,
     init_memory,
@@ -17,6 +17,7 @@ from longctx.models import (
     xl_decode_init,
     xl_decode_step,
 )
+from longctx.models.archs import check_run
 from tests.model_utils import make
 
 BASE = ModelConfig(n_token=23, n_layer=1, n_head=2, d_model=8, d_head=4, d_inner=16, tgt_len=4,
@@ -66,6 +67,6 @@ def test_every_traced_matmul_gets_the_configured_precision(arch):
 def test_an_unknown_precision_is_refused_naming_the_key():
     cfg = Config(model=dataclasses.replace(BASE, matmul_precision="float32"))
     with pytest.raises(ConfigError, match="model.matmul_precision.*'highest'"):
-        validate(cfg)
+        check_run(cfg)
     with pytest.raises(ConfigError, match="model.matmul_precision"):
         build_model(cfg.model)

@@ -146,3 +146,35 @@ def test_sweep_checks_every_cell_memory_before_the_first_starts(data_dir, tmp_pa
                                         r"nothing was started"):
         run_sweep(str(SMOKE), root, parse_grid([huge]), [f"data.data_dir={data_dir}"])
     assert not root.exists()
+
+
+def test_readers_load_a_run_while_its_training_rotates_every_step(data_dir, tmp_path, capfd):
+    """A real trainer saving every step and keeping one: every load while it runs succeeds
+    (some steps are deleted under the reader), with no warning and no traceback."""
+    import time
+
+    workdir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "longctx.cli", "train", "--config",
+                             str(SMOKE), "--workdir", str(workdir), f"data.data_dir={data_dir}",
+                             "train.num_steps=60", "checkpoint.every_steps=1",
+                             "checkpoint.keep=1", "train.host_sync_every=1"],
+                            cwd=REPO, env=subprocess_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    loaded, failures = [], []
+    try:
+        deadline = time.time() + 240
+        while proc.poll() is None and time.time() < deadline:
+            if (workdir / "checkpoints").is_dir() and any(
+                    p.name.isdigit() for p in (workdir / "checkpoints").iterdir()):
+                try:
+                    loaded.append(load_run(workdir).step)
+                except Exception as exc:  # noqa: BLE001 (listed in the failure below)
+                    failures.append(f"{type(exc).__name__}: {exc}")
+        _out, err = proc.communicate(timeout=240)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert failures == [], failures[:3]
+    assert loaded and loaded == sorted(loaded), loaded
+    captured = capfd.readouterr()
+    assert "Traceback" not in captured.err and "unreadable" not in captured.err, captured.err[-3000:]

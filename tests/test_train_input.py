@@ -9,7 +9,7 @@ import pytest
 
 from longctx.config import ConfigError, parse_overrides
 from longctx.errors import UserError
-from longctx.models import build_model, count_params, init_memory
+from longctx.models import archs, build_model, count_params, init_memory
 from longctx.train import budget
 from longctx.train.parallel import process_layout
 from tests.conftest import SMOKE, run_cli, smoke_config
@@ -54,7 +54,7 @@ def test_parameter_estimate_is_exact(tmp_path, overrides):
     m = dataclasses.replace(cfg.model, n_token=cfg.data.vocab_size)
     model = build_model(m)
     shapes = jax.eval_shape(lambda: model.init(
-        {"params": jax.random.PRNGKey(0)}, np.zeros((1, m.row_len), np.int32),
+        {"params": jax.random.PRNGKey(0)}, np.zeros((1, archs.tokens_per_step(m)), np.int32),
         init_memory(m, 1), np.zeros((1,), bool))["params"])
     assert budget.num_params(m, m.n_token) == count_params(shapes)
 

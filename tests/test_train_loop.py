@@ -4,8 +4,9 @@ import json
 
 import numpy as np
 
+from longctx.models.archs import resolved_steps
 from longctx.rundir import load_run
-from longctx.train.loop import params_sha256, resolve_num_steps, train
+from longctx.train.loop import params_sha256, train
 from tests.conftest import SMOKE, run_cli, smoke_config
 
 
@@ -56,7 +57,7 @@ def test_token_budget_sets_the_steps_per_architecture(data_dir):
     xl = smoke_config(data_dir, "train.train_tokens=4096", "model.arch=xl")
     window = smoke_config(data_dir, "train.train_tokens=4096", "model.arch=window")
     # batch 4: XL consumes 4*16 tokens a step, the window model 4*64.
-    assert resolve_num_steps(xl) == 64 and resolve_num_steps(window) == 16
+    assert resolved_steps(xl) == 64 and resolved_steps(window) == 16
 
 
 def test_bad_config_gets_one_line_and_writes_nothing(tmp_path):

@@ -27,13 +27,12 @@ def _train_args(workdir, data_dir):
 
 
 @pytest.fixture(scope="module")
-def device_runs(data_dir, tmp_path_factory, tiny_run):
-    """The smoke run on 1 (the shared `tiny_run`), 2 and 4 devices (one process each):
-    {devices: workdir}."""
-    root = tmp_path_factory.mktemp("devices")
-    for devices in (2, 4):
-        run_cli(_train_args(root / f"d{devices}", data_dir), devices=devices, timeout=300)
-    return {1: tiny_run, **{devices: root / f"d{devices}" for devices in (2, 4)}}
+def device_runs(data_dir, tmp_path_factory, tiny_run, two_device_run):
+    """The smoke run on 1 and 2 devices (the shared `tiny_run` and `two_device_run`) and on
+    4 (one process each): {devices: workdir}."""
+    four = tmp_path_factory.mktemp("devices") / "d4"
+    run_cli(_train_args(four, data_dir), devices=4, timeout=300)
+    return {1: tiny_run, 2: two_device_run, 4: four}
 
 
 def test_device_count_does_not_change_the_loss_curve(device_runs):

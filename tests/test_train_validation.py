@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from longctx.config import validate
 from longctx.config_rules import check
+from longctx.models import archs
+from longctx.models.archs import check_run
 from longctx.train import validation
 from tests.conftest import SMOKE, smoke_config
 from tests.tb_events import scalars
@@ -81,7 +82,7 @@ def test_default_budget_is_a_tenth_of_the_training_compute(arch, data_dir):
     corpus = load_corpus(Run(None, cfg, None, 0, None))
     whole = validation.select(cfg, corpus)
     assert len(whole.convs) == len(corpus.convs)
-    per_step = 3 * cfg.train.batch_size * cfg.model.row_len  # forward tokens a step trains
+    per_step = 3 * cfg.train.batch_size * archs.tokens_per_step(cfg.model)  # forward tokens a step trains
     every = -(-whole.cost // (2 * 0.1 * per_step))  # the budget: about half the split
     cfg = cfg.replace(train=cfg.train.replace(eval_tokens=0, eval_every_steps=int(every)))
     half = validation.select(cfg, corpus)
@@ -120,8 +121,8 @@ def test_bad_validation_or_profile_settings_are_one_line(override, data_dir):
 def test_validation_settings_are_free_on_resume(data_dir):
     from longctx.rundir.settings import config_differences
 
-    a = validate(smoke_config(data_dir))
-    b = validate(smoke_config(data_dir, "train.eval_every_steps=3", "train.profile_steps=2,3"))
+    a = check_run(smoke_config(data_dir))
+    b = check_run(smoke_config(data_dir, "train.eval_every_steps=3", "train.profile_steps=2,3"))
     assert config_differences(a, b) == []
 
 

@@ -22,9 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from longctx.config import Config, ConfigError, ModelConfig, validate
+from longctx.config import Config, ConfigError, ModelConfig
 from longctx.errors import UserError
 from longctx.models import build_model, init_memory
+from longctx.models.archs import check_run
 from longctx.rundir.run import param_shapes
 
 
@@ -94,7 +95,7 @@ def model_config(ref: dict[str, Any], untie_r: bool = False, where: str = "refer
         matmul_precision="highest", window=span, ctx_len=span,
     )
     try:  # every range and rule a run's config must meet (info reads the run with them)
-        validate(Config(model=cfg))
+        check_run(Config(model=cfg))
     except ConfigError as exc:
         raise UserError(f"{where}: config_json: {exc}") from None
     return cfg

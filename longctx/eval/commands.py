@@ -22,7 +22,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                        reads=(args.source,))
     # Writing into the run makes this command its owner while it runs (a file elsewhere
     # does not: evaluating a run that is training is fine then).
-    inside = out.absolute().resolve().parent == workdir.absolute().resolve()
+    run_path = workdir.absolute().resolve()
+    inside = run_path in out.absolute().resolve().parents
     with RunLock(workdir, "evaluate", enabled=inside, create=False,
                  busy_hint="wait for it, or pass --out outside the run directory"):
         run = load_run(workdir)
@@ -82,11 +83,13 @@ def _compare(args: argparse.Namespace) -> int:
         if not (Path(d).is_dir() or Path(d).is_file()):
             raise UserError(f"'{d}': no such directory or file; pass run directories (or "
                             "their evaluation files, RUN/NAME.json) to compare")
-    from longctx.fsguard import machine_limits
+    from longctx.fsguard import machine_limits, remove_tree
     from longctx.rundir.outputs import check_output
 
     out = check_output(args.out, "--out", folder=True)
-    with machine_limits(f"--out {out}", "cannot write the results"):
+    # a full or read-only disk: one line, and a results folder this command made is removed
+    cleanup = None if out.exists() else remove_tree(out)
+    with machine_limits(f"--out {out}", "cannot write the results", cleanup):
         table = compare(args.workdirs, out)
     print(table)
     print(f"wrote {Path(args.out) / 'results.md'}, results.csv and plots (curves.png: training "

@@ -26,6 +26,7 @@ from longctx.eval import context_curve
 from longctx.eval.eval_schema import check_config, check_eval
 from longctx.eval.metrics import MIN_RELIABLE_COUNT
 from longctx.eval.recurrence import RECURRENCE_BUCKETS
+from longctx.models import archs
 
 # Keys that do not make two runs different experiments.
 _IGNORED = {("name",), ("train", "seed"), ("checkpoint",), ("data", "data_dir"),
@@ -268,29 +269,41 @@ def markdown(rows: list[Row]) -> str:
 
 
 def memory_check(rows: list[Row]) -> list[str]:
-    """Lines saying, per recall bucket, how far XL's recall stands above the window's and
-    above chance, in standard errors (the errors of independent means combined: z =
-    difference / sqrt(se_xl² + se_window²)); empty without one XL and one window row."""
+    """Lines saying, per recall bucket, how far each memory mechanism's recall (an
+    architecture with `Arch.has_memory`, one row) stands above the memory-free baseline's
+    (`archs.BASELINE`, the window: the same attention span without memory) and above
+    chance, in standard errors (the errors of independent means combined: z = difference /
+    sqrt(se_a² + se_baseline²)); empty without such a pair."""
     by_arch: dict[str, list[Row]] = {}
     for row in rows:
         by_arch.setdefault(row.runs[0].ev.get("run", {}).get("arch", "?"), []).append(row)
-    if len(by_arch.get("xl", [])) != 1 or len(by_arch.get("window", [])) != 1:
+    if len(by_arch.get(archs.BASELINE, [])) != 1:
         return []
-    xl, win = by_arch["xl"][0], by_arch["window"][0]
-    chance = _get(xl.runs[0].ev, "recall", "chance")
-    lines = ["", "XL against the window and chance, by recall bucket (z = difference / "
-             "combined standard error; |z| ≥ 3 is a clear effect):", ""]
+    lines = []
+    for name, found in by_arch.items():
+        if name in archs.names() and archs.get(name).has_memory and len(found) == 1:
+            lines += _against_baseline(archs.get(name).label, found[0],
+                                       by_arch[archs.BASELINE][0])
+    return lines
+
+
+def _against_baseline(label: str, mem: Row, base: Row) -> list[str]:
+    """memory_check's lines for one mechanism's row against the baseline's."""
+    chance = _get(mem.runs[0].ev, "recall", "chance")
+    base_label = archs.get(archs.BASELINE).label
+    lines = ["", f"{label} against the {base_label} and chance, by recall bucket (z = "
+             "difference / combined standard error; |z| ≥ 3 is a clear effect):", ""]
     for b in BUCKET_NAMES:
-        a, w = xl.cells[f"recall {b}"], win.cells[f"recall {b}"]
+        a, w = mem.cells[f"recall {b}"], base.cells[f"recall {b}"]
         if None in (a["mean"], w["mean"], a["stderr"], w["stderr"], chance):
             continue
-        z_win = (a["mean"] - w["mean"]) / max(np.hypot(a["stderr"], w["stderr"]), 1e-12)
-        z_xl = (a["mean"] - chance) / max(a["stderr"], 1e-12)
+        z_base = (a["mean"] - w["mean"]) / max(np.hypot(a["stderr"], w["stderr"]), 1e-12)
+        z_mem = (a["mean"] - chance) / max(a["stderr"], 1e-12)
         z_w = (w["mean"] - chance) / max(w["stderr"], 1e-12)
-        lines.append(f"- {b}: XL {a['mean']:.3f} ± {a['stderr']:.3f}, window "
-                     f"{w['mean']:.3f} ± {w['stderr']:.3f}, chance {chance:.3f}: XL − window "
-                     f"z = {z_win:+.1f}; XL − chance z = {z_xl:+.1f}; window − chance "
-                     f"z = {z_w:+.1f}")
+        lines.append(f"- {b}: {label} {a['mean']:.3f} ± {a['stderr']:.3f}, {base_label} "
+                     f"{w['mean']:.3f} ± {w['stderr']:.3f}, chance {chance:.3f}: {label} − "
+                     f"{base_label} z = {z_base:+.1f}; {label} − chance z = {z_mem:+.1f}; "
+                     f"{base_label} − chance z = {z_w:+.1f}")
     return lines if len(lines) > 3 else []
 
 

@@ -23,18 +23,12 @@ from longctx.eval.corpus import load_corpus
 from longctx.eval.flops import flops_per_token
 from longctx.eval.recurrence import WordTable, recurrence_nll
 from longctx.eval.scoring import Request, Scorer
+from longctx.models import archs
 
 SCHEMA_VERSION = 2
 SEED = 20240601  # every random choice of the suite (distractors, shuffles, targets)
 CONTEXT_TARGETS = 256  # target tokens of the context curve
 PARTS = 4  # perplexity.by_part: each conversation's turn tokens in this many equal parts
-
-
-def load_conversations(run, dataset: str | None, split: str, max_conversations: int,
-                       source: str | None = None):
-    """(dataset name, conversations tokenized with the run's tokenizer, value encoder)."""
-    c = load_corpus(run, dataset, split, max_conversations, source)
-    return c.name, c.convs, c.value_tokens
 
 
 def perplexity(convs, lps: list[np.ndarray]) -> dict[str, Any]:
@@ -149,7 +143,7 @@ def evaluate(run, dataset: str | None = None, split: str = "validation",
         "schema_version": SCHEMA_VERSION,
         "run": {
             "workdir": str(run.workdir), "name": cfg.name, "arch": m.arch, "step": run.step,
-            "span": m.span, "num_params": count_params(run.params),
+            "span": archs.span(m), "num_params": count_params(run.params),
             "train_tokens": summary.get("train_tokens"),
             "flops_per_token": {"train": flops_per_token(m, True),
                                 "eval": flops_per_token(m, False)},
@@ -164,8 +158,8 @@ def evaluate(run, dataset: str | None = None, split: str = "validation",
                      "hits_max_tokens": probes.HITS_MAX_TOKENS,
                      "context_lengths": list(ev.context_lengths), "seed": SEED},
         "perplexity": perplexity(convs, lps),
-        "recurrence": recurrence_nll(convs, lps, m.span, WordTable(corpus.tokenizer)),
-        "recall": recall(recall_items, scored[: len(recall_items)], skipped, m.span, n),
+        "recurrence": recurrence_nll(convs, lps, archs.span(m), WordTable(corpus.tokenizer)),
+        "recall": recall(recall_items, scored[: len(recall_items)], skipped, archs.span(m), n),
         "shuffle": metrics.shuffle_accuracy([float(lp.sum()) for lp in pair_lps[0::2]],
                                             [float(lp.sum()) for lp in pair_lps[1::2]]),
         "hits_at_1": hits(scored[len(recall_items) :], n),

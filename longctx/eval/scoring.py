@@ -1,5 +1,9 @@
 """Driving a trained model over long conversations the way each architecture is used.
 
+Each architecture says how (`Arch.scoring`, a `ScoringPlan`): streams in chunks carrying
+its state, continuations from that state or from rows of a bounded left context, or a
+fixed context recomputed per window. The built-ins:
+
 - XL: segments of `tgt_len` in order, carrying the memory; a continuation at position p is
   scored from the memory before the segment holding p-1 plus that segment's tokens up to p
   (the true continuation then gets exactly its NLL in the stream while it stays in the
@@ -27,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from longctx.config import ModelConfig
-from longctx.models import build_model, init_memory, window_decode_init, window_feed
+from longctx.models import archs, build_model, init_memory
 from longctx.models.vanilla import strided_plan
 
 ROWS = 32  # streams carried side by side (lanes) in the XL and window streaming modes
@@ -87,6 +91,7 @@ def _compiled(cfg: ModelConfig) -> tuple:
     if cfg in _JITS:
         return _JITS[cfg]
     model = build_model(cfg)
+    arch = archs.get(cfg)
 
     def score(params, inputs, targets, memory, reset):
         logits, new_memory = model.apply(
@@ -101,10 +106,10 @@ def _compiled(cfg: ModelConfig) -> tuple:
         lp, hit, _ = score(params, inputs, targets, memory.take_rows(idx), reset)
         return lp, hit
 
-    def feed(params, inputs, targets, cache):
-        logits, cache = window_feed(model, params, inputs, cache)
+    def feed(params, inputs, targets, state, reset):
+        logits, state = arch.stream_feed(model, params, inputs, state, reset)
         logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-        return jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0], cache
+        return jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0], state
 
     _JITS[cfg] = (jax.jit(score), jax.jit(score_from), jax.jit(feed))
     return _JITS[cfg]
@@ -117,13 +122,15 @@ class Scorer:
         self.cfg = model_cfg
         self.params = jax.device_put(params)  # once, not with every call
         self.stride = vanilla_stride
+        self.arch = archs.get(model_cfg)
+        self.plan = self.arch.scoring(model_cfg)
         self._score, self._score_from, self._feed = _compiled(model_cfg)
 
     # ------------------------------------------------------------------ low level
 
     def _rows(self, inputs: np.ndarray, targets: np.ndarray, memory=None, lanes=None):
         """Score [R, L] rows in fixed-size calls; returns host (logprobs, hits) [R, L].
-        With `memory` (XL), row r continues from the memory of lane lanes[r]."""
+        With `memory` (a carried state), row r continues from the state of lane lanes[r]."""
         n, length = inputs.shape
         per = ROWS if memory is not None else rows_per_call(length)
         lps, hits = [], []
@@ -143,43 +150,41 @@ class Scorer:
             hits.append(np.asarray(hit)[:k])
         return np.concatenate(lps), np.concatenate(hits)
 
-    @property
-    def receptive(self) -> int:
-        """Tokens of left context that fully determine a window model's logits."""
-        return self.cfg.n_layer * (self.cfg.window - 1)
-
     # ------------------------------------------------------------------ streams
 
     def stream_logprobs(self, streams: Sequence[np.ndarray], requests: Sequence[Request] = (),
                         with_stream: bool = True) -> tuple[list[np.ndarray], list[Scored]]:
         """Log p(ids[t] | stream before t) for t >= 1 of every stream (the model's own
         streaming mode), and the requested continuations scored from the stream's state.
-        with_stream=False skips the streams where that saves work (window, vanilla)."""
+        with_stream=False skips the streams where that saves work (requests scored on
+        context rows, as the window's and vanilla's)."""
         for q in requests:
             if not 1 <= q.pos <= streams[q.stream].size:
                 raise ValueError(f"request position {q.pos} outside stream {q.stream}")
-        if self.cfg.arch == "xl":
+        if self.plan.context is None:  # continuations from the carried state
             return self._lanes(streams, requests)
         skip = [np.zeros(0)] * len(streams)
-        if self.cfg.arch == "window":
-            lps = self._lanes(streams)[0] if with_stream else skip
+        if not with_stream:
+            lps = skip
+        elif self.plan.chunk is not None:
+            lps = self._lanes(streams)[0]
         else:
-            lps = self._vanilla_stream(streams) if with_stream else skip
+            lps = self._strided_stream(streams)
         return lps, self._rows_requests(streams, requests)
 
-    def _vanilla_stream(self, streams):
-        """Strided windows of the models' own plan (`vanilla.strided_plan`), batched."""
+    def _strided_stream(self, streams):
+        """Strided windows of `context` tokens (`vanilla.strided_plan`), batched."""
         rows, where = [], []
         for i, ids in enumerate(streams):
             if ids.size < 2:
                 continue
-            starts, win, pos = strided_plan(ids.size, self.cfg.ctx_len, self.stride)
-            length = min(self.cfg.ctx_len, ids.size - 1)
+            starts, win, pos = strided_plan(ids.size, self.plan.context, self.stride)
+            length = min(self.plan.context, ids.size - 1)
             for w, s in enumerate(starts):
                 targets = np.nonzero(win == w)[0]  # target t+1 sits at row position pos[t]
                 rows.append((int(s), int(s) + length))
                 where.append((i, int(targets[0]), int(pos[targets[0]])))
-        return self._gather(streams, rows, where, self.cfg.ctx_len)
+        return self._gather(streams, rows, where, self.plan.context)
 
     def _gather(self, streams, rows, where, length):
         """Score context rows and scatter each row's tail into per-stream arrays."""
@@ -195,9 +200,9 @@ class Scorer:
 
     def _lanes(self, streams, requests=()):
         """Stream lanes of ROWS conversations chunk by chunk, carrying the model's state
-        (XL memory / window ring-buffer cache); XL requests are scored on the way."""
-        xl = self.cfg.arch == "xl"
-        seg = self.cfg.tgt_len if xl else self.cfg.window
+        (XL memory / window ring-buffer cache); requests from the state are scored on the
+        way."""
+        seg = self.plan.chunk
         out = [np.zeros(max(ids.size - 1, 0), np.float64) for ids in streams]
         scored: list[Scored | None] = [None] * len(requests)
         by_seg: dict[tuple[int, int], list[int]] = {}
@@ -209,28 +214,25 @@ class Scorer:
             lanes = list(range(base, min(base + ROWS, len(streams))))
             n_seg = max([math.ceil((streams[i].size - 1) / seg) for i in lanes]
                         + [s + 1 for (i, s) in by_seg if i in lanes])
-            state = init_memory(self.cfg, ROWS) if xl else window_decode_init(self.cfg, ROWS)
+            state = self.arch.stream_init(self.cfg, ROWS)
             for s in range(n_seg):
                 ks = [k for i in lanes for k in by_seg.get((i, s), [])]
                 if ks:
-                    res = self._xl_requests(streams, [requests[k] for k in ks], lanes,
+                    res = self._state_requests(streams, [requests[k] for k in ks], lanes,
                                             state, s * seg, req_len)
                     for k, r in zip(ks, res, strict=True):
                         scored[k] = r
                 x, y = _pack([streams[i][s * seg : (s + 1) * seg + 1] for i in lanes], seg, ROWS)
-                if xl:
-                    lp, _, state = self._score(self.params, x, y, state,
-                                               np.full(ROWS, s == 0, bool))
-                else:
-                    lp, state = self._feed(self.params, x, y, state)
+                lp, state = self._feed(self.params, x, y, state, np.full(ROWS, s == 0, bool))
                 lp = np.asarray(lp)
                 for j, i in enumerate(lanes):
                     n = max(0, min(seg, streams[i].size - 1 - s * seg))
                     out[i][s * seg : s * seg + n] = lp[j, :n]
         return out, scored
 
-    def _xl_requests(self, streams, reqs, lanes, memory, seg_start, length):
-        """Continuations from `memory` (before the segment at seg_start) + segment prefix."""
+    def _state_requests(self, streams, reqs, lanes, memory, seg_start, length):
+        """Continuations from the state `memory` (before the chunk at seg_start) + the
+        chunk's prefix."""
         rows, lane_idx, offsets = [], [], []
         for q in reqs:
             prefix = streams[q.stream][seg_start : q.pos]
@@ -242,12 +244,13 @@ class Scorer:
         return self._split(reqs, lp, hit, offsets)
 
     def _rows_requests(self, streams, requests):
-        """Window/vanilla continuations: rows of exactly the context each token can see."""
+        """Continuations on rows of exactly the context each token can see (`plan.context`;
+        `plan.per_token`: a full row of it for every candidate token)."""
         if not requests:
             return []
-        vanilla = self.cfg.arch == "vanilla"
+        vanilla = self.plan.per_token
         lmax = max(c.size for q in requests for c in q.candidates)
-        ctx = self.cfg.ctx_len if vanilla else self.receptive
+        ctx = self.plan.context
         length = ctx if vanilla else _bucket(ctx + lmax)
         rows, offsets, spans = [], [], []
         for q in requests:

@@ -15,6 +15,7 @@ import numpy as np
 
 from longctx.config import ModelConfig
 from longctx.eval.scoring import ROWS, Scorer
+from longctx.models import archs
 
 
 def speed_streams(convs: Sequence[np.ndarray], tokens: int, lanes: int = ROWS
@@ -42,11 +43,7 @@ def time_streams(scorer: Scorer, streams: Sequence[np.ndarray], repeats: int = 3
 
 def describe(cfg: ModelConfig, stride: int) -> str:
     """The streaming mode in words (stored beside the numbers)."""
-    if cfg.arch == "xl":
-        return f"xl: segments of {cfg.tgt_len} with memory {cfg.mem_len}"
-    if cfg.arch == "window":
-        return f"window: ring-buffer KV cache of {cfg.window}, chunks of {cfg.window}"
-    return f"vanilla: windows of {cfg.ctx_len}, stride {stride}"
+    return archs.get(cfg).stream_mode(cfg, stride)
 
 
 def measure(cfg: ModelConfig, params, stride: int, convs: Sequence[np.ndarray],
@@ -54,7 +51,7 @@ def measure(cfg: ModelConfig, params, stride: int, convs: Sequence[np.ndarray],
     """Speed of the model's streaming mode on `tokens` per lane, and of the vanilla stride-1
     recompute at span W on a quarter of that (at least 2 W tokens per lane)."""
     own = time_streams(Scorer(cfg, params, stride), speed_streams(convs, tokens))
-    span = cfg.span
+    span = archs.span(cfg)
     vanilla_cfg = dataclasses.replace(cfg, arch="vanilla", ctx_len=span)
     sub = max(2 * span, tokens // 4)
     recompute = time_streams(Scorer(vanilla_cfg, params, 1), speed_streams(convs, sub))

@@ -153,9 +153,7 @@ class Chat:
                "turns": sum(t.speaker != "session" for t in self.conv.turns),
                "sessions": sum(t.speaker == "session" for t in self.conv.turns),
                "span_in_use": used, "span_max": most}
-        if self.run.cfg.model.arch == "xl":
-            out["memory_rows"] = int(self.conv.decode.valid[0])
-            out["segment_pos"] = int(self.conv.decode.pos) % self.stream.cfg.tgt_len
+        out["state"] = self.stream.stats(self.conv.decode)  # the architecture's own numbers
         return out
 
     def decode(self, ids: list[int]) -> str:

@@ -1,4 +1,4 @@
-"""`longctx chat --workdir DIR`: talk to a trained XL or sliding-window run.
+"""`longctx chat --workdir DIR`: talk to a trained run (any architecture that decodes).
 
 Each line is a turn, or a command: /save NAME, /load NAME, /reset, /session [HEADER],
 /model TEXT, /stats, /help, /quit. With a terminal the reply streams token by token after `model> `;
@@ -27,7 +27,7 @@ HELP = """commands:
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("chat", help="chat with a trained run (XL or sliding window)",
+    p = subparsers.add_parser("chat", help="chat with a trained run (XL, sliding window, ...)",
                               description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", required=True, help="run directory (from longctx train)")
@@ -44,6 +44,7 @@ def run_chat(args: argparse.Namespace) -> int:
     from longctx.fsguard import check_dir_arg
     from longctx.generate.chat import Chat
     from longctx.generate.sampler import SamplerSettings, check_seed
+    from longctx.models import archs
     from longctx.rundir import load_run
 
     settings = SamplerSettings(args.temperature, args.top_k, args.top_p, args.max_new_tokens)
@@ -63,7 +64,7 @@ def run_chat(args: argparse.Namespace) -> int:
         import readline  # noqa: F401  (gives input() line editing and history)
         cfg = run.cfg.model
         print(f"longctx chat: {cfg.arch} run {run.workdir} (step {run.step}, span "
-              f"{cfg.span}); /help for commands, Ctrl-D to leave")
+              f"{archs.span(cfg)}); /help for commands, Ctrl-D to leave")
     return repl(chat, sys.stdin, sys.stdout, sys.stderr, interactive)
 
 
@@ -160,8 +161,7 @@ def command(chat, line: str, out: TextIO) -> bool:
         out.write(f"[model turn added: {arg}]\n")
     elif name == "/stats":
         s = chat.stats()
-        extra = (f", memory rows {s['memory_rows']}, segment position {s['segment_pos']}"
-                 if "memory_rows" in s else "")
+        extra = "".join(f", {k.replace('_', ' ')} {v}" for k, v in s["state"].items())
         out.write(f"[{s['arch']}: {s['tokens']} tokens, {s['turns']} turns, {s['sessions']} "
                   f"sessions; span in use {s['span_in_use']}/{s['span_max']}{extra}]\n")
     else:

@@ -1,8 +1,9 @@
 """The dialogue state of a chat, and saving/loading it without pickle.
 
 A `Conversation` holds everything the next reply depends on: the model's decode state
-(per-layer key/value caches: XL's memory + current segment, or the window's ring buffer),
-every token so far, the turns as text, and the sampler's PRNG key. `/save NAME` writes `DIR/chats/NAME/`:
+(the architecture's `decode_init` pytree: XL's key/value cache of memory + segment, the
+window's ring buffer, ...), every token so far, the turns as text, and the sampler's PRNG
+key. `/save NAME` writes `DIR/chats/NAME/`:
 
 - `state-<digest>.npz`: the decode-state leaves (by pytree path), `tokens`, `rng`;
 - `meta.json`: format version, model config, checkpoint step, the turns, and the npz's
@@ -30,7 +31,7 @@ import numpy as np
 
 from longctx.errors import UserError
 
-# /2: XL and window decode states are per-layer k/v caches (/1 held XL hidden states)
+# The version of the saved layout; a save of another version is refused, not misread.
 FORMAT = "longctx-chat/2"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")

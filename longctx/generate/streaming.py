@@ -1,9 +1,10 @@
-"""One interface over the XL and sliding-window decode states, for chat and benchmarks.
+"""One interface over every architecture's decode state, for chat and benchmarks.
 
-`Stream(cfg, params)` owns jitted functions with fixed shapes (batch 1):
-- `feed(state, tokens)`: a run of known tokens (history, the user's turn) in segment mode
-  where it can -- whole XL segments as the segment forward (on the cached keys/values),
-  whole window chunks through the chunk feed -- and the rest token by token inside one
+`Stream(cfg, params)` owns jitted functions with fixed shapes (batch 1), over the
+architecture's decode (`Arch.decode_*`):
+- `feed(state, tokens)`: a run of known tokens (history, the user's turn) a block at a
+  time where it can (XL: whole segments as the segment forward on the cached keys/values;
+  window: whole chunks through the chunk feed) and the rest token by token inside one
   compiled loop over a fixed-size buffer; returns the logits after the last token.
 - `reply_step(state, token, key, knobs)`: feed the token just sampled and sample the next one.
 Every call has the same shapes whatever the history, so nothing recompiles per token or per
@@ -22,33 +23,24 @@ import numpy as np
 from longctx.config import ModelConfig
 from longctx.errors import UserError
 from longctx.generate.sampler import split_and_sample
-from longctx.models import (
-    XLDecodeState,
-    build_model,
-    window_decode_init,
-    window_decode_step,
-    window_feed,
-    xl_decode_init,
-    xl_decode_segment,
-    xl_decode_step,
-)
-
-ARCHS = ("xl", "window")
+from longctx.models import archs, build_model
 
 
 class Stream:
-    """Incremental decoding of one conversation stream (batch 1) for an XL or window model."""
+    """Incremental decoding of one conversation stream (batch 1) for any architecture that
+    decodes (`Arch.no_decode` is None)."""
 
     def __init__(self, cfg: ModelConfig, params: Any) -> None:
-        if cfg.arch not in ARCHS:
-            raise UserError(f"model.arch '{cfg.arch}': chat and streaming decode need an 'xl' or "
-                            "'window' run (a vanilla model keeps no state between turns)")
+        self.arch = archs.get(cfg)
+        if self.arch.no_decode is not None:
+            able = ", ".join(n for n in archs.names() if archs.get(n).no_decode is None)
+            raise UserError(f"model.arch '{cfg.arch}': chat and streaming decode need a run of "
+                            f"an architecture that decodes ({able}); {self.arch.no_decode}")
         self.cfg, self.params = cfg, params
         self.model = build_model(cfg)
-        # Known tokens go in blocks of `chunk`: an XL segment, or a window of W tokens.
-        self.chunk = cfg.tgt_len if cfg.arch == "xl" else cfg.window
-        step = xl_decode_step if cfg.arch == "xl" else window_decode_step
-        self._step = partial(step, self.model)
+        # Known tokens go in blocks of `chunk` (an XL segment, a window of W tokens).
+        self.chunk = self.arch.decode_block(cfg)
+        self._step = partial(self.arch.decode_step, self.model)
         self._traces: dict[str, int] = {}
         self._feed_block = self._jit("feed_block", self._block_fn())
         self._feed_steps = self._jit("feed_steps", self._steps_fn)
@@ -72,37 +64,32 @@ class Stream:
 
     def init(self) -> Any:
         """An empty decode state (nothing seen yet)."""
-        if self.cfg.arch == "xl":
-            return xl_decode_init(self.cfg, 1)
-        return window_decode_init(self.cfg, 1)
+        return self.arch.decode_init(self.cfg, 1)
 
     def position_in_block(self, state: Any) -> int:
-        """Tokens fed since the last block boundary (XL: in the current segment)."""
+        """Tokens fed since the last block boundary (XL: in the current segment); every
+        decode state counts the tokens fed in `pos`."""
         return int(state.pos) % self.chunk
 
     def span_in_use(self, state: Any) -> tuple[int, int]:
         """(keys the next token attends to besides itself, the most it ever can)."""
-        c = self.cfg
-        if c.arch == "xl":
-            used = int(state.valid[0]) + int(state.pos) % c.tgt_len
-            return used, c.mem_len + c.tgt_len - 1
-        return min(int(state.pos), c.window - 1), c.window - 1
+        return self.arch.span_in_use(self.cfg, state)
+
+    def stats(self, state: Any) -> dict[str, int]:
+        """The architecture's own numbers about the state (XL: memory rows, segment
+        position)."""
+        return self.arch.decode_stats(self.cfg, state)
 
     # ------------------------------------------------------------------ jitted pieces
 
     def _block_fn(self):
-        model = self.model
-        if self.cfg.arch == "window":
-            def window_block(params, state, tokens):
-                logits, state = window_feed(model, params, tokens, state)
-                return logits[:, -1], state
-            return window_block
+        model, arch = self.model, self.arch
 
-        def xl_block(params, state: XLDecodeState, tokens):
-            """A whole segment at a segment boundary: segment mode, on the cached k/v."""
-            logits, state = xl_decode_segment(model, params, tokens, state)
+        def block(params, state, tokens):
+            """A whole block at a block boundary (XL: segment mode, on the cached k/v)."""
+            logits, state = arch.decode_feed_block(model, params, tokens, state)
             return logits[:, -1], state
-        return xl_block
+        return block
 
     def _steps_fn(self, params, state, tokens, count):
         """Feed tokens[0, :count] one at a time (count traced, tokens [1, chunk] padded)."""

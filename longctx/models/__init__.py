@@ -1,11 +1,13 @@
-"""longctx.models: Transformer-XL, sliding-window and vanilla decoders (Flax Linen).
+"""longctx.models: one decoder (Flax Linen) and the memory mechanisms that drive it.
 
-All three share one module (`Decoder`) and one parameter tree, so parameter counts match at
-a matched config. Public API::
+Each mechanism is a plug-in (`longctx.models.archs`: Transformer-XL, sliding window,
+vanilla, and any registered one); all share one module (`Decoder`) and one parameter tree,
+so parameter counts match at a matched config. Public API::
 
-    model = build_model(cfg)                      # cfg: ModelConfig, arch in {xl, window, vanilla}
-    memory = init_memory(cfg, batch_size)         # Memory(hidden [n_layer+1, B, rows, d], valid [B])
-                                                  # rows = mem_len for XL, 0 for window/vanilla
+    model = build_model(cfg)                      # cfg: ModelConfig, arch a registered name
+    memory = init_memory(cfg, batch_size)         # the mechanism's empty state (any Rows
+                                                  # pytree; XL: Memory(hidden [n_layer+1, B,
+                                                  # mem_len, d], valid [B]); others NoState)
     variables = model.init({"params": key}, tokens, memory, reset)   # tokens [B,T] int32, reset [B] bool
     logits, new_memory = model.apply({"params": params}, tokens, memory, reset,
                                      deterministic=True, rngs={"dropout": key})
@@ -49,6 +51,7 @@ import jax
 import numpy as np
 
 from longctx.config import ModelConfig
+from longctx.models.archs import registry
 from longctx.models.decoder import Decoder, check_config
 from longctx.models.kv_cache import (
     WindowCache,
@@ -58,7 +61,8 @@ from longctx.models.kv_cache import (
     window_stream_logits,
     window_stream_nll,
 )
-from longctx.models.memory import Memory, init_memory
+from longctx.models.memory import Memory
+from longctx.models.state import NoState, Rows
 from longctx.models.transformer_xl import (
     XLDecodeState,
     xl_decode_feed,
@@ -71,9 +75,15 @@ from longctx.models.vanilla import vanilla_strided_nll
 
 
 def build_model(cfg: ModelConfig) -> Decoder:
-    """The decoder for cfg.arch; raises ConfigError for n_token <= 0 or same_length without memory."""
+    """The decoder for cfg.arch; raises ConfigError (naming the key) on a config it cannot
+    build (n_token <= 0, a rule of the architecture)."""
     check_config(cfg)
     return Decoder(cfg)
+
+
+def init_memory(cfg: ModelConfig, batch_size: int) -> Rows:
+    """The empty state of cfg.arch's mechanism for `batch_size` lanes."""
+    return registry.get(cfg).init_state(cfg, batch_size)
 
 
 def count_params(params) -> int:
@@ -84,6 +94,8 @@ def count_params(params) -> int:
 __all__ = [
     "Decoder",
     "Memory",
+    "NoState",
+    "Rows",
     "WindowCache",
     "XLDecodeState",
     "build_model",

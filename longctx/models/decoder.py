@@ -1,42 +1,36 @@
-"""The decoder Module shared by the three architectures (one parameter tree for all).
+"""The decoder Module shared by every architecture (one parameter tree for all).
 
-`Decoder(cfg)(tokens, memory, reset, deterministic)` -> (logits, new_memory) dispatches on
-cfg.arch to the XL segment forward, the blocked sliding-window forward or the vanilla
-fixed-context forward. The embedding is tied to the output layer (plus an output bias).
+`Decoder(cfg)(tokens, state, reset, deterministic)` -> (logits, new_state) runs the
+forward of cfg.arch's registered mechanism (`longctx.models.archs`) on the shared pieces
+(embedding, layers, output). The embedding is tied to the output layer (plus an output
+bias); a mechanism may add parameters of its own (`Arch.setup`).
 """
 
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from longctx.config import ARCHS, PRECISIONS, ConfigError, ModelConfig
-from longctx.models import sliding_window, transformer_xl, vanilla
+from longctx.config import ConfigError, ModelConfig
+from longctx.config_rules import check_model
+from longctx.models.archs import registry
 from longctx.models.blocks import compute_dtype, descending_pos_emb, init
-from longctx.models.layer import DecoderLayer
-from longctx.models.memory import Memory, init_memory
+from longctx.models.layer import DecoderLayer, LayerPass, static_argnum
 
 
 def check_config(cfg: ModelConfig) -> None:
-    """Refuse what the model cannot build (ConfigError naming the key)."""
-    if cfg.arch not in ARCHS:
-        raise ConfigError(f"config key 'model.arch': must be one of {ARCHS}, got {cfg.arch!r}")
+    """Refuse what the model cannot build (ConfigError naming the key): the model
+    section's rules, the architecture's own, and a vocabulary size."""
+    check_model(cfg)
+    registry.get(cfg).check(cfg)
     if cfg.n_token <= 0:
         raise ConfigError("config key 'model.n_token': must be > 0 to build a model "
                           f"(got {cfg.n_token}; 0 means 'take it from the tokenizer')")
-    if cfg.matmul_precision not in PRECISIONS:
-        raise ConfigError(f"config key 'model.matmul_precision': must be one of {PRECISIONS}, "
-                          f"got {cfg.matmul_precision!r}")
-    if cfg.same_length and cfg.arch == "xl" and cfg.mem_len == 0:
-        raise ConfigError("config key 'model.same_length': needs mem_len > 0 "
-                          "(with mem_len = 0 every key would be masked)")
-    if cfg.arch == "xl" and cfg.attention_impl == "pallas" and cfg.dropatt > 0:
-        raise ConfigError("config key 'model.attention_impl': the 'pallas' kernel has no "
-                          f"attention dropout; set model.dropatt=0 (got {cfg.dropatt}) or use 'reference'")
 
 
 def matmul_precision(cfg: ModelConfig) -> contextlib.AbstractContextManager:
@@ -82,9 +76,13 @@ class Decoder(nn.Module):
         if not c.untie_r:
             self.r_w_bias = self.param("r_w_bias", init(c), (c.n_head, c.d_head))
             self.r_r_bias = self.param("r_r_bias", init(c), (c.n_head, c.d_head))
-        layer_cls = nn.remat(DecoderLayer, static_argnums=(7, 8)) if c.remat else DecoderLayer
+        layer_cls = DecoderLayer
+        if c.remat:  # `how` selects code paths: static, found by name
+            layer_cls = nn.remat(DecoderLayer,
+                                 static_argnums=(static_argnum(DecoderLayer.__call__, "how"),))
         self.layers = [layer_cls(c) for _ in range(c.n_layer)]
         self.drop = nn.Dropout(c.dropout)
+        self.extra = registry.get(c).setup(self)  # the mechanism's own parameters
 
     # ------------------------------------------------------------------ shared pieces
 
@@ -109,6 +107,24 @@ class Decoder(nn.Module):
         h = self.drop(h, deterministic=deterministic).astype(jnp.float32)
         return h @ self.word_emb.embedding.T + self.out_bias
 
+    def run_layers(self, h: jax.Array, pos_emb: jax.Array, view: jax.Array, *,
+                   deterministic: bool, memory: jax.Array | None = None,
+                   band: tuple[int, int] | None = None, fused: bool = False
+                   ) -> tuple[jax.Array, list[jax.Array]]:
+        """The layer loop of every training-shaped pass: h [B, T, d] through each layer
+        (attending as `LayerPass(deterministic, fused, band)` says, `view` its mask or key
+        starts; memory [n_layer(+1), B, M, d]: layer i's cached rows are memory[i]) ->
+        (h, [the input of every layer and the output]: n_layer + 1 arrays)."""
+        how = LayerPass(deterministic=deterministic, fused=fused, band=band)
+        rw, rr = self.shared_biases()
+        empty = jnp.zeros((h.shape[0], 0, h.shape[2]), h.dtype)
+        hids = [h]
+        for i, layer in enumerate(self.layers):
+            mem = empty if memory is None else memory[i].astype(h.dtype)
+            h = layer(h, mem, pos_emb, view, rw, rr, how)
+            hids.append(h)
+        return h, hids
+
     def masked_forward(
         self, tokens: jax.Array, mask: jax.Array, deterministic: bool = True,
         last: int | None = None,
@@ -120,10 +136,7 @@ class Decoder(nn.Module):
         t = tokens.shape[1]
         h = self.embed(tokens, deterministic)
         pos_emb = self.dropout(descending_pos_emb(self.cfg, t), deterministic)
-        rw, rr = self.shared_biases()
-        empty = jnp.zeros((h.shape[0], 0, h.shape[2]), h.dtype)
-        for layer in self.layers:
-            h = layer(h, empty, pos_emb, mask, rw, rr, deterministic, 0)
+        h, _ = self.run_layers(h, pos_emb, mask, deterministic=deterministic)
         if last is not None:
             h = h[:, h.shape[1] - last :]
         return self.output(h, deterministic)
@@ -133,17 +146,13 @@ class Decoder(nn.Module):
     def __call__(
         self,
         tokens: jax.Array,
-        memory: Memory | None = None,
+        memory: Any = None,
         reset: jax.Array | None = None,
         deterministic: bool = True,
-    ) -> tuple[jax.Array, Memory]:
-        """tokens [B, T] int32, memory (init_memory), reset [B] bool ->
-        (logits [B, T, n_token] float32, new memory of the same shape)."""
-        c = self.cfg
+    ) -> tuple[jax.Array, Any]:
+        """tokens [B, T] int32, the mechanism's state (`init_memory`; None: empty), reset
+        [B] bool -> (logits [B, T, n_token] float32, the new state, same shapes)."""
+        arch = registry.get(self.cfg)
         if memory is None:
-            memory = init_memory(c, tokens.shape[0])
-        if c.arch == "xl":
-            return transformer_xl.xl_forward(self, tokens, memory, reset, deterministic)
-        if c.arch == "window":
-            return sliding_window.window_forward(self, tokens, deterministic), memory
-        return vanilla.vanilla_forward(self, tokens, deterministic), memory
+            memory = arch.init_state(self.cfg, tokens.shape[0])
+        return arch.forward(self, tokens, memory, reset, deterministic)

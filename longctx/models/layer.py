@@ -1,11 +1,16 @@
 """One decoder layer: relative multi-head attention (fused qkv_net, r_net, o_net) + ReLU
-feed-forward, post-LN (the original) or pre-LN. Shared by all three architectures.
+feed-forward, post-LN (the original) or pre-LN. Shared by every architecture.
 
-`__call__` is the training/segment path (dense under a mask, or blocked band attention);
-the decoders reuse the pieces (`project`, `rel_proj`, `attend`, `finish`) step by step.
+`__call__` is the training/segment path; how it attends is the pass's `LayerPass` (dense
+under a mask, the fused Pallas kernel, or blocked band attention), a static argument found
+by name (`static_argnum`), so rematerialisation does not depend on argument positions. The
+decoders reuse the pieces (`project`, `rel_proj`, `attend`, `finish`) step by step.
 """
 
 from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
 
 import flax.linen as nn
 import jax
@@ -16,6 +21,27 @@ from longctx.config import ModelConfig
 from longctx.models import attention as A
 from longctx.models import pallas_attention
 from longctx.models.blocks import compute_dtype, init
+
+
+@dataclass(frozen=True)
+class LayerPass:
+    """How a layer attends in one pass (static: it selects the code path).
+
+    dense (default): `view` is the visibility mask [B|1, T, M+T] over concat(mem, h);
+    fused: the Pallas kernel, `view` [B] each row's first valid key (it builds the causal /
+    same_length mask itself); band = (block C, history m): blocked band attention, `mem`
+    empty, T a multiple of C, `view` [nb, C, (m+1)C] from `attention.band_mask`, pos_emb of
+    length (m+1)C."""
+
+    deterministic: bool = True
+    fused: bool = False
+    band: tuple[int, int] | None = None
+
+
+def static_argnum(fn, name: str) -> int:
+    """The position of parameter `name` in `fn`'s signature (self included, as nn.remat
+    counts), so a static argument is found by its name."""
+    return list(inspect.signature(fn).parameters).index(name)
 
 
 class FusedQKV(nn.Module):
@@ -178,32 +204,25 @@ class DecoderLayer(nn.Module):
         h: jax.Array,
         mem: jax.Array,
         pos_emb: jax.Array,
-        mask: jax.Array,
+        view: jax.Array,
         r_w_bias: jax.Array | None,
         r_r_bias: jax.Array | None,
-        deterministic: bool = True,
-        block: int = 0,
+        how: LayerPass,
     ) -> jax.Array:
-        """h [B, T, d], mem [B, M, d] (cached rows before h).
-
-        block == 0: dense attention over concat(mem, h) under mask [B|1, T, M+T], or, when
-        mask is [B] (XL with attention_impl 'pallas'), the fused kernel given each row's
-        first valid key (it builds the causal / same_length mask itself).
-        block > 0: blocked band attention (mem must be empty, T a multiple of block):
-        mask [nb, C, (m+1)C] from `attention.band_mask`, pos_emb of length (m+1)C.
-        """
+        """h [B, T, d], mem [B, M, d] (cached rows before h), pos_emb (sinusoids of the
+        distances the keys can be at), `view` and the static `how` (see LayerPass)."""
         rw, rr = self.biases(r_w_bias, r_r_bias)
         r = self.rel_proj(pos_emb)
-        if block == 0:
-            src = jnp.concatenate([mem.astype(h.dtype), h], axis=1)
-            q, k, v = self.project(src, n_query=h.shape[1])  # no queries for memory rows
-            if mask.ndim == 1:
-                span = self.cfg.mem_len if self.cfg.same_length else 0
-                vec = pallas_attention.rel_attention(q, k, v, r, rw, rr, mask, span=span)
-            else:
-                scores = A.rel_scores(q, k, r, rw, rr)
-                vec = self.attend(scores, mask[:, None], v, deterministic)
+        if how.band is not None:
+            block, history = how.band
+            vec = self.banded(h, r, rw, rr, view, block, history, how.deterministic)
+            return self.finish(h, vec, how.deterministic)
+        src = jnp.concatenate([mem.astype(h.dtype), h], axis=1)
+        q, k, v = self.project(src, n_query=h.shape[1])  # no queries for memory rows
+        if how.fused:
+            span = self.cfg.mem_len if self.cfg.same_length else 0
+            vec = pallas_attention.rel_attention(q, k, v, r, rw, rr, view, span=span)
         else:
-            vec = self.banded(h, r, rw, rr, mask, block, pos_emb.shape[0] // block - 1,
-                              deterministic)
-        return self.finish(h, vec, deterministic)
+            scores = A.rel_scores(q, k, r, rw, rr)
+            vec = self.attend(scores, view[:, None], v, how.deterministic)
+        return self.finish(h, vec, how.deterministic)

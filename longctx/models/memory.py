@@ -4,34 +4,17 @@
 Transformer-XL's `mems`). Row b's valid entries are the last `valid[b]` rows; the rest are
 masked as keys. A fixed size keeps every shape static under `jit`.
 
-Every state pytree that is carried per batch row (this memory, the decoders' key/value
-caches) says where its batch axis is (`Rows.batch_axes`), so code that splits, vmaps or
-gathers rows (training lanes, devices, checkpoints, scoring) never guesses the layout.
+Like every per-lane state (`longctx.models.state`) it says where its batch axis is.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 
 from longctx.config import ModelConfig
-
-
-class Rows:
-    """Base of the per-row state pytrees: each knows the batch axis of its leaves."""
-
-    def batch_axes(self) -> Any:
-        """The same pytree with each leaf replaced by its batch axis (None: shared by all
-        rows), usable as vmap's in_axes / out_axes."""
-        raise NotImplementedError
-
-    def take_rows(self, idx: Any) -> Any:
-        """Rows `idx` (an index array) of every leaf; leaves without a batch axis as they are."""
-        return jax.tree.map(lambda a, x: x if a is None else jnp.take(x, idx, axis=a, mode="clip"),
-                            self.batch_axes(), self, is_leaf=lambda a: a is None)
+from longctx.models.state import Rows
 
 
 @flax.struct.dataclass
@@ -45,15 +28,9 @@ class Memory(Rows):
         return Memory(hidden=1, valid=0)
 
 
-def memory_rows(cfg: ModelConfig) -> int:
-    """Rows per layer kept between calls: mem_len for XL, none for window/vanilla."""
-    return cfg.mem_len if cfg.arch == "xl" else 0
-
-
-def init_memory(cfg: ModelConfig, batch_size: int) -> Memory:
-    """An empty memory (valid = 0). Window/vanilla get a zero-row Memory they accept and return."""
-    rows = memory_rows(cfg)
-    hidden = jnp.zeros((cfg.n_layer + 1, batch_size, rows, cfg.d_model), jnp.float32)
+def empty_memory(cfg: ModelConfig, batch_size: int) -> Memory:
+    """An empty XL memory of mem_len rows per layer (valid = 0)."""
+    hidden = jnp.zeros((cfg.n_layer + 1, batch_size, cfg.mem_len, cfg.d_model), jnp.float32)
     return Memory(hidden=hidden, valid=jnp.zeros((batch_size,), jnp.int32))
 
 

@@ -8,10 +8,16 @@ copy (and each other, causally); the write copy sees the read copy, the whole se
 the write rows before it, and its last-layer outputs are the next segment's memory. So a
 fact can travel any number of segments, carried in m vectors of d_model, and a loss on a
 later segment teaches earlier segments what to write when gradients flow through the
-memory (`rmt_segments`, a rematerialised lax.scan over the K segments of a step).
+memory (K segments per training row, a rematerialised scan).
 
 The only parameters added to the decoder's are the initial memory `memory_init`
 [m, d_model] (m * d_model scalars), which a new conversation starts from.
+
+Two ways to drive it. As the `rmt` architecture (`longctx.models.archs.rmt`: `longctx
+train`, evaluate, chat), inside the Decoder's apply: `memory_init` is a Decoder parameter,
+the state is `empty_memory_tokens` (rows marked `fresh` read `memory_init`) and
+`rmt_forward` takes one segment or K of them. From outside, with any decoder config (the
+experiments' own loops):
 
 Masking is causal everywhere (as the decoder-only RMT of Bulatov et al. 2023); the 2022
 implementation also lets the read rows and the write rows see each other in both
@@ -33,9 +39,10 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from longctx.models.blocks import descending_pos_emb
-from longctx.models.memory import Rows
-from longctx.models.segment_scan import scan_segments, split_segments
+from longctx.config import ModelConfig
+from longctx.models.blocks import descending_pos_emb, init
+from longctx.models.segment_scan import scan_in_apply, scan_segments, split_segments
+from longctx.models.state import Rows
 
 if TYPE_CHECKING:
     from longctx.models.decoder import Decoder
@@ -45,12 +52,29 @@ MEMORY_PARAM = "memory_init"  # the initial memory's entry in the parameter tree
 
 @flax.struct.dataclass
 class MemoryTokens(Rows):
-    """vectors: [B, m, d_model] float32, the memory each row's next segment reads."""
+    """vectors: [B, m, d_model] float32, the memory each row's next segment reads; fresh:
+    [B] bool, rows that start a conversation and so read the learnt initial memory (the
+    architecture's state; None when driven from outside, where reset says it)."""
 
     vectors: jax.Array
+    fresh: jax.Array | None = None
 
     def batch_axes(self) -> MemoryTokens:
-        return MemoryTokens(vectors=0)
+        return MemoryTokens(vectors=0, fresh=None if self.fresh is None else 0)
+
+
+def empty_memory_tokens(cfg: ModelConfig, batch_size: int) -> MemoryTokens:
+    """The architecture's state of rows that start a conversation."""
+    return MemoryTokens(vectors=jnp.zeros((batch_size, cfg.n_mem_tokens, cfg.d_model),
+                                          jnp.float32),
+                        fresh=jnp.ones((batch_size,), bool))
+
+
+def memory_param(mod: Decoder) -> jax.Array:
+    """Inside `Decoder.setup`: the learnt initial memory [n_mem_tokens, d_model], drawn
+    N(0, init_std) (see `rmt_init` for why small)."""
+    c = mod.cfg
+    return mod.param(MEMORY_PARAM, init(c), (c.n_mem_tokens, c.d_model))
 
 
 def added_params(n_mem: int, d_model: int) -> int:
@@ -74,10 +98,7 @@ def _segment(mod: Decoder, tokens: jax.Array, memory: jax.Array, deterministic: 
     n = h.shape[1]
     pos_emb = mod.dropout(descending_pos_emb(cfg, n), deterministic)
     causal = jnp.tril(jnp.ones((n, n), bool))[None]
-    rw, rr = mod.shared_biases()
-    empty = jnp.zeros((h.shape[0], 0, h.shape[2]), h.dtype)
-    for layer in mod.layers:
-        h = layer(h, empty, pos_emb, causal, rw, rr, deterministic, 0)
+    h, _ = mod.run_layers(h, pos_emb, causal, deterministic=deterministic)
     return mod.output(h[:, m : m + t], deterministic), h[:, m + t :].astype(jnp.float32)
 
 
@@ -85,8 +106,8 @@ def rmt_init(model: Decoder, key: jax.Array, n_mem: int, seg_len: int) -> dict:
     """Parameters: the decoder's (initialised as for every architecture) plus memory_init
     [n_mem, d_model] ~ N(0, init_std) like every weight. Small on purpose: a write row's
     residual stream then holds mostly what it reads from the segment. Drawn at N(0, 1)
-    (as the 2022 code), the written memory varies with the segment about 15 times less at
-    initialisation and training of the copy task stalls at chance."""
+    (as the 2022 code), the written memory varies with the segment an order of magnitude
+    less at initialisation, and training on the copy task stalls at chance."""
     if n_mem <= 0:
         raise ValueError(f"recurrent memory needs n_mem > 0 memory tokens, got {n_mem}")
     dec_key, mem_key = jax.random.split(key)
@@ -162,3 +183,28 @@ def rmt_segments(
 
     memory, ys = scan_segments(segment, start, xs, stop_gradient=stop_gradient, remat=remat)
     return ys, memory
+
+
+# ----------------------------------------------------------------------------- architecture
+
+
+def _arch_segment(mod: Decoder, tokens: jax.Array, state: MemoryTokens, deterministic: bool
+                  ) -> tuple[jax.Array, MemoryTokens]:
+    """Inside apply: one segment; fresh rows read the initial memory (`mod.extra`)."""
+    start = jnp.where(state.fresh[:, None, None], mod.extra[None], state.vectors)
+    logits, vectors = _segment(mod, tokens, start, deterministic)
+    return logits, MemoryTokens(vectors=vectors, fresh=jnp.zeros_like(state.fresh))
+
+
+def rmt_forward(mod: Decoder, tokens: jax.Array, state: MemoryTokens,
+                reset: jax.Array | None, deterministic: bool) -> tuple[jax.Array, MemoryTokens]:
+    """The `rmt` architecture's forward, inside apply: tokens [B, T] with T <= tgt_len (one
+    segment) or a multiple of tgt_len (that many segments, the gradient through the memory
+    unless bptt_stop_gradient); reset [B]: rows that start a conversation first."""
+    if reset is not None:
+        state = state.replace(fresh=state.fresh | jnp.asarray(reset, bool))
+    cfg = mod.cfg
+    if tokens.shape[1] <= cfg.tgt_len:
+        return _arch_segment(mod, tokens, state, deterministic)
+    return scan_in_apply(mod, _arch_segment, state, tokens, cfg.tgt_len,
+                         stop_gradient=cfg.bptt_stop_gradient, deterministic=deterministic)

@@ -11,8 +11,11 @@ gradients are truncated there (every K segments).
 `stop_gradient=True` stops the gradient at every segment boundary instead (the ablation:
 the same forward values, but no loss teaches a segment what to write for the next one).
 
-Used for Transformer-XL with `memory_grad` (`xl_segments`) and the recurrent memory tokens
-(`longctx.models.recurrent_memory.rmt_segments`).
+Two forms: `scan_segments` / `xl_segments` / `recurrent_memory.rmt_segments` drive the
+model from outside (a `model.apply` per segment inside `lax.scan` + `jax.checkpoint`), and
+`scan_in_apply` runs inside the Decoder's apply (Flax's lifted `nn.scan` + `nn.remat`), as
+an architecture's forward over a training row of `bptt_segments` segments does (`xl` and
+`rmt` in `longctx.models.archs`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -105,3 +109,25 @@ def xl_segments(
 
     memory, ys = scan_segments(segment, memory, xs, stop_gradient=not memory_grad, remat=remat)
     return ys, memory
+
+
+def scan_in_apply(mod, segment_fn: Callable, state: Any, tokens: jax.Array, seg_len: int, *,
+                  stop_gradient: bool, deterministic: bool) -> tuple[jax.Array, Any]:
+    """Inside the Decoder's apply (an architecture's forward): tokens [B, K*seg_len]
+    segment by segment, segment_fn(mod, tokens [B, T], state, deterministic) -> (logits,
+    state), the state carried with its gradient unless stop_gradient -> (logits [B, K*T, V],
+    the state after the last segment). Flax's lifted scan (the shared parameters broadcast,
+    a dropout key per segment) over a rematerialised body (`nn.remat`), so the backward
+    pass keeps one state per boundary and recomputes a segment's activations."""
+    xs = split_segments(tokens, seg_len)
+
+    def body(m, carry, seg):
+        logits, new = segment_fn(m, seg, carry, deterministic)
+        if stop_gradient:
+            new = jax.lax.stop_gradient(new)
+        return new, logits
+
+    scan = nn.scan(nn.remat(body), variable_broadcast="params",
+                   split_rngs={"params": False, "dropout": True}, length=xs.shape[0])
+    state, logits = scan(mod, state, xs)
+    return join_segments(logits), state

@@ -29,15 +29,6 @@ def window_forward(mod: Decoder, tokens: jax.Array, deterministic: bool) -> jax.
     mask = jnp.asarray(A.band_mask(block, history, n_blocks, cfg.window))
     h = mod.embed(padded, deterministic)
     pos_emb = mod.dropout(descending_pos_emb(cfg, (history + 1) * block), deterministic)
-    rw, rr = mod.shared_biases()
-    empty = jnp.zeros((h.shape[0], 0, h.shape[2]), h.dtype)
-    for layer in mod.layers:
-        h = layer(h, empty, pos_emb, mask, rw, rr, deterministic, block)
+    h, _ = mod.run_layers(h, pos_emb, mask, deterministic=deterministic, band=(block, history))
     return mod.output(h, deterministic)[:, :seq_len]
 
-
-def band_visibility(seq_len: int, window: int) -> jax.Array:
-    """[1, T, T] dense band mask (query i sees keys i-W+1 .. i): for tests and small T."""
-    i = jnp.arange(seq_len)[:, None]
-    j = jnp.arange(seq_len)[None, :]
-    return ((i - j >= 0) & (i - j < window))[None]

@@ -66,12 +66,8 @@ def xl_forward(
         mask = xl_visibility(cfg, key_valid(memory), seg_len)
     h = mod.embed(tokens, deterministic)
     pos_emb = mod.dropout(descending_pos_emb(cfg, rows + seg_len), deterministic)
-    rw, rr = mod.shared_biases()
-    hids = [h]
-    for i, layer in enumerate(mod.layers):
-        mem = memory.hidden[i].astype(h.dtype)
-        h = layer(h, mem, pos_emb, mask, rw, rr, deterministic, 0)
-        hids.append(h)
+    h, hids = mod.run_layers(h, pos_emb, mask, deterministic=deterministic,
+                             memory=memory.hidden, fused=cfg.attention_impl == "pallas")
     logits = mod.output(h, deterministic)
     return logits, update_memory(memory, jnp.stack(hids), keep_grad=memory_grad)
 

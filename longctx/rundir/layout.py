@@ -8,7 +8,7 @@ from typing import Any
 
 import orbax.checkpoint as ocp
 
-from longctx.config import Config, from_dict, validate
+from longctx.config import Config, from_dict
 from longctx.errors import UserError
 from longctx.rundir.steps import quiet_absl
 
@@ -42,7 +42,9 @@ def read_config(workdir: str | Path) -> Config:
         raw = json.loads(path.read_text())
         if not isinstance(raw, dict):
             raise ValueError(f"a JSON {type(raw).__name__}, not an object of sections")
-        return validate(from_dict(raw))
+        from longctx.models.archs import check_run
+
+        return check_run(from_dict(raw))
     except (OSError, ValueError, RecursionError) as exc:  # ValueError: JSON, UTF-8, config
         text = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         raise UserError(f"{path}: unreadable config ({text}); put back the {CONFIG} this run "

@@ -49,7 +49,7 @@ def load_run(workdir: str | Path, step: int | None = None) -> Run:
                     f"({steps.one_line(changed)}); rerun in a moment")
 
 
-_RELISTS = 5
+_RELISTS = 10
 
 
 def _load_latest(workdir: Path, cfg: Config, step: int | None) -> Run:
@@ -88,10 +88,10 @@ def _load_latest(workdir: Path, cfg: Config, step: int | None) -> Run:
 
 def param_shapes(cfg: Config) -> Any:
     """The parameter shapes the config's model has (no computation)."""
-    from longctx.models import build_model, init_memory
+    from longctx.models import archs, build_model, init_memory
 
     model = build_model(cfg.model)
-    dummy = np.zeros((1, cfg.model.row_len), np.int32)
+    dummy = np.zeros((1, archs.tokens_per_step(cfg.model)), np.int32)
     shapes = jax.eval_shape(lambda: model.init({"params": jax.random.PRNGKey(0)}, dummy,
                                                init_memory(cfg.model, 1), np.zeros((1,), bool)))
     return shapes["params"]

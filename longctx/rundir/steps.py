@@ -34,9 +34,9 @@ class Unreadable(Exception):
     """A checkpoint step whose files are missing or corrupt."""
 
 
-class StepsVanished(Exception):
+class StepsVanished(UserError):
     """Every listed step that was not readable disappeared while it was read (a running
-    `train` rotated its checkpoints): list the steps again and retry."""
+    `train` rotated its checkpoints): list the steps again and retry (uncaught: one line)."""
 
 
 @dataclass
@@ -163,9 +163,10 @@ def newest_readable(directory: Path, steps: list[int], attempt: Callable[[int], 
                     ) -> tuple[T, list[tuple[int, str]]]:
     """attempt(step) on `steps` newest first: the first result and the (step, problem) of the
     newer unreadable ones. `attempt` raises Unreadable or any error for a bad step (tried
-    the next) or CheckpointMismatch (stops). A step whose folder is gone by then was
-    rotated away while read: skipped, not reported. With none readable: one-line UserError,
-    or StepsVanished when steps disappeared (the caller lists them again)."""
+    the next) or CheckpointMismatch (stops). A step that is gone by then, or older than a
+    step finished since, was rotated away while read: skipped, not reported. With none
+    readable: one-line UserError, or StepsVanished when steps disappeared (the caller lists
+    them again)."""
     bad: list[tuple[int, str]] = []
     vanished: list[int] = []
     for step in sorted(steps, reverse=True):
@@ -174,17 +175,28 @@ def newest_readable(directory: Path, steps: list[int], attempt: Callable[[int], 
         except (CheckpointMismatch, MemoryError, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 (a restore error after the metadata checks)
-            if not (directory / str(step)).exists():
+            if _rotated(directory, step, max(steps)):
                 vanished.append(step)  # removed while read (a running train's rotation)
                 continue
             bad.append((step, str(exc) if isinstance(exc, Unreadable) else one_line(exc)))
     if vanished:
         raise StepsVanished(f"{directory}: checkpoint steps {vanished} were removed while "
-                            "being read")
+                            "being read; rerun")
     listed = ", ".join(str(s) for s, _ in bad)
     raise UserError(f"{directory}: no readable checkpoint (steps {listed}; step {bad[0][0]}: "
                     f"{bad[0][1]:.150}); nothing was moved: restore the files, or delete the "
                     "checkpoints to train from the start")
+
+
+def _rotated(directory: Path, step: int, newest_listed: int) -> bool:
+    """Whether `step` is gone or going: its folder removed, or a newer step finished since
+    the steps were listed (a training run saves the new step before it deletes old ones,
+    so a step failing to read then is being deleted, not damaged)."""
+    try:
+        now = [int(p.name) for p in directory.iterdir() if p.name.isdigit()]
+    except OSError:
+        return False
+    return step not in now or max(now, default=step) > newest_listed
 
 
 def warn(message: str) -> None:
@@ -226,6 +238,8 @@ def quiet_orbax() -> None:
         exc = unraisable.exc_value
         if isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc):
             return
+        if "Encountered error while reading array index" in str(exc):
+            return  # the other reads of a restore that already failed (reported once)
         previous(unraisable)
 
     sys.unraisablehook = hook

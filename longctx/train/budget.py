@@ -6,12 +6,14 @@ the key to lower. The estimate counts float32 bytes of what the training step ho
 
 - state: parameters, AdamW's two moments, the gradients and the update (one more
   accumulator with grad_accum > 1), per device;
-- XL memory: [n_layer+1, lanes, mem_len, d_model], read, written and concatenated with the
-  segment (three copies), per lane;
+- the architecture's state (`Arch.state_floats`; XL: its memory [n_layer+1, mem_len,
+  d_model]), read, written and concatenated with the segment (three copies), per lane;
 - activations kept for the backward pass: per layer the attention scores and
   probabilities [n_head, T, K] and the hidden states, plus the logits [T, vocab] (three
-  copies: logits, log-softmax, gradient), per lane; with remat one layer's worth;
-- host copies: the state and the global XL memory as numpy (restore templates, saves).
+  copies: logits, log-softmax, gradient), per lane; with remat one layer's worth (T
+  queries, K keys per query: the architecture's `call_shape`);
+- host copies: the state and the global architecture state as numpy (restore templates,
+  saves).
 
 It is deliberately rough (about right within 2x); it exists to refuse what is far out of
 reach, not to pack memory tightly.
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from longctx.config import Config, ConfigError, ModelConfig
+from longctx.models import archs
 
 F32 = 4
 GIB = 1024**3
@@ -37,19 +40,8 @@ def num_params(m: ModelConfig, vocab: int) -> int:
              + 2 * m.d_model + 2 * m.d_model  # two LayerNorms
              + m.d_model * m.d_inner + m.d_inner + m.d_inner * m.d_model + m.d_model)  # FF
     biases = 2 * hd * (m.n_layer if m.untie_r else 1)  # r_w_bias, r_r_bias
-    return vocab * m.d_model + vocab + m.n_layer * layer + biases
-
-
-def _keys_per_query(m: ModelConfig) -> tuple[int, int]:
-    """(T queries, K keys per query) of one lane's training forward."""
-    if m.arch == "xl":
-        return m.tgt_len, m.mem_len + m.tgt_len
-    if m.arch == "window":
-        block = max(1, min(m.window, m.seq_len))
-        n_blocks = -(-m.seq_len // block)
-        history = min(-(-(m.window - 1) // block), n_blocks - 1)
-        return n_blocks * block, (history + 1) * block
-    return m.ctx_len, m.ctx_len
+    own = archs.get(m).extra_params(m)  # what the mechanism adds
+    return vocab * m.d_model + vocab + m.n_layer * layer + biases + own
 
 
 @dataclass(frozen=True)
@@ -57,7 +49,7 @@ class Estimate:
     """Bytes of one device's share and of the host's own copies."""
 
     state: int  # per device
-    memory: int  # per device: XL memory of its lanes
+    memory: int  # per device: the architecture's state of its lanes
     activations: int  # per device
     host: int  # numpy copies held by the training loop
 
@@ -73,9 +65,10 @@ def estimate(cfg: Config, num_local: int = 1, num_processes: int = 1) -> Estimat
     params = num_params(m, vocab) * F32
     state = params * (5 + (cfg.optim.grad_accum > 1))
     lanes = max(1, cfg.train.batch_size // max(1, num_processes * num_local))
-    rows = m.mem_len if m.arch == "xl" else 0
-    mem_lane = (m.n_layer + 1) * rows * m.d_model * F32
-    t, k = _keys_per_query(m)
+    arch = archs.get(m)
+    mem_lane = arch.state_floats(m) * F32
+    shape = arch.call_shape(m)
+    t, k = shape.queries, shape.keys
     hd = m.n_head * m.d_head
     per_layer = (2 * m.n_head * t * k + t * (8 * m.d_model + 4 * hd + 2 * m.d_inner)
                  + k * (3 * hd + m.d_model)) * F32
@@ -155,7 +148,7 @@ def _refuse(cfg: Config, need: Callable[[Config], int], have: int, where: str,
         also += ", or set model.remat=true"
     raise ConfigError(
         f"config key '{key}': the run needs about {_size(need(cfg))} of {where} memory (state "
-        f"{_size(est.state)}, XL memory {_size(est.memory)}, activations "
+        f"{_size(est.state)}, architecture state {_size(est.memory)}, activations "
         f"{_size(est.activations)} per device) but {_size(have)} is free; lower {key} "
         f"(default {default}){also}", key)
 

@@ -51,7 +51,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     from longctx.fsguard import check_dir_arg
-    from longctx.models import count_params
+    from longctx.models import archs, count_params
     from longctx.rundir import load_run
     from longctx.train.loop import params_sha256
 
@@ -63,7 +63,8 @@ def _info(args: argparse.Namespace) -> int:
         "step": run.step,
         "config_name": run.cfg.name,
         "arch": run.cfg.model.arch,
-        "span": run.cfg.model.span,
+        "span": archs.span(run.cfg.model),
+        "description": archs.get(run.cfg.model).description,
         "num_params": count_params(run.params),
         "params_sha256": params_sha256(run.params),
     }, sort_keys=True))

@@ -24,7 +24,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from longctx.config import Config, ConfigError, resolved_steps, validate
+from longctx.config import Config, ConfigError
 from longctx.errors import UserError
 from longctx.rundir.lock import RunLock
 from longctx.train import budget, checkpoint, parallel, profiling, resume, validation
@@ -39,11 +39,6 @@ log = logging.getLogger(__name__)
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
-
-
-def resolve_num_steps(cfg: Config) -> int:
-    """Steps for the configured budget: a token budget (fair across models) wins over num_steps."""
-    return resolved_steps(cfg)
 
 
 def train(cfg: Config, workdir: str | Path) -> dict:
@@ -64,8 +59,10 @@ def train(cfg: Config, workdir: str | Path) -> dict:
 def _check_can_start(cfg: Config, workdir: Path) -> parallel.Topology:
     """Refuse, before anything is allocated or written, a config these devices cannot run,
     a run that cannot fit in memory, or a workdir trained with trajectory-changing settings."""
+    from longctx.models import archs
+
     topo = parallel.topology(cfg.train.batch_size)
-    validate(cfg, num_devices=topo.num_local, num_processes=topo.process_count)
+    archs.check_run(cfg, num_devices=topo.num_local, num_processes=topo.process_count)
     budget.check_fits(cfg, list(topo.local_devices), topo.process_count)
     resume.check_workdir_config(workdir, cfg)
     return topo
@@ -119,16 +116,15 @@ class _HostState:
 
 def _fresh_state(cfg: Config, model: Any, optimizer: Any, num_lanes: int) -> _HostState:
     """The state of step 0 (also the shape templates a checkpoint is restored into)."""
-    from longctx.models import init_memory
+    from longctx.models import archs, init_memory
 
     init_key, dropout_key = jax.random.split(jax.random.PRNGKey(cfg.train.seed))
-    dummy = np.zeros((1, cfg.model.row_len), np.int32)
+    dummy = np.zeros((1, archs.tokens_per_step(cfg.model)), np.int32)
     params = model.init({"params": init_key}, dummy, init_memory(cfg.model, 1),
                         np.zeros((1,), bool))["params"]
     params = jax.tree.map(np.asarray, params)
     opt_state = jax.tree.map(np.asarray, optimizer.init(params))
-    memory = init_memory(cfg.model, num_lanes)
-    memory = None if memory is None else jax.tree.map(np.asarray, memory)
+    memory = jax.tree.map(np.asarray, init_memory(cfg.model, num_lanes))
     return _HostState(params, opt_state, np.asarray(dropout_key), memory)
 
 
@@ -142,7 +138,7 @@ class _Run:
     start: int  # the step this session starts from (0, or the restored one)
     lanes: Any
     manager: Any
-    stateful: bool  # only XL carries state between steps; the others' memory is not saved
+    stateful: bool  # the architecture carries state between steps: it is checkpointed
     p_step: Any
     traces: list[int]  # how many times the step was traced: more than 1 means a recompile
     state: Any  # TrainState, replicated on the local devices
@@ -164,18 +160,18 @@ def _build_or_restore(cfg: Config, workdir: Path, ds: Any, topo: parallel.Topolo
     The run files (config.json, tokenizer/) are written only once a resume is accepted, so
     a refused one leaves the run directory as it was."""
     from longctx.data import make_lanes
-    from longctx.models import build_model, init_memory
+    from longctx.models import archs, build_model, init_memory
 
-    num_steps = resolve_num_steps(cfg)
+    arch = archs.get(cfg.model)
+    num_steps = archs.resolved_steps(cfg)
     model = build_model(cfg.model)
     optimizer = make_optimizer(cfg.optim, num_steps)
     host = _fresh_state(cfg, model, optimizer, len(topo.process_lanes))
-    lanes = make_lanes(ds, "train", cfg.train.batch_size, cfg.model.row_len,
-                       mode="segments" if cfg.model.arch == "xl" else "sequences",
-                       lane_ids=topo.process_lanes, seed=cfg.train.seed)
+    lanes = make_lanes(ds, "train", cfg.train.batch_size, arch.tokens_per_step(cfg.model),
+                       mode=arch.lane_mode, lane_ids=topo.process_lanes, seed=cfg.train.seed)
 
     manager = checkpoint.make_manager(workdir, cfg.checkpoint.keep, cfg.checkpoint.async_save)
-    stateful = cfg.model.arch == "xl" and cfg.model.mem_len > 0
+    stateful = arch.carries_state(cfg.model)
     memory_global = (jax.tree.map(np.asarray, init_memory(cfg.model, cfg.train.batch_size))
                      if stateful else None)
     restored = checkpoint.restore_latest(manager, params=host.params, opt_state=host.opt_state,
@@ -236,7 +232,9 @@ class _Progress:
     def __init__(self, writer: MetricsWriter, cfg: Config, num_steps: int) -> None:
         self.writer, self.cfg, self.num_steps = writer, cfg, num_steps
         self.pending: list[_Pending] = []
-        self.tokens_per_step = cfg.train.batch_size * cfg.model.row_len
+        from longctx.models import archs
+
+        self.tokens_per_step = cfg.train.batch_size * archs.tokens_per_step(cfg.model)
         self.window_start, self.window_tokens = time.time(), 0
 
     def record(self, step: int, metrics: Any) -> None:
@@ -339,19 +337,19 @@ def _stop_early(run: _Run, progress: _Progress, step: int, saved: int, signal_na
 
 def _finish(run: _Run, step: int, started: float) -> dict:
     """The session's summary; the primary process also writes it to summary.json."""
-    from longctx.models import count_params
+    from longctx.models import archs, count_params
 
     cfg = run.cfg
     final = parallel.unreplicate(run.state)
     summary = {
         "config_name": cfg.name,
         "arch": cfg.model.arch,
-        "span": cfg.model.span,
+        "span": archs.span(cfg.model),
         "seed": cfg.train.seed,
         "step": step,
         "num_steps": run.num_steps,
         "done": step >= run.num_steps,
-        "train_tokens": step * cfg.train.batch_size * cfg.model.row_len,
+        "train_tokens": step * cfg.train.batch_size * archs.tokens_per_step(cfg.model),
         "num_params": count_params(final.params),
         "params_sha256": params_sha256(final.params),
         "session_seconds": round(time.time() - started, 2),

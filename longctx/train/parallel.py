@@ -5,7 +5,7 @@ Design: the step runs under `jax.pmap` over the local devices (the pmap axis spa
 device of every process). `pmap` state is per process, and orbax only saves global
 `jax.Array`s, so at a checkpoint we convert: parameters and optimiser state become
 replicated global arrays, the memory a global array sharded over lanes. Restoring does
-the reverse. This keeps the hot loop in plain `pmap` (as asked) and confines the
+the reverse. This keeps the hot loop in plain `pmap` and confines the
 global-array view to the save/restore path.
 """
 
@@ -22,7 +22,7 @@ from jax.sharding import PartitionSpec as P
 
 from longctx.data.lanes import lanes_for_process
 from longctx.errors import UserError
-from longctx.models.memory import Memory
+from longctx.models.state import Rows
 from longctx.train.step import AXIS
 
 
@@ -141,9 +141,10 @@ def replicate(tree: Any, topo: Topology) -> Any:
 
 def to_devices(tree: Any) -> Any:
     """Per-device host stacks [num_local, ...] -> device arrays laid out exactly as a pmapped
-    function returns them (an identity pmap), so feeding them back never recompiles."""
-    if tree is None:
-        return None
+    function returns them (an identity pmap), so feeding them back never recompiles. A
+    pytree without leaves (a mechanism that carries no state) is returned as it is."""
+    if not jax.tree.leaves(tree):
+        return tree
     return _identity(tree)
 
 
@@ -181,12 +182,12 @@ def shard_batch(batch: dict, num_local: int) -> dict:
     return {k: np.asarray(v).reshape((num_local, -1) + np.shape(v)[1:]) for k, v in batch.items()}
 
 
-def memory_to_devices(memory: Memory, topo: Topology) -> Memory:
+def memory_to_devices(memory: Rows, topo: Topology) -> Rows:
     """This process's memory -> [num_local, ...] pieces along its batch axes."""
     return shard_rows(memory, memory.batch_axes(), topo.num_local)
 
 
-def memory_from_devices(memory: Memory) -> Memory:
+def memory_from_devices(memory: Rows) -> Rows:
     """Inverse of `memory_to_devices` (numpy)."""
     return unshard_rows(memory, memory.batch_axes())
 
@@ -201,7 +202,7 @@ def to_global_replicated(tree: Any) -> Any:
                         tree)
 
 
-def to_global_lanes(tree: Memory, topo: Topology) -> Memory:
+def to_global_lanes(tree: Rows, topo: Topology) -> Rows:
     """This process's lanes -> global arrays sharded over the lane axis."""
     axes = tree.batch_axes()
 
@@ -216,7 +217,7 @@ def to_global_lanes(tree: Memory, topo: Topology) -> Memory:
     return jax.tree.map(make, tree, axes)
 
 
-def abstract_global_lanes(tree: Memory) -> Memory:
+def abstract_global_lanes(tree: Rows) -> Rows:
     """Restore targets for a lane-sharded global pytree (shapes from a global host template)."""
     axes = tree.batch_axes()
 

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from longctx.models.memory import Memory
+from longctx.models.state import Rows
 
 AXIS = "data"
 
@@ -56,7 +56,7 @@ def make_lane_forward(model: nn.Module, deterministic: bool) -> Callable:
     """(params, memory, batch, lanes, key) -> (nll_sum per lane, new memory), vmapped over
     lanes (the memory's own `batch_axes`)."""
 
-    def forward(params, memory: Memory, batch, lanes, key):
+    def forward(params, memory: Rows, batch, lanes, key):
         axes = memory.batch_axes()
 
         def one_lane(inputs, targets, mask, reset, mem_row, lane):
@@ -87,7 +87,7 @@ def make_train_step(
     """Build the per-device step; wrap it in `jax.pmap(..., axis_name=AXIS)`."""
     forward = make_lane_forward(model, deterministic=False)
 
-    def train_step(state: TrainState, memory: Memory, batch: dict, lanes: jax.Array):
+    def train_step(state: TrainState, memory: Rows, batch: dict, lanes: jax.Array):
         key = jax.random.fold_in(state.rng, state.step)
         count = jax.lax.psum(jnp.sum(batch["mask"]), AXIS)
         denom = jnp.maximum(count, 1.0)

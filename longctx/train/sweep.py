@@ -80,7 +80,8 @@ def _plan(config: str, root: Path, grid: dict[str, list[str]], common: list[str]
     that cannot run completely stops before its first cell trains."""
     import jax
 
-    from longctx.config import load_experiment, parse_overrides, validate
+    from longctx.config import load_experiment, parse_overrides
+    from longctx.models.archs import check_run
     from longctx.train import budget, resume
 
     devices = jax.local_devices()
@@ -101,7 +102,7 @@ def _plan(config: str, root: Path, grid: dict[str, list[str]], common: list[str]
         seen[workdir] = cell
         cfg = parse_overrides(load_experiment(config), overrides)
         try:
-            validate(cfg, num_devices=len(devices))
+            check_run(cfg, num_devices=len(devices))
             budget.check_fits(cfg, devices)
             resume.check_workdir_config(workdir, cfg)
         except (ConfigError, UserError) as exc:

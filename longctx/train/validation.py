@@ -20,7 +20,9 @@ Exact resume: the conversations and probes are fixed when the run starts (a fixe
 and a pass is a pure function of the parameters, so the rows are the same whether or not
 the run was interrupted. A pass at step s runs before the checkpoint of step s is written,
 so every saved step's row exists; rows past the restored step are dropped on resume like
-training rows (`longctx.train.metrics.truncate_jsonl`).
+training rows (`longctx.train.metrics.truncate_jsonl`). In a multi-process run every
+process scores the same pass (so none waits inside the next step's collective for the
+others) and only the primary writes.
 """
 
 from __future__ import annotations
@@ -55,7 +57,9 @@ class _Items:
 
 def training_forwards(cfg: Config) -> int:
     """The training compute between two passes, in forward-pass tokens."""
-    trained = cfg.train.eval_every_steps * cfg.train.batch_size * cfg.model.row_len
+    from longctx.models import archs
+
+    trained = cfg.train.eval_every_steps * cfg.train.batch_size * archs.tokens_per_step(cfg.model)
     return FORWARDS_PER_TRAINED_TOKEN * trained
 
 
@@ -66,13 +70,16 @@ def default_budget(cfg: Config) -> int:
 
 def pass_cost(cfg: Config, convs: list, items: list) -> int:
     """Forward-pass tokens the scorer computes to score `convs` and their recall `items`,
-    padding included (`longctx.eval.scoring`: XL and window streams go in lanes of ROWS
-    conversations, padded to the longest; XL scores each segment's candidates in calls of
-    ROWS rows; window and vanilla candidates and vanilla's recompute windows are rows of a
-    fixed length in calls of rows_per_call rows)."""
+    padding included, as the architecture's `ScoringPlan` drives `longctx.eval.scoring`:
+    streams carrying a state go in lanes of ROWS conversations, padded to the longest,
+    chunk by chunk; continuations from the state are scored per chunk in calls of ROWS
+    rows; continuations on context rows, and a fixed context's recompute windows, are rows
+    of a fixed length in calls of rows_per_call rows)."""
     from longctx.eval.scoring import ROWS, _bucket, rows_per_call
+    from longctx.models import archs
 
     m = cfg.model
+    plan = archs.get(m).scoring(m)
     if not convs:
         return 0
     predicted = [int(c.ids.size) - 1 for c in convs]
@@ -83,16 +90,21 @@ def pass_cost(cfg: Config, convs: list, items: list) -> int:
     def calls(rows: int, per: int, length: int) -> int:
         return -(-rows // per) * per * length
 
-    if m.arch == "vanilla":
-        stride = max(1, min(cfg.eval.vanilla_stride, m.ctx_len))
+    if plan.chunk is None:  # a fixed context recomputed per window (vanilla)
+        ctx = plan.context
+        stride = max(1, min(cfg.eval.vanilla_stride, ctx))
         windows = sum(-(-n // stride) for n in predicted if n > 0)
-        per = rows_per_call(m.ctx_len)
-        return calls(windows, per, m.ctx_len) + calls(sum(s for *_, s in cands), per, m.ctx_len)
-    seg = m.tgt_len if m.arch == "xl" else m.window
-    stream = sum(ROWS * -(-max(predicted[b : b + ROWS]) // seg) * seg
-                 for b in range(0, len(convs), ROWS))
-    if m.arch == "window":
-        length = _bucket(m.n_layer * (m.window - 1) + lmax)
+        per = rows_per_call(ctx)
+        stream = calls(windows, per, ctx)
+    else:
+        seg = plan.chunk
+        stream = sum(ROWS * -(-max(predicted[b : b + ROWS]) // seg) * seg
+                     for b in range(0, len(convs), ROWS))
+    if plan.per_token:  # one row of the context for every candidate token
+        return stream + calls(sum(s for *_, s in cands), rows_per_call(plan.context),
+                              plan.context)
+    if plan.context is not None:  # one row of bounded left context per candidate
+        length = _bucket(plan.context + lmax)
         return stream + calls(len(cands), rows_per_call(length), length)
     groups: dict[tuple[int, int], int] = {}  # (lane block, segment) -> candidate rows
     for conv, pos, _ in cands:
@@ -145,11 +157,13 @@ class Validation:
 
     def _advice(self) -> str:
         """When the least a pass scores (one conversation) is over the default budget."""
+        from longctx.models import archs
+
         cfg = self.cfg
         if cfg.train.eval_tokens or self.items.cost <= default_budget(cfg):
             return ""
         per_step = SHARE_OF_TRAINING * FORWARDS_PER_TRAINED_TOKEN * cfg.train.batch_size \
-            * cfg.model.row_len
+            * archs.tokens_per_step(cfg.model)
         return (f"; one conversation is the least a pass scores: for a tenth, validate "
                 f"every {math.ceil(self.items.cost / per_step)} steps or more")
 
@@ -160,6 +174,7 @@ class Validation:
         """Score `params` (host arrays); write and return the validation row of `step`."""
         from longctx.eval.evaluate import perplexity, recall
         from longctx.eval.scoring import Scorer
+        from longctx.models import archs
 
         start = time.time()
         convs, items = self.items.convs, self.items.recall_items
@@ -172,7 +187,7 @@ class Validation:
             "loss": overall["nll"], "perplexity": overall["ppl"], "tokens": overall["tokens"],
             "conversations": len(convs),
         }
-        rec = recall(items, scored, self.items.skipped, self.cfg.model.span,
+        rec = recall(items, scored, self.items.skipped, archs.span(self.cfg.model),
                      self.cfg.eval.num_candidates)
         if rec is not None:
             row["recall"] = {b: v["accuracy"] for b, v in rec["buckets"].items()}

@@ -115,7 +115,7 @@ class FileCorpusBuilder(DialogueBuilder, skip_registration=True):
     @classmethod
     def dir_name(cls, cfg: DataConfig) -> str:
         path = source_path(cfg, cls)
-        return f"{cls.PREFIX}-{cls.VERSION}-v{cfg.vocab_size}-{file_digest(path)}"
+        return f"{cls.PREFIX}-{cls.VERSION}-v{cfg.vocab_size}-{file_sha256(path)[:12]}"  # edits rebuild it
 
     @classmethod
     def read(cls, cfg: DataConfig) -> dict[str, list[Conversation]]:
@@ -155,11 +155,6 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def file_digest(path: Path) -> str:
-    """Short sha256 of a source file (names the built dataset, so edits rebuild it)."""
-    return file_sha256(path)[:12]
 
 
 MAX_NESTING = 32  # a corpus record is a few levels deep (MSC: dialog -> turn -> field)

@@ -1,0 +1,25 @@
+"""Memory mechanisms as plug-ins: one module per architecture behind one interface.
+
+    arch = get(cfg.model)          # the registered Arch of model.arch (ConfigError if none)
+    names()                        # every registered name: 'xl', 'window', 'vanilla', ...
+    register(MyArch())             # add a mechanism (see docs/architecture.md)
+    check_run(cfg)                 # config.validate + the architecture's own rules
+
+The interface is `base.Arch`; the built-ins are `xl.py`, `window.py` and `vanilla.py`.
+"""
+
+from longctx.models.archs.base import Arch, CallShape, ScoringPlan, SegmentDecodeState
+from longctx.models.archs.registry import (
+    BASELINE,
+    check_run,
+    get,
+    names,
+    register,
+    resolved_steps,
+    span,
+    tokens_per_step,
+    unregister,
+)
+
+__all__ = ["BASELINE", "Arch", "CallShape", "ScoringPlan", "SegmentDecodeState", "check_run", "get",
+           "names", "register", "resolved_steps", "span", "tokens_per_step", "unregister"]

@@ -1,0 +1,76 @@
+"""Recurrent memory tokens (`rmt`): n_mem_tokens vectors read at the front of every segment
+and written at its back, gradients through them over bptt_segments segments per training
+row (Bulatov et al. 2022). The maths is in `longctx.models.recurrent_memory`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from longctx.config import ConfigError, ModelConfig
+from longctx.models import recurrent_memory as rm
+from longctx.models.archs.base import Arch, CallShape
+from longctx.models.archs.registry import register
+
+
+class RecurrentMemory(Arch):
+    name = "rmt"
+    label = "RMT"
+    has_memory = True
+    description = ("recurrent memory tokens: n_mem_tokens vectors read and written by every "
+                   "segment, gradients through them over bptt_segments")
+    lane_mode = "segments"
+    knobs = ("tgt_len", "n_mem_tokens", "bptt_segments", "bptt_stop_gradient", "clamp_len")
+
+    def check(self, cfg: ModelConfig) -> None:
+        if cfg.n_mem_tokens < 1:
+            raise ConfigError("config key 'model.n_mem_tokens': rmt needs at least one memory "
+                              f"token, got {cfg.n_mem_tokens}", "model.n_mem_tokens")
+
+    def span(self, cfg: ModelConfig) -> int:
+        return cfg.tgt_len
+
+    def tokens_per_step(self, cfg: ModelConfig) -> int:
+        return cfg.bptt_segments * cfg.tgt_len
+
+    def segments_per_step(self, cfg: ModelConfig) -> int:
+        return cfg.bptt_segments
+
+    def call_shape(self, cfg: ModelConfig) -> CallShape:
+        # one segment per predicted block: T queries predicted; T + 2m rows projected,
+        # scored and positioned (the memory rows' own queries are in extra_flops)
+        rows = cfg.tgt_len + 2 * cfg.n_mem_tokens
+        return CallShape(queries=cfg.tgt_len, projected=rows, keys=rows, distances=rows)
+
+    def extra_flops(self, cfg: ModelConfig) -> float:
+        """The 2m memory rows' queries, scores, o_net and feed-forward (no output layer)."""
+        c, rows = cfg, 2 * cfg.n_mem_tokens
+        hd = c.n_head * c.d_head
+        keys = cfg.tgt_len + rows
+        per_layer = (2 * rows * c.d_model * hd + 3 * 2 * rows * keys * hd
+                     + 2 * rows * hd * c.d_model + 2 * rows * 2 * c.d_model * c.d_inner)
+        return float(c.n_layer * per_layer)
+
+    def extra_params(self, cfg: ModelConfig) -> int:
+        return cfg.n_mem_tokens * cfg.d_model
+
+    def state_floats(self, cfg: ModelConfig) -> int:
+        return cfg.n_mem_tokens * cfg.d_model
+
+    def setup(self, mod) -> Any:
+        return rm.memory_param(mod)
+
+    def init_state(self, cfg: ModelConfig, batch_size: int):
+        return rm.empty_memory_tokens(cfg, batch_size)
+
+    def forward(self, mod, tokens, state, reset, deterministic):
+        return rm.rmt_forward(mod, tokens, state, reset, deterministic)
+
+    def stream_mode(self, cfg: ModelConfig, stride: int) -> str:
+        return f"rmt: segments of {cfg.tgt_len} carrying {cfg.n_mem_tokens} memory vectors"
+
+    def decode_stats(self, cfg: ModelConfig, state: Any) -> dict[str, int]:
+        return {"memory_vectors": cfg.n_mem_tokens,
+                "segment_position": int(state.pos) % self.decode_block(cfg)}
+
+
+register(RecurrentMemory())

@@ -1,0 +1,80 @@
+"""Sliding window: token i attends to keys i-W+1 .. i at every layer; no state crosses a
+training sequence. The forward is `longctx.models.sliding_window` (blocked band
+attention), streaming the ring-buffer cache of `longctx.models.kv_cache`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from longctx.config import ConfigError, ModelConfig
+from longctx.models import kv_cache, sliding_window
+from longctx.models.archs.base import Arch, CallShape, ScoringPlan
+from longctx.models.archs.registry import register
+from longctx.models.attention import band_plan
+
+
+class SlidingWindow(Arch):
+    name = "window"
+    description = "sliding window: every token attends to the W tokens before it"
+    knobs = ("window", "seq_len")
+
+    def check(self, cfg: ModelConfig) -> None:
+        if cfg.window > cfg.seq_len:
+            raise ConfigError(
+                f"config key 'model.window': {cfg.window} is longer than the training sequence "
+                f"(model.seq_len = {cfg.seq_len}), so the span would silently be seq_len; use "
+                "window <= seq_len", "model.window")
+
+    def span(self, cfg: ModelConfig) -> int:
+        return cfg.window
+
+    def tokens_per_step(self, cfg: ModelConfig) -> int:
+        return cfg.seq_len
+
+    def call_shape(self, cfg: ModelConfig) -> CallShape:
+        # blocks of C = min(W, seq_len) queries, each scoring itself and the m blocks before
+        block, history, n_blocks = band_plan(cfg.seq_len, cfg.window)
+        rows, keys = n_blocks * block, (history + 1) * block
+        return CallShape(queries=rows, projected=rows, keys=keys, distances=keys)
+
+    def forward(self, mod, tokens, state, reset, deterministic):
+        return sliding_window.window_forward(mod, tokens, deterministic), state
+
+    def receptive(self, cfg: ModelConfig) -> int:
+        """Tokens of left context that fully determine a logit: n_layer (W - 1)."""
+        return cfg.n_layer * (cfg.window - 1)
+
+    def scoring(self, cfg: ModelConfig) -> ScoringPlan:
+        return ScoringPlan(chunk=cfg.window, context=self.receptive(cfg))
+
+    def stream_mode(self, cfg: ModelConfig, stride: int) -> str:
+        return f"window: ring-buffer KV cache of {cfg.window}, chunks of {cfg.window}"
+
+    def stream_init(self, cfg: ModelConfig, rows: int) -> Any:
+        return kv_cache.window_decode_init(cfg, rows)
+
+    def stream_feed(self, model, params, tokens, state, reset):
+        return kv_cache.window_feed(model, params, tokens, state)
+
+    # decoding: the ring buffer of W keys and values per layer
+
+    def decode_block(self, cfg: ModelConfig) -> int:
+        return cfg.window
+
+    def decode_init(self, cfg: ModelConfig, batch_size: int) -> Any:
+        return kv_cache.window_decode_init(cfg, batch_size)
+
+    def decode_step(self, model, params, token, state):
+        return kv_cache.window_decode_step(model, params, token, state)
+
+    def decode_feed_block(self, model, params, tokens, state):
+        return kv_cache.window_feed(model, params, tokens, state)
+
+    def span_in_use(self, cfg: ModelConfig, state: Any) -> tuple[int, int]:
+        return min(int(state.pos), cfg.window - 1), cfg.window - 1
+
+    def decode_stats(self, cfg: ModelConfig, state: Any) -> dict[str, int]:
+        return {}
+
+
+register(SlidingWindow())

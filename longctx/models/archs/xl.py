@@ -1,0 +1,105 @@
+"""Transformer-XL: segments of tgt_len with a memory of the last mem_len hidden states of
+every layer, gradient-stopped between segments (Dai et al. 2019). With bptt_segments K > 1
+a training row holds K segments and the gradient flows through the memory across them
+(unless bptt_stop_gradient). The maths is in `longctx.models.transformer_xl`; this module
+is its plug-in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from longctx.config import ConfigError, ModelConfig
+from longctx.models import transformer_xl as txl
+from longctx.models.archs.base import Arch, CallShape, ScoringPlan
+from longctx.models.archs.registry import register
+from longctx.models.memory import apply_reset, empty_memory
+from longctx.models.segment_scan import scan_in_apply
+
+
+class TransformerXL(Arch):
+    name = "xl"
+    label = "XL"
+    has_memory = True
+    description = "Transformer-XL: segments with a memory of the last mem_len hidden states"
+    lane_mode = "segments"
+    knobs = ("tgt_len", "mem_len", "clamp_len", "same_length", "attention_impl",
+             "bptt_segments", "bptt_stop_gradient")
+
+    def check(self, cfg: ModelConfig) -> None:
+        if cfg.attention_impl not in ("reference", "pallas"):
+            raise ConfigError("config key 'model.attention_impl': must be 'reference' or "
+                              f"'pallas', got {cfg.attention_impl!r}", "model.attention_impl")
+        if cfg.same_length and cfg.mem_len == 0:
+            raise ConfigError("config key 'model.same_length': needs mem_len > 0 "
+                              "(with mem_len = 0 every key would be masked)", "model.same_length")
+        if cfg.attention_impl == "pallas" and cfg.dropatt > 0:
+            raise ConfigError("config key 'model.attention_impl': the 'pallas' kernel has no "
+                              f"attention dropout; set model.dropatt=0 (got {cfg.dropatt}) or "
+                              "use 'reference'", "model.attention_impl")
+
+    def span(self, cfg: ModelConfig) -> int:
+        return cfg.mem_len
+
+    def tokens_per_step(self, cfg: ModelConfig) -> int:
+        return cfg.bptt_segments * cfg.tgt_len
+
+    def segments_per_step(self, cfg: ModelConfig) -> int:
+        return cfg.bptt_segments
+
+    def carries_state(self, cfg: ModelConfig) -> bool:
+        return cfg.mem_len > 0
+
+    def call_shape(self, cfg: ModelConfig) -> CallShape:
+        # q for the segment's rows; k, v and r_net for memory + segment (the memory's keys
+        # are recomputed from its cached hidden states, as the original does)
+        keys = cfg.mem_len + cfg.tgt_len
+        return CallShape(queries=cfg.tgt_len, projected=keys, keys=keys, distances=keys)
+
+    def state_floats(self, cfg: ModelConfig) -> int:
+        return (cfg.n_layer + 1) * cfg.mem_len * cfg.d_model
+
+    def init_state(self, cfg: ModelConfig, batch_size: int):
+        return empty_memory(cfg, batch_size)
+
+    def forward(self, mod, tokens, state, reset, deterministic):
+        cfg = mod.cfg
+        if cfg.bptt_segments == 1 or tokens.shape[1] <= cfg.tgt_len:
+            return txl.xl_forward(mod, tokens, state, reset, deterministic)
+        grad = not cfg.bptt_stop_gradient
+
+        def segment(m, seg, memory, det):
+            return txl.xl_forward(m, seg, memory, None, det, memory_grad=grad)
+
+        return scan_in_apply(mod, segment, apply_reset(state, reset, keep_grad=grad), tokens,
+                             cfg.tgt_len, stop_gradient=not grad, deterministic=deterministic)
+
+    def scoring(self, cfg: ModelConfig) -> ScoringPlan:
+        return ScoringPlan(chunk=cfg.tgt_len)
+
+    def stream_mode(self, cfg: ModelConfig, stride: int) -> str:
+        return f"xl: segments of {cfg.tgt_len} with memory {cfg.mem_len}"
+
+    # decoding: the key/value cache of memory + segment (exactly segment mode)
+
+    def decode_block(self, cfg: ModelConfig) -> int:
+        return cfg.tgt_len
+
+    def decode_init(self, cfg: ModelConfig, batch_size: int) -> Any:
+        return txl.xl_decode_init(cfg, batch_size)
+
+    def decode_step(self, model, params, token, state):
+        return txl.xl_decode_step(model, params, token, state)
+
+    def decode_feed_block(self, model, params, tokens, state):
+        return txl.xl_decode_segment(model, params, tokens, state)
+
+    def span_in_use(self, cfg: ModelConfig, state: Any) -> tuple[int, int]:
+        used = int(state.valid[0]) + int(state.pos) % cfg.tgt_len
+        return used, cfg.mem_len + cfg.tgt_len - 1
+
+    def decode_stats(self, cfg: ModelConfig, state: Any) -> dict[str, int]:
+        return {"memory_rows": int(state.valid[0]),
+                "segment_position": int(state.pos) % cfg.tgt_len}
+
+
+register(TransformerXL())
