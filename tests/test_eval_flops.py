@@ -38,7 +38,7 @@ def _xla_flops_per_token(cfg: ModelConfig, training: bool) -> float:
 
 @pytest.mark.parametrize(("arch", "training"), [
     ("xl", False), ("xl", True), ("window", False), ("window", True), ("vanilla", False),
-    ("vanilla", True)])
+    ("vanilla", True), ("rmt", False), ("rmt", True)])
 def test_formula_matches_xla(arch, training, monkeypatch):
     monkeypatch.setattr(jax.lax, "map", _unrolled_map)
     # element-wise work is left out of the formula: a few per cent at d_head 32
