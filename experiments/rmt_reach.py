@@ -63,7 +63,7 @@ def k_schedule(text: str) -> list[tuple[int, float]]:
 
 def train(cfg, ds, model, params, args, log):
     from longctx.data import make_lanes
-    from longctx.models.memory import init_memory
+    from longctx.models.memory import empty_memory
     from longctx.models.recurrent_memory import rmt_initial_memory, rmt_segments
     from longctx.models.segment_scan import xl_segments
     from longctx.train.optimizer import make_optimizer
@@ -102,7 +102,7 @@ def train(cfg, ds, model, params, args, log):
     curve = []
     for stage, (k, batch, steps) in enumerate(plan):
         lanes = make_lanes(ds, "train", batch, k * seg, mode="sequences", seed=args.seed + stage)
-        memory = (init_memory(model.cfg, batch) if args.arch == "xl"
+        memory = (empty_memory(model.cfg, batch) if args.arch == "xl"
                   else rmt_initial_memory(params, batch))
         losses = []
         for _ in range(steps):
