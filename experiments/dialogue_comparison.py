@@ -31,7 +31,7 @@ from longctx.config import Config, parse_overrides
 from longctx.models import archs
 from longctx.train import presets
 
-ARCHS = archs.names()  # every registered architecture, built-ins first
+ARCHS = archs.studied()  # the registered architectures the studies compare
 SIZES = presets.COMPARISON  # readme, cpu, gpu, gpu-quick (longctx/train/presets.py)
 
 

@@ -78,7 +78,7 @@ def plan(tiny: bool, work: Path, data_dir: Path | None = None) -> dict[str, dict
                                          chat=120, bench_generate=240)
     peak = [PY, str(REPO / "experiments" / "peak_memory.py")]
     steps = {
-        "compat": dict(cmd=[PY, "-m", "longctx.compat.transformer_xl", str(reference),
+        "compat": dict(cmd=[PY, "-m", "longctx.compat.original_xl", str(reference),
                             "--out", str(work / "compat.npz")],
                        env={"JAX_DEFAULT_MATMUL_PRECISION": "highest"}),
         "bench_train": dict(cmd=[PY, str(REPO / "experiments" / "bench_train.py"), *bench_train,

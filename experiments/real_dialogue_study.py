@@ -38,7 +38,7 @@ from longctx.config import Config, parse_overrides
 from longctx.models import archs
 from longctx.train import presets
 
-ARCHS = archs.names()  # every registered architecture, built-ins first
+ARCHS = archs.studied()  # the registered architectures the studies compare
 SIZES = presets.REAL_DIALOGUE  # tiny, cpu (longctx/train/presets.py)
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "tests" / "data"

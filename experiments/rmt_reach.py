@@ -64,10 +64,10 @@ def k_schedule(text: str) -> list[tuple[int, float]]:
 def train(cfg, ds, model, params, args, log):
     from longctx.data import make_lanes
     from longctx.models.memory import empty_memory
+    from longctx.models.nll import token_nll
     from longctx.models.recurrent_memory import rmt_initial_memory, rmt_segments
     from longctx.models.segment_scan import xl_segments
     from longctx.train.optimizer import make_optimizer
-    from longctx.train.step import token_nll
 
     seg = args.seg or cfg.data.span
     sched = k_schedule(args.k)

@@ -19,17 +19,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from longctx.errors import ConfigError
+
 DTYPES = ("float32", "bfloat16")
 DATASETS = ("synthetic", "msc", "qmsum")
 PRECISIONS = ("default", "high", "highest")  # model.matmul_precision
-
-
-class ConfigError(ValueError):
-    """A bad configuration value; the message names the key and the problem."""
-
-    def __init__(self, message: str, key: str | None = None) -> None:
-        super().__init__(message)
-        self.key = key  # the dotted key at fault, when there is one
 
 
 class UnknownKeyError(AttributeError):
@@ -80,21 +74,21 @@ class ModelConfig(_Strict):
     d_inner: int = 256
     dropout: float = 0.0
     dropatt: float = 0.0
-    tgt_len: int = 64  # XL segment length (and the vanilla/window evaluation chunk)
-    mem_len: int = 64  # XL memory rows per layer
+    tgt_len: int = 64  # xl: segment length (tokens per lane per step)
+    mem_len: int = 64  # xl: memory rows per layer
     clamp_len: int = -1  # > 0: relative distances clamped to this; <= 0: no clamp
-    same_length: bool = False  # every XL query sees exactly mem_len keys (needs mem_len > 0)
+    same_length: bool = False  # xl: every query sees exactly mem_len keys (needs mem_len > 0)
     pre_lnorm: bool = False  # pre-LayerNorm (modern) instead of the original post-LN
     untie_r: bool = False  # per-layer r_w/r_r biases instead of shared ones
-    window: int = 64  # sliding-window span W (keys i-W+1 .. i)
-    ctx_len: int = 64  # vanilla fixed context
-    seq_len: int = 256  # training sequence length for the window and vanilla models
+    window: int = 64  # window: the span W (keys i-W+1 .. i)
+    ctx_len: int = 64  # vanilla: the fixed context (tokens per lane per step)
+    seq_len: int = 256  # window: the training sequence length (tokens per lane per step)
     dtype: str = "float32"  # compute dtype; parameters stay float32
     # float32 matmul precision: 'default' is the backend's (full float32 on CPU, but
     # TF32/bf16 passes on GPU/TPU: ~1e-3 relative error), 'highest' full float32 everywhere
     matmul_precision: str = "default"
     remat: bool = False  # rematerialise each layer's activations in the backward pass
-    attention_impl: str = "reference"  # XL segment attention: 'reference' or 'pallas' (fused)
+    attention_impl: str = "reference"  # xl: segment attention, 'reference' or 'pallas' (fused)
     init_std: float = 0.02
     n_mem_tokens: int = 16  # rmt: memory vectors each segment reads and writes
     # xl, rmt: segments of tgt_len per training row, gradients through the memory across

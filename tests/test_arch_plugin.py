@@ -25,7 +25,7 @@ import pytest
 
 from longctx.models import archs
 from longctx.models.archs import Arch, CallShape
-from longctx.models.blocks import descending_pos_emb
+from longctx.models.primitives import descending_pos_emb
 from longctx.models.state import Rows
 
 THIS = Path(__file__).resolve()
@@ -144,7 +144,7 @@ def test_a_toy_mechanism_trains_resumes_evaluates_compares_and_chats(toy, data_d
     assert info["description"] == ToyGist.description
     # the estimate and the decoder agree on what the toy adds
     from longctx.config import from_dict
-    from longctx.train.budget import num_params
+    from longctx.train.memory_fit import num_params
 
     cfg = from_dict(json.loads((clean / "config.json").read_text()))
     assert num_params(cfg.model, cfg.model.n_token) == info["num_params"]

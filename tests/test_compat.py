@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from longctx.compat import transformer_xl as txl
+from longctx.compat import original_xl as txl
 from longctx.errors import UserError
 from tests import numpy_reference as npref
 from tests.conftest import FIXTURES

@@ -5,10 +5,10 @@ import re
 import numpy as np
 import pytest
 
-from longctx.data import dialogues
+from longctx.data import synthetic_dialogues
 from longctx.data.conversation import Conversation, Probe, Turn, validate
-from longctx.data.dialogues import generate_split
 from longctx.data.slots import SLOTS, TRAIN_TEMPLATES
+from longctx.data.synthetic_dialogues import generate_split
 from longctx.errors import UserError
 
 
@@ -104,7 +104,7 @@ def test_echo_answers_repeat_the_statement_and_zero_echo_changes_nothing():
 def _estimated_distance(conv, probe) -> float:
     """Tokens from the stated value's end to the answer's value, estimated from characters
     (as the generator plans them): the rest of the fact turn, the turns between, the lead-in."""
-    cpt = dialogues.CHARS_PER_TOKEN
+    cpt = synthetic_dialogues.CHARS_PER_TOKEN
     turns = conv.turns
     gap = (len(turns[probe.fact_turn].text) - probe.fact_chars[1] + probe.answer_chars[0]) / cpt
     return gap + 2 + sum(len(turns[k].text) / cpt + 2

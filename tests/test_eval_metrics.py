@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from longctx.data import buckets
-from longctx.data.dialogues import PLAN_RANGES
+from longctx.data.synthetic_dialogues import PLAN_RANGES
 from longctx.eval import metrics
 from longctx.eval.shuffle import permute_within_speaker, shuffle_pairs
 

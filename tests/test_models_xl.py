@@ -20,7 +20,7 @@ from longctx.models import (
     xl_decode_segment,
     xl_decode_step,
 )
-from longctx.models.kv_cache import from_cache
+from longctx.models.cache_layout import from_cache
 from tests.model_utils import forward, make, masked, rel
 
 BASE = ModelConfig(arch="xl", n_token=37, n_layer=2, n_head=2, d_model=16, d_head=8,

@@ -1,6 +1,6 @@
 """The `rmt` architecture and XL with gradients through memory through the `longctx`
 command: train with K segments a row (SIGKILLed and resumed to the same parameters),
-info, evaluate, and a chat whose memory is saved and loaded."""
+info, evaluate, compare, and a chat whose memory is saved and loaded."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def test_rmt_trains_resumes_evaluates_and_chats(data_dir, tmp_path):
     assert info["arch"] == "rmt" and info["step"] == 12 and info["span"] == 16
     # the decoder's parameters plus the 4 x 32 initial memory, as the estimate says
     from longctx.config import from_dict
-    from longctx.train.budget import num_params
+    from longctx.train.memory_fit import num_params
 
     cfg = from_dict(json.loads((clean / "config.json").read_text()))
     assert num_params(cfg.model, cfg.model.n_token) == info["num_params"]
@@ -63,6 +63,8 @@ def test_rmt_trains_resumes_evaluates_and_chats(data_dir, tmp_path):
     result = json.loads((clean / "eval.json").read_text())
     assert result["run"]["arch"] == "rmt", ev.stdout[-1000:]
     assert result["speed"]["stream"]["mode"].startswith("rmt: segments of 16 carrying 4")
+    cmp = run_cli(["compare", str(clean), "--out", str(tmp_path / "cmp")])
+    assert "rmt" in cmp.stdout and (tmp_path / "cmp" / "results.md").is_file()
 
     chat = _chat(clean, "hello there, how was the trip?\n/stats\n/save first\n", 20)
     assert "[rmt:" in chat and "memory vectors" in chat, chat[-2000:]

@@ -12,7 +12,7 @@ import pytest
 
 from longctx.cli import main
 from longctx.errors import UserError
-from longctx.rundir import load_run, steps
+from longctx.rundir import load_run, readable
 from longctx.rundir.lock import LOCK, RunBusy, RunLock
 from longctx.train.loop import train
 from longctx.train.sweep import parse_grid, run_sweep
@@ -99,7 +99,7 @@ def test_a_reader_follows_a_rotation_that_removes_the_step_it_reads(tiny_run, tm
     shutil.rmtree(ckpt / "4")
     newer = tmp_path / "12"
     shutil.move(ckpt / "12", newer)
-    real_read_step = steps.read_step
+    real_read_step = readable.read_step
     rotated = []
 
     def read_during_rotation(step_dir):
@@ -109,7 +109,7 @@ def test_a_reader_follows_a_rotation_that_removes_the_step_it_reads(tiny_run, tm
             rotated.append(True)
         return real_read_step(step_dir)
 
-    monkeypatch.setattr(steps, "read_step", read_during_rotation)
+    monkeypatch.setattr(readable, "read_step", read_during_rotation)
     run = load_run(run_dir)
     assert rotated and run.step == 12
     assert not [r for r in caplog.records if "unreadable" in r.getMessage()]

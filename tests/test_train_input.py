@@ -10,7 +10,7 @@ import pytest
 from longctx.config import ConfigError, parse_overrides
 from longctx.errors import UserError
 from longctx.models import archs, build_model, count_params, init_memory
-from longctx.train import budget
+from longctx.train import memory_fit
 from longctx.train.parallel import process_layout
 from tests.conftest import SMOKE, run_cli, smoke_config
 
@@ -56,19 +56,19 @@ def test_parameter_estimate_is_exact(tmp_path, overrides):
     shapes = jax.eval_shape(lambda: model.init(
         {"params": jax.random.PRNGKey(0)}, np.zeros((1, archs.tokens_per_step(m)), np.int32),
         init_memory(m, 1), np.zeros((1,), bool))["params"])
-    assert budget.num_params(m, m.n_token) == count_params(shapes)
+    assert memory_fit.num_params(m, m.n_token) == count_params(shapes)
 
 
 def test_a_run_too_large_for_memory_is_refused_naming_the_key(tmp_path):
     devices = jax.local_devices()
-    est = budget.check_fits(smoke_config(tmp_path), devices)
+    est = memory_fit.check_fits(smoke_config(tmp_path), devices)
     assert 0 < est.device < 64 * 2**20  # the smoke run: a few MiB
     for overrides, key in ((["model.mem_len=1073741824"], "model.mem_len"),
                            (["model.arch=window", "model.window=65536",
                              "model.seq_len=1048576"], "model.seq_len"),
                            (["data.vocab_size=2000000000"], "data.vocab_size")):
         with pytest.raises(ConfigError) as err:
-            budget.check_fits(parse_overrides(smoke_config(tmp_path), overrides), devices)
+            memory_fit.check_fits(parse_overrides(smoke_config(tmp_path), overrides), devices)
         msg = str(err.value)
         assert f"config key '{key}'" in msg and "memory" in msg and "\n" not in msg, msg
 

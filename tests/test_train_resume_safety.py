@@ -10,8 +10,8 @@ import pytest
 
 from longctx.errors import UserError
 from longctx.rundir import load_run, save_params_run
+from longctx.rundir.readable import CheckpointMismatch
 from longctx.rundir.settings import config_differences
-from longctx.rundir.steps import CheckpointMismatch
 from longctx.train import resume
 from longctx.train.loop import train
 from tests.conftest import run_cli, smoke_config

@@ -9,7 +9,7 @@ from longctx.errors import UserError
 
 
 def _import_txl(args: argparse.Namespace) -> int:
-    from longctx.compat.transformer_xl import load_reference
+    from longctx.compat.original_xl import load_reference
     from longctx.config import Config
     from longctx.rundir import save_params_run
     from longctx.rundir.layout import read_tokenizer

@@ -25,7 +25,7 @@ The contract the rest of longctx codes against::
     lanes_for_process(batch_size, process_index, process_count)   # a process's lane ids
 
 Stream layout, span semantics and distances: `render.py`; batching rules: `lanes.py`;
-the synthetic benchmark: `dialogues.py`.
+the synthetic benchmark: `synthetic_dialogues.py`.
 """
 
 from importlib import import_module

@@ -10,7 +10,7 @@ import numpy as np
 from longctx.data.buckets import BUCKET_NAMES, distance_bucket
 from longctx.data.builders.base import SPLITS
 from longctx.data.dataset import DialogueDataset
-from longctx.data.dialogues import NUM_CANDIDATES
+from longctx.data.synthetic_dialogues import NUM_CANDIDATES
 
 
 def split_stats(ds: DialogueDataset, split: str, span: int) -> dict[str, Any]:

@@ -32,6 +32,7 @@ import numpy as np
 
 from longctx.config import ModelConfig
 from longctx.models import archs, build_model, init_memory
+from longctx.models.nll import target_logprobs
 from longctx.models.vanilla import strided_plan
 
 ROWS = 32  # streams carried side by side (lanes) in the XL and window streaming modes
@@ -96,8 +97,7 @@ def _compiled(cfg: ModelConfig) -> tuple:
     def score(params, inputs, targets, memory, reset):
         logits, new_memory = model.apply(
             {"params": params}, inputs, memory, reset, deterministic=True)
-        logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-        lp = jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+        lp = target_logprobs(logits, targets)
         hit = jnp.argmax(logits, axis=-1) == targets
         return lp, hit, new_memory
 
@@ -108,8 +108,7 @@ def _compiled(cfg: ModelConfig) -> tuple:
 
     def feed(params, inputs, targets, state, reset):
         logits, state = arch.stream_feed(model, params, inputs, state, reset)
-        logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-        return jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0], state
+        return target_logprobs(logits, targets), state
 
     _JITS[cfg] = (jax.jit(score), jax.jit(score_from), jax.jit(feed))
     return _JITS[cfg]

@@ -53,14 +53,6 @@ import numpy as np
 from longctx.config import ModelConfig
 from longctx.models.archs import registry
 from longctx.models.decoder import Decoder, check_config
-from longctx.models.kv_cache import (
-    WindowCache,
-    window_decode_init,
-    window_decode_step,
-    window_feed,
-    window_stream_logits,
-    window_stream_nll,
-)
 from longctx.models.memory import Memory
 from longctx.models.state import NoState, Rows
 from longctx.models.transformer_xl import (
@@ -72,6 +64,14 @@ from longctx.models.transformer_xl import (
     xl_decode_step,
 )
 from longctx.models.vanilla import vanilla_strided_nll
+from longctx.models.window_decode import (
+    WindowCache,
+    window_decode_init,
+    window_decode_step,
+    window_feed,
+    window_stream_logits,
+    window_stream_nll,
+)
 
 
 def build_model(cfg: ModelConfig) -> Decoder:

@@ -9,6 +9,7 @@ bias); a mechanism may add parameters of its own (`Arch.setup`).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -19,8 +20,9 @@ import numpy as np
 from longctx.config import ConfigError, ModelConfig
 from longctx.config_rules import check_model
 from longctx.models.archs import registry
-from longctx.models.blocks import compute_dtype, descending_pos_emb, init
+from longctx.models.attention import rel_scores
 from longctx.models.layer import DecoderLayer, LayerPass, static_argnum
+from longctx.models.primitives import compute_dtype, descending_pos_emb, init
 
 
 def check_config(cfg: ModelConfig) -> None:
@@ -124,6 +126,46 @@ class Decoder(nn.Module):
             h = layer(h, mem, pos_emb, view, rw, rr, how)
             hids.append(h)
         return h, hids
+
+    def decode_token(self, token: jax.Array, k_caches: tuple, v_caches: tuple,
+                     table: jax.Array, dist: jax.Array, seen: jax.Array
+                     ) -> tuple[jax.Array, list, list]:
+        """The layer loop of a decode step: one token [B] against every layer's cached keys
+        and values (`cache_layout`; dist [K] each slot's distance, seen [B, K] which slots
+        it may attend to, table the sinusoids of distances 0 .. S-1) -> (logits [B, V], the
+        token's k, v per layer [B, H, D]; the caller writes them into its cache)."""
+        rw, rr = self.shared_biases()
+        h = self.embed(token[:, None], True)
+        ks, vs = [], []
+        for i, layer in enumerate(self.layers):
+            q, k, v = layer.project(h)
+            vec = layer.attend_one(q, k, v, k_caches[i], v_caches[i], table, dist, seen, rw, rr)
+            h = layer.finish(h, vec, True)
+            ks.append(k[:, 0])
+            vs.append(v[:, 0])
+        return self.output(h, True)[:, 0], ks, vs
+
+    def decode_block(self, tokens: jax.Array, past: Callable[[int], tuple], visible: jax.Array,
+                     pos_emb: jax.Array) -> tuple[jax.Array, list, list]:
+        """The layer loop of a block of known tokens [B, C] after cached rows: past(i) ->
+        layer i's cached keys and values [B, M, H, D] in position order; each query sees
+        concat(cached, block) where `visible` (broadcastable to [B, H, C, M+C]); pos_emb the
+        sinusoids of distances M+C-1 .. 0 -> (logits [B, C, V], every layer's keys and
+        values [B, M+C, H, D] in position order)."""
+        rw, rr = self.shared_biases()
+        h = self.embed(tokens, True)
+        kks, vvs = [], []
+        for i, layer in enumerate(self.layers):
+            q, k, v = layer.project(h)
+            past_k, past_v = past(i)
+            kk = jnp.concatenate([past_k, k.astype(past_k.dtype)], axis=1)
+            vv = jnp.concatenate([past_v, v.astype(past_v.dtype)], axis=1)
+            lrw, lrr = layer.biases(rw, rr)
+            scores = rel_scores(q, kk, layer.rel_proj(pos_emb), lrw, lrr)
+            h = layer.finish(h, layer.attend(scores, visible, vv, True), True)
+            kks.append(kk)
+            vvs.append(vv)
+        return self.output(h, True), kks, vvs
 
     def masked_forward(
         self, tokens: jax.Array, mask: jax.Array, deterministic: bool = True,

@@ -20,7 +20,7 @@ import numpy as np
 from longctx.config import ModelConfig
 from longctx.models import attention as A
 from longctx.models import pallas_attention
-from longctx.models.blocks import compute_dtype, init
+from longctx.models.primitives import compute_dtype, init
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from longctx.config import ModelConfig
-from longctx.models.blocks import descending_pos_emb, init
+from longctx.models.primitives import descending_pos_emb, init
 from longctx.models.segment_scan import scan_in_apply, scan_segments, split_segments
 from longctx.models.state import Rows
 

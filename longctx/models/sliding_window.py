@@ -3,7 +3,7 @@
 The full forward uses blocked local attention: the sequence is cut into blocks of C = W
 queries, each attending to its own block and the one(s) before it under a band mask, so
 time and memory are O(T * W), never a T x T score matrix. Streaming (chunk by chunk, with a
-ring-buffer KV cache of W entries per layer) lives in `kv_cache.py`.
+ring-buffer KV cache of W entries per layer) lives in `window_decode.py`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from longctx.models import attention as A
-from longctx.models.blocks import descending_pos_emb
+from longctx.models.primitives import descending_pos_emb
 
 if TYPE_CHECKING:
     from longctx.models.decoder import Decoder

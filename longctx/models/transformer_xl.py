@@ -19,10 +19,9 @@ import jax
 import jax.numpy as jnp
 
 from longctx.config import ConfigError, ModelConfig
-from longctx.models import attention as A
-from longctx.models.blocks import compute_dtype, descending_pos_emb, distance_table
-from longctx.models.kv_cache import empty_cache, from_cache, to_cache, write_token
+from longctx.models.cache_layout import empty_cache, from_cache, to_cache, write_token
 from longctx.models.memory import Memory, Rows, apply_reset, key_valid, update_memory
+from longctx.models.primitives import compute_dtype, descending_pos_emb, distance_table
 
 if TYPE_CHECKING:
     from longctx.models.decoder import Decoder
@@ -77,7 +76,7 @@ def xl_forward(
 
 @flax.struct.dataclass
 class XLDecodeState(Rows):
-    """k, v: every layer's keys and values in the window cache's layout (`kv_cache.to_cache`)
+    """k, v: every layer's keys and values in the window cache's layout (`cache_layout.to_cache`)
     over K = mem_len + tgt_len slots: a ring buffer, position u in slot u mod K; valid: [B] int32,
     the current segment's memory rows that are real (the last `valid[b]` before it);
     pos: int32 scalar, tokens fed so far (the current segment began at pos - pos % tgt_len;
@@ -140,17 +139,7 @@ def _xl_step(mod: Decoder, token: jax.Array, state: XLDecodeState):
     seen = (dist[None] <= (t % cfg.tgt_len + state.valid)[:, None]) & (dist > 0)[None]
     if cfg.same_length:
         seen = seen & (dist < cfg.mem_len)[None]
-    table = distance_table(cfg, size)
-    rw, rr = mod.shared_biases()
-    h = mod.embed(token[:, None], True)
-    ks, vs = [], []
-    for i, layer in enumerate(mod.layers):
-        q, k, v = layer.project(h)
-        vec = layer.attend_one(q, k, v, state.k[i], state.v[i], table, dist, seen, rw, rr)
-        h = layer.finish(h, vec, True)
-        ks.append(k[:, 0])
-        vs.append(v[:, 0])
-    return mod.output(h, True)[:, 0], ks, vs
+    return mod.decode_token(token, state.k, state.v, distance_table(cfg, size), dist, seen)
 
 
 def xl_decode_step(
@@ -180,25 +169,18 @@ def _xl_segment(mod: Decoder, tokens: jax.Array, state: XLDecodeState):
     mem_valid = jnp.arange(rows)[None, :] >= (rows - state.valid)[:, None]
     mask = xl_visibility(cfg, mem_valid, seg_len)
     pos_emb = descending_pos_emb(cfg, rows + seg_len)
-    rw, rr = mod.shared_biases()
     size = rows + seg_len
     shift = -(state.pos % size)  # oldest slot first: the memory rows in order
     back = (state.pos + seg_len) % size  # rows in order -> their slots (position mod K)
-    h = mod.embed(tokens, True)
-    ks, vs = [], []
-    for i, layer in enumerate(mod.layers):
-        q, k, v = layer.project(h)
-        mem_k, mem_v = (jnp.roll(x, shift, axis=1)[:, seg_len:]
-                        for x in from_cache(state.k[i], state.v[i]))
-        kk = jnp.concatenate([mem_k, k.astype(mem_k.dtype)], axis=1)  # [B, M + T, H, D]
-        vv = jnp.concatenate([mem_v, v.astype(mem_v.dtype)], axis=1)
-        lrw, lrr = layer.biases(rw, rr)
-        scores = A.rel_scores(q, kk, layer.rel_proj(pos_emb), lrw, lrr)
-        h = layer.finish(h, layer.attend(scores, mask[:, None], vv, True), True)
-        kc, vc = to_cache(jnp.roll(kk, back, axis=1), jnp.roll(vv, back, axis=1))
-        ks.append(kc)
-        vs.append(vc)
-    return mod.output(h, True), tuple(ks), tuple(vs)
+
+    def memory_rows(i):
+        return tuple(jnp.roll(x, shift, axis=1)[:, seg_len:]
+                     for x in from_cache(state.k[i], state.v[i]))
+
+    logits, kks, vvs = mod.decode_block(tokens, memory_rows, mask[:, None], pos_emb)
+    caches = [to_cache(jnp.roll(kk, back, axis=1), jnp.roll(vv, back, axis=1))
+              for kk, vv in zip(kks, vvs, strict=True)]
+    return logits, tuple(c[0] for c in caches), tuple(c[1] for c in caches)
 
 
 def xl_decode_segment(

@@ -68,6 +68,7 @@ def vanilla_strided_nll(
     jit-friendly: `jax.jit(vanilla_strided_nll, static_argnums=(0, 3, 4, 5))`.
     """
     from longctx.models.decoder import Decoder
+    from longctx.models.nll import target_logprobs
 
     squeeze = tokens.ndim == 1
     tokens = jnp.atleast_2d(tokens)
@@ -82,8 +83,7 @@ def vanilla_strided_nll(
     def score(w: jax.Array, last: int) -> jax.Array:
         logits = model.apply({"params": params}, w[:, :-1], mask, method=Decoder.masked_forward,
                              last=last)
-        logp = jax.nn.log_softmax(logits, axis=-1)
-        return -jnp.take_along_axis(logp, w[:, -last:, None], axis=-1)[..., 0]
+        return -target_logprobs(logits, w[:, -last:])
 
     # The first window scores all its targets; every later one only its last `keep`
     # positions (the targets new to it), so only those reach the output layer.

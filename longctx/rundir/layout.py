@@ -10,7 +10,7 @@ import orbax.checkpoint as ocp
 
 from longctx.config import Config, from_dict
 from longctx.errors import UserError
-from longctx.rundir.steps import quiet_absl
+from longctx.rundir.readable import quiet_absl
 
 CONFIG = "config.json"
 TOKENIZER = "tokenizer"

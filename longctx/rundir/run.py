@@ -14,7 +14,7 @@ import orbax.checkpoint as ocp
 
 from longctx.config import Config
 from longctx.errors import UserError
-from longctx.rundir import settings, steps
+from longctx.rundir import readable, settings
 from longctx.rundir.layout import CONFIG, TOKENIZER, checkpoint_dir, load_tokenizer, make_manager, read_config
 
 
@@ -32,7 +32,7 @@ class Run:
 def load_run(workdir: str | Path, step: int | None = None) -> Run:
     """Read a run directory's config, tokenizer and (latest readable, or `step`'s) parameters.
 
-    Steps are judged by the rule `train` uses (`steps.read_step`), so every command agrees
+    Steps are judged by the rule `train` uses (`readable.read_step`), so every command agrees
     on the latest readable one; unreadable steps are skipped with a warning, never moved.
     config.json must agree with the checkpoint (one line naming the keys if not).
     """
@@ -43,10 +43,10 @@ def load_run(workdir: str | Path, step: int | None = None) -> Run:
     for _ in range(_RELISTS):  # a running train may rotate steps away while we read
         try:
             return _load_latest(workdir, cfg, step)
-        except (steps.StepsVanished, FileNotFoundError) as exc:
+        except (readable.StepsVanished, FileNotFoundError) as exc:
             changed = exc
     raise UserError(f"{workdir}: its checkpoints kept changing while being read "
-                    f"({steps.one_line(changed)}); rerun in a moment")
+                    f"({readable.one_line(changed)}); rerun in a moment")
 
 
 _RELISTS = 10
@@ -58,6 +58,8 @@ def _load_latest(workdir: Path, cfg: Config, step: int | None) -> Run:
     directory = Path(manager.directory)
     saved = sorted(manager.all_steps(), reverse=True)
     if not saved:
+        if any(p.name.isdigit() for p in directory.iterdir()):  # listed mid-rotation
+            raise steps.StepsVanished(f"{directory}: its steps changed while being listed")
         raise UserError(f"{workdir}: no finished checkpoint; train it (longctx train)")
     if step is not None:
         if step not in saved:
@@ -66,22 +68,22 @@ def _load_latest(workdir: Path, cfg: Config, step: int | None) -> Run:
         saved = [step]
 
     def attempt(s: int) -> Run:
-        info = steps.read_step(directory / str(s))
+        info = readable.read_step(directory / str(s))
         where = f"checkpoint step {s} of {workdir}"
         settings.check_saved_config(info, cfg, where, "checkpoint", CONFIG,
                                     f"{CONFIG} was edited: put the saved values back in "
                                     f"{workdir / CONFIG}")
         if "config" not in info.json:  # imported weights: check the shapes config.json implies
-            steps.check_shapes(info, {"params": param_shapes(cfg)},
+            readable.check_shapes(info, {"params": param_shapes(cfg)},
                                f"{where} (against {CONFIG})")
         out = manager.restore(s, args=ocp.args.Composite(params=ocp.args.StandardRestore()))
         params = jax.tree.map(np.asarray, out["params"])
         return Run(workdir, cfg, params, int(s), tokenizer)
 
     tokenizer = load_tokenizer(workdir)  # read first: a damaged one is named, not a step
-    run, bad = steps.newest_readable(directory, saved, attempt)
+    run, bad = readable.newest_readable(directory, saved, attempt)
     for s, problem in bad:
-        steps.warn(f"checkpoint step {s} of {workdir} is unreadable ({problem:.200}); "
+        readable.warn(f"checkpoint step {s} of {workdir} is unreadable ({problem:.200}); "
                    f"using step {run.step}")
     return run
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from longctx.config import Config, ConfigError, from_dict
-from longctx.rundir.steps import CheckpointMismatch, StepInfo, Unreadable
+from longctx.rundir.readable import CheckpointMismatch, StepInfo, Unreadable
 
 # May differ between the saved run and a later command: where data lives, how often the
 # loop logs, waits, validates, profiles and saves, evaluation settings, and activation

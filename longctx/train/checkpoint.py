@@ -8,7 +8,7 @@ A training checkpoint at step s holds, as separate orbax items:
 - `config`: the resolved config (JSON).
 Saving is asynchronous; a save killed half-way leaves an orbax temporary directory that
 is never listed as a step. Restoring tries the latest step first and falls back, with a
-warning, to earlier ones when a step is unreadable (the rule is `longctx.rundir.steps`;
+warning, to earlier ones when a step is unreadable (the rule is `longctx.rundir.readable`;
 setting steps aside is `longctx.train.resume`). The directory layout, and loading
 parameters for inference, are `longctx.rundir`.
 """
@@ -23,7 +23,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from longctx.config import Config
-from longctx.rundir import settings, steps
+from longctx.rundir import readable, settings
 from longctx.rundir.layout import make_manager  # noqa: F401  (the loop opens its manager here)
 from longctx.train import parallel, resume
 
@@ -74,11 +74,11 @@ def restore_latest(manager: ocp.CheckpointManager, *, params: Any, opt_state: An
                       "opt_state": opt_state}
 
     def attempt(step: int) -> Restored:
-        info = steps.read_step(directory / str(step))
+        info = readable.read_step(directory / str(step))
         where = f"checkpoint step {step} in {directory}"
         settings.check_saved_config(info, cfg, where, "saved", "now",
                                     "use the saved values or another --workdir")
-        steps.check_shapes(info, {"params": params, "state": state_template,
+        readable.check_shapes(info, {"params": params, "state": state_template,
                                   "memory": memory_global}, where)
         items = {
             "params": ocp.args.StandardRestore(parallel.abstract_global_replicated(params)),
@@ -95,8 +95,8 @@ def restore_latest(manager: ocp.CheckpointManager, *, params: Any, opt_state: An
         try:
             data_state = merge_states(out["data"]["lanes"])
         except Exception as exc:  # noqa: BLE001 (any shape of damage in the JSON item)
-            raise steps.Unreadable(f"data/metadata: not the data iterators' state "
-                                   f"({steps.one_line(exc)})") from None
+            raise readable.Unreadable(f"data/metadata: not the data iterators' state "
+                                   f"({readable.one_line(exc)})") from None
         return Restored(
             step=int(state["step"]),
             params=parallel.local_from_global(out["params"]),
@@ -106,17 +106,17 @@ def restore_latest(manager: ocp.CheckpointManager, *, params: Any, opt_state: An
             data_state=data_state,
         )
 
-    restored, bad = steps.newest_readable(directory, saved, attempt)
+    restored, bad = readable.newest_readable(directory, saved, attempt)
     for step, problem in bad:
         moved = (resume.set_aside(directory, step, problem) if topo.is_primary
                  else directory.parent / resume.ASIDE)
-        steps.warn(f"checkpoint step {step} in {directory} is unreadable ({problem:.200}); "
+        readable.warn(f"checkpoint step {step} in {directory} is unreadable ({problem:.200}); "
                    f"falling back to step {restored.step} (moved it to {moved})")
     if bad:
         if topo.process_count > 1:
             from jax.experimental import multihost_utils
 
             multihost_utils.sync_global_devices("longctx-set-aside")
-        with steps.quiet_absl():
+        with readable.quiet_absl():
             manager.reload()
     return restored

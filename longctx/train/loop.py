@@ -27,7 +27,7 @@ import numpy as np
 from longctx.config import Config, ConfigError
 from longctx.errors import UserError
 from longctx.rundir.lock import RunLock
-from longctx.train import budget, checkpoint, parallel, profiling, resume, validation
+from longctx.train import checkpoint, memory_fit, parallel, profiling, resume, validation
 from longctx.train.interrupts import StopSignals, fault_after_step, fault_point, kill_self
 from longctx.train.limits import stop_at_limits
 from longctx.train.metrics import MetricsWriter
@@ -63,7 +63,7 @@ def _check_can_start(cfg: Config, workdir: Path) -> parallel.Topology:
 
     topo = parallel.topology(cfg.train.batch_size)
     archs.check_run(cfg, num_devices=topo.num_local, num_processes=topo.process_count)
-    budget.check_fits(cfg, list(topo.local_devices), topo.process_count)
+    memory_fit.check_fits(cfg, list(topo.local_devices), topo.process_count)
     resume.check_workdir_config(workdir, cfg)
     return topo
 

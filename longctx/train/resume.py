@@ -2,7 +2,7 @@
 
 A run directory continues only with the settings it was trained with (the rule is
 `longctx.rundir.settings`). Which step it continues from is the newest readable one (the
-rule is `longctx.rundir.steps`, shared with `info`, `evaluate` and `chat`). Only `train`
+rule is `longctx.rundir.readable`, shared with `info`, `evaluate` and `chat`). Only `train`
 sets unreadable steps aside, under a unique name, and only when an older step is readable;
 with none readable it stops with one line and nothing is moved.
 """
@@ -15,8 +15,8 @@ from pathlib import Path
 from longctx.config import Config
 from longctx.errors import UserError
 from longctx.rundir.layout import CONFIG, read_config
+from longctx.rundir.readable import one_line
 from longctx.rundir.settings import config_differences, format_differences
-from longctx.rundir.steps import one_line
 
 ASIDE = "unreadable_checkpoints"
 

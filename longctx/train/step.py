@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from longctx.models.nll import token_nll
 from longctx.models.state import Rows
 
 AXIS = "data"
@@ -41,15 +42,6 @@ def _expand_row(tree: Any, axes: Any) -> Any:
 
 def _squeeze_row(tree: Any, axes: Any) -> Any:
     return jax.tree.map(lambda x, a: jnp.squeeze(x, a), tree, axes)
-
-
-def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """Per-token negative log-likelihood logsumexp(logits) - logits[target], in float32.
-    (Not -log_softmax[target]: that keeps a second [..., V] array for the backward pass;
-    this form's gradient is the same and, on CPU, its element-wise work 10% cheaper.)"""
-    logits = logits.astype(jnp.float32)
-    picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    return jax.nn.logsumexp(logits, axis=-1) - picked
 
 
 def make_lane_forward(model: nn.Module, deterministic: bool) -> Callable:

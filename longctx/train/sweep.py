@@ -82,7 +82,7 @@ def _plan(config: str, root: Path, grid: dict[str, list[str]], common: list[str]
 
     from longctx.config import load_experiment, parse_overrides
     from longctx.models.archs import check_run
-    from longctx.train import budget, resume
+    from longctx.train import memory_fit, resume
 
     devices = jax.local_devices()
     runs: list[SweepRun] = []
@@ -103,7 +103,7 @@ def _plan(config: str, root: Path, grid: dict[str, list[str]], common: list[str]
         cfg = parse_overrides(load_experiment(config), overrides)
         try:
             check_run(cfg, num_devices=len(devices))
-            budget.check_fits(cfg, devices)
+            memory_fit.check_fits(cfg, devices)
             resume.check_workdir_config(workdir, cfg)
         except (ConfigError, UserError) as exc:
             raise UserError(f"sweep cell {cell} ({workdir}): {exc}; nothing was started") \

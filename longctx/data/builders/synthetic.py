@@ -1,4 +1,4 @@
-"""TFDS builder of the synthetic long-dialogue memory benchmark (`longctx.data.dialogues`)."""
+"""TFDS builder of the synthetic long-dialogue memory benchmark (`longctx.data.synthetic_dialogues`)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from longctx.config import DataConfig
-from longctx.data import dialogues
+from longctx.data import synthetic_dialogues
 from longctx.data.builders.base import DialogueBuilder, training_texts
 from longctx.data.conversation import Conversation
-from longctx.data.dialogues import NUM_CANDIDATES
 from longctx.data.render import value_ids
 from longctx.data.slots import SLOTS
+from longctx.data.synthetic_dialogues import NUM_CANDIDATES
 from longctx.data.tokenizer import encode_texts, train_tokenizer
 from longctx.errors import UserError
 
@@ -38,9 +38,9 @@ class SyntheticDialogues(DialogueBuilder, skip_registration=True):
 
     @classmethod
     def read(cls, cfg: DataConfig, values: dict[str, tuple[str, ...]] | None = None,
-             chars_per_token: float = dialogues.CHARS_PER_TOKEN
+             chars_per_token: float = synthetic_dialogues.CHARS_PER_TOKEN
              ) -> dict[str, list[Conversation]]:
-        return {split: dialogues.generate_split(split, num, cfg.span, cfg.seed, values,
+        return {split: synthetic_dialogues.generate_split(split, num, cfg.span, cfg.seed, values,
                                                 chars_per_token, cfg.echo, cfg.train_near,
                                                 cfg.train_ack, cfg.train_near_max)
                 for split, num in (("train", cfg.num_train),
@@ -63,7 +63,7 @@ class SyntheticDialogues(DialogueBuilder, skip_registration=True):
         Two to four rounds in practice.
         """
         pool = {slot.name: slot.values for slot in SLOTS}
-        ratio = dialogues.CHARS_PER_TOKEN
+        ratio = synthetic_dialogues.CHARS_PER_TOKEN
         for _ in range(MAX_ROUNDS):
             tokenizer = train_tokenizer(training_texts(splits["train"]), cfg.vocab_size,
                                         out_dir)

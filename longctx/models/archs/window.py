@@ -1,13 +1,13 @@
 """Sliding window: token i attends to keys i-W+1 .. i at every layer; no state crosses a
 training sequence. The forward is `longctx.models.sliding_window` (blocked band
-attention), streaming the ring-buffer cache of `longctx.models.kv_cache`."""
+attention), streaming the ring-buffer cache of `longctx.models.window_decode`."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from longctx.config import ConfigError, ModelConfig
-from longctx.models import kv_cache, sliding_window
+from longctx.models import sliding_window, window_decode
 from longctx.models.archs.base import Arch, CallShape, ScoringPlan
 from longctx.models.archs.registry import register
 from longctx.models.attention import band_plan
@@ -51,10 +51,10 @@ class SlidingWindow(Arch):
         return f"window: ring-buffer KV cache of {cfg.window}, chunks of {cfg.window}"
 
     def stream_init(self, cfg: ModelConfig, rows: int) -> Any:
-        return kv_cache.window_decode_init(cfg, rows)
+        return window_decode.window_decode_init(cfg, rows)
 
     def stream_feed(self, model, params, tokens, state, reset):
-        return kv_cache.window_feed(model, params, tokens, state)
+        return window_decode.window_feed(model, params, tokens, state)
 
     # decoding: the ring buffer of W keys and values per layer
 
@@ -62,13 +62,13 @@ class SlidingWindow(Arch):
         return cfg.window
 
     def decode_init(self, cfg: ModelConfig, batch_size: int) -> Any:
-        return kv_cache.window_decode_init(cfg, batch_size)
+        return window_decode.window_decode_init(cfg, batch_size)
 
     def decode_step(self, model, params, token, state):
-        return kv_cache.window_decode_step(model, params, token, state)
+        return window_decode.window_decode_step(model, params, token, state)
 
     def decode_feed_block(self, model, params, tokens, state):
-        return kv_cache.window_feed(model, params, tokens, state)
+        return window_decode.window_feed(model, params, tokens, state)
 
     def span_in_use(self, cfg: ModelConfig, state: Any) -> tuple[int, int]:
         return min(int(state.pos), cfg.window - 1), cfg.window - 1

@@ -22,8 +22,8 @@ class TransformerXL(Arch):
     has_memory = True
     description = "Transformer-XL: segments with a memory of the last mem_len hidden states"
     lane_mode = "segments"
-    knobs = ("tgt_len", "mem_len", "clamp_len", "same_length", "attention_impl",
-             "bptt_segments", "bptt_stop_gradient")
+    knobs = ("tgt_len", "mem_len", "same_length", "attention_impl", "bptt_segments",
+             "bptt_stop_gradient")
 
     def check(self, cfg: ModelConfig) -> None:
         if cfg.attention_impl not in ("reference", "pallas"):

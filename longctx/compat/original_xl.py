@@ -1,7 +1,7 @@
 """Load the original PyTorch Transformer-XL's weights (the reference npz format) into our XL
 model, and run our model over the file's stream to write outputs in the reference layout.
 
-    python -m longctx.compat.transformer_xl REFERENCE.npz --out OUT.npz
+    python -m longctx.compat.original_xl REFERENCE.npz --out OUT.npz
 
 The format (tests/fixtures/transformer_xl_README.md): `config_json`, `param/<torch name>`,
 `stream` [batch, n_segments*tgt_len + 1], and `seg{s}/logits|nll|mems_out/{i}` outputs.
@@ -252,7 +252,7 @@ def _precision_note() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m longctx.compat.transformer_xl",
+        prog="python -m longctx.compat.original_xl",
         description="Run our XL model with the original Transformer-XL's weights over the "
         "reference file's stream; write the outputs in the reference layout.",
     )

@@ -14,45 +14,13 @@ import jax
 import jax.numpy as jnp
 
 from longctx.config import ModelConfig
-from longctx.models import attention as A
-from longctx.models.blocks import compute_dtype, descending_pos_emb, distance_table
+from longctx.models.cache_layout import empty_cache, from_cache, to_cache, write_token
 from longctx.models.memory import Rows
+from longctx.models.nll import target_logprobs
+from longctx.models.primitives import descending_pos_emb, distance_table
 
 if TYPE_CHECKING:
     from longctx.models.decoder import Decoder
-
-
-# The cache layout of both decoders, per layer: keys [B, H, D, K] and values [B, H, K, D].
-# A decode step's dots (q . k over D, p . v over K) then read each layer's arrays as they
-# are: XLA's CPU dots take the contracted axis second-to-last, so keys laid out [K, D]
-# would be copied transposed every token.
-
-
-def empty_cache(cfg: ModelConfig, batch_size: int, size: int) -> tuple[tuple, tuple]:
-    """Zero keys and values of `size` slots for every layer."""
-    dt = compute_dtype(cfg)
-    k = tuple(jnp.zeros((batch_size, cfg.n_head, cfg.d_head, size), dt) for _ in range(cfg.n_layer))
-    v = tuple(jnp.zeros((batch_size, cfg.n_head, size, cfg.d_head), dt) for _ in range(cfg.n_layer))
-    return k, v
-
-
-def to_cache(k: jax.Array, v: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """k, v [B, K, H, D] -> the cache layout (keys [B, H, D, K], values [B, H, K, D])."""
-    return k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)
-
-
-def from_cache(kc: jax.Array, vc: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """The cache layout -> k, v [B, K, H, D]."""
-    return kc.transpose(0, 3, 1, 2), vc.transpose(0, 2, 1, 3)
-
-
-def write_token(ks: tuple, vs: tuple, k: list, v: list, slot: jax.Array) -> tuple[tuple, tuple]:
-    """Each layer's new k, v [B, H, D] into its cache at `slot`."""
-    ks = tuple(jax.lax.dynamic_update_slice(c, r[..., None].astype(c.dtype), (0, 0, 0, slot))
-               for c, r in zip(ks, k, strict=True))
-    vs = tuple(jax.lax.dynamic_update_slice(c, r[:, :, None].astype(c.dtype), (0, 0, slot, 0))
-               for c, r in zip(vs, v, strict=True))
-    return ks, vs
 
 
 @flax.struct.dataclass
@@ -83,17 +51,7 @@ def _step(mod: Decoder, token: jax.Array, cache: WindowCache):
     # dist 0 is this token's slot: its old row (position t - W) is out of the window; the
     # token's own key is scored apart by attend_one
     seen = jnp.broadcast_to((dist <= t) & (dist > 0), (token.shape[0], width))
-    table = distance_table(cfg, width)
-    rw, rr = mod.shared_biases()
-    h = mod.embed(token[:, None], True)
-    ks, vs = [], []
-    for i, layer in enumerate(mod.layers):
-        q, k, v = layer.project(h)
-        vec = layer.attend_one(q, k, v, cache.k[i], cache.v[i], table, dist, seen, rw, rr)
-        h = layer.finish(h, vec, True)
-        ks.append(k[:, 0])
-        vs.append(v[:, 0])
-    return mod.output(h, True)[:, 0], ks, vs
+    return mod.decode_token(token, cache.k, cache.v, distance_table(cfg, width), dist, seen)
 
 
 def _feed(mod: Decoder, tokens: jax.Array, cache: WindowCache) -> tuple[jax.Array, WindowCache]:
@@ -106,23 +64,17 @@ def _feed(mod: Decoder, tokens: jax.Array, cache: WindowCache) -> tuple[jax.Arra
     dist = width + i - j
     seen = (dist >= 0) & (dist < width) & (t - width + j >= 0)
     pos_emb = descending_pos_emb(cfg, width + chunk)
-    rw, rr = mod.shared_biases()
-    h = mod.embed(tokens, True)
-    ks, vs = [], []
-    for n, layer in enumerate(mod.layers):
-        q, k, v = layer.project(h)
-        kc, vc = from_cache(cache.k[n], cache.v[n])  # [B, W, H, D]
-        kk = jnp.concatenate([jnp.roll(kc, -(t % width), axis=1), k.astype(kc.dtype)], 1)
-        vv = jnp.concatenate([jnp.roll(vc, -(t % width), axis=1), v.astype(vc.dtype)], 1)
-        lrw, lrr = layer.biases(rw, rr)
-        scores = A.rel_scores(q, kk, layer.rel_proj(pos_emb), lrw, lrr)
-        h = layer.finish(h, layer.attend(scores, seen[None, None], vv, True), True)
-        kc, vc = to_cache(jnp.roll(kk[:, chunk:], (t + chunk) % width, axis=1),
-                          jnp.roll(vv[:, chunk:], (t + chunk) % width, axis=1))
-        ks.append(kc)
-        vs.append(vc)
-    logits = mod.output(h, True)
-    return logits, WindowCache(k=tuple(ks), v=tuple(vs), pos=t + chunk)
+
+    def ring_in_order(n):  # the W cached rows, oldest first [B, W, H, D]
+        return tuple(jnp.roll(x, -(t % width), axis=1)
+                     for x in from_cache(cache.k[n], cache.v[n]))
+
+    logits, kks, vvs = mod.decode_block(tokens, ring_in_order, seen[None, None], pos_emb)
+    caches = [to_cache(jnp.roll(kk[:, chunk:], (t + chunk) % width, axis=1),
+                       jnp.roll(vv[:, chunk:], (t + chunk) % width, axis=1))
+              for kk, vv in zip(kks, vvs, strict=True)]
+    return logits, WindowCache(k=tuple(c[0] for c in caches), v=tuple(c[1] for c in caches),
+                               pos=t + chunk)
 
 
 def window_decode_step(
@@ -169,5 +121,4 @@ def window_stream_logits(
 def window_stream_nll(model: Decoder, params, tokens: jax.Array, chunk: int) -> jax.Array:
     """Per-token NLL [B, T-1] of tokens[:, 1:] under the window model, streamed by chunks."""
     logits, _ = window_stream_logits(model, params, tokens[:, :-1], chunk)
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    return -jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
+    return -target_logprobs(logits, tokens[:, 1:])
