@@ -56,7 +56,7 @@ SIZES = {
     "xlarge": dict(n_layer=12, n_head=16, d_model=1024, d_head=64, d_inner=4096),  # GPU
     "smoke": dict(n_layer=1, n_head=2, d_model=32, d_head=16, d_inner=64),
 }
-ARCHS = archs.names()
+ARCHS = archs.studied()
 
 
 def model_config(arch: str, size: str, dtype: str, remat: bool, span: int = SPAN,

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     prepare_dataset(parse_overrides(get_config(), overrides).data)  # once, before the runs
     timings["data"] = time.time() - t0
-    names = size.arch_names()  # the size's architectures (default: every registered one)
+    names = size.arch_names()  # the size's architectures (default: the studied ones)
     print(f"[1/3] training {len(names)} models x {len(seeds)} seeds under {root}", flush=True)
     runs = []
     for arch in names:  # each with its own batch: the same tokens per step for all

@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     qmsum_name = qmsum or "QMSum (downloaded)"
     qmsum_source = ["--source", str(qmsum)] if qmsum else []
     start = time.time()
-    names = size.arch_names()  # the size's architectures (default: every registered one)
+    names = size.arch_names()  # the size's architectures (default: the studied ones)
     print(f"[1/4] training {len(names)} models x {len(seeds)} seeds on {msc_name} under {root}",
           flush=True)
     runs = []

@@ -15,6 +15,7 @@ tokens are B lanes of `longctx.data.make_lanes(mode='sequences')`.
     python experiments/rmt_reach.py --out runs/rmt_reach/a.json data.train_near_max=8
     python experiments/rmt_reach.py --k 2:0.25,4 --n-mem 16 --tokens 1200000 ...
     python experiments/rmt_reach.py summarise runs/rmt_reach/*.json --baseline XL.json
+    python experiments/rmt_reach.py views runs/rmt_reach/D.json   # in view / through memory
 
 Scoring a probe: the memory entering the segment whose input holds the token before the
 answer, then that segment's tokens up to the answer and the candidate (a row up to W + 2
@@ -62,7 +63,7 @@ def k_schedule(text: str) -> list[tuple[int, float]]:
 
 def train(cfg, ds, model, params, args, log):
     from longctx.data import make_lanes
-    from longctx.models.memory import init_memory
+    from longctx.models.memory import empty_memory
     from longctx.models.nll import token_nll
     from longctx.models.recurrent_memory import rmt_initial_memory, rmt_segments
     from longctx.models.segment_scan import xl_segments
@@ -101,7 +102,7 @@ def train(cfg, ds, model, params, args, log):
     curve = []
     for stage, (k, batch, steps) in enumerate(plan):
         lanes = make_lanes(ds, "train", batch, k * seg, mode="sequences", seed=args.seed + stage)
-        memory = (init_memory(model.cfg, batch) if args.arch == "xl"
+        memory = (empty_memory(model.cfg, batch) if args.arch == "xl"
                   else rmt_initial_memory(params, batch))
         losses = []
         for _ in range(steps):
@@ -201,6 +202,95 @@ def score_probes(model, params, convs, items, seg: int, pad: int, chunk: int = 2
     return credits
 
 
+def probe_items(cfg, ds) -> tuple[list, list]:
+    """The validation conversations and recall items `longctx evaluate` would score."""
+    from longctx.data.render import value_ids
+    from longctx.eval import probes
+    from longctx.eval.evaluate import SEED
+
+    convs = ds.conversations("validation")[: cfg.eval.max_conversations]
+    cache: dict[str, list[np.ndarray]] = {}
+
+    def value_tokens(slot):  # as `longctx evaluate` lists a slot's values
+        if slot not in cache:
+            cache[slot] = [value_ids(ds.tokenizer, v) for v in ds.slot_values(slot)]
+        return cache[slot]
+
+    items, _ = probes.recall_items(convs, value_tokens, cfg.eval.num_candidates,
+                                   np.random.default_rng(SEED))
+    return convs, items
+
+
+def view_split(path: str) -> str:
+    """Recall of an RMT result's probes split by whether the fact is in the answer's own
+    segment (one attention step away) or only reachable through the memory."""
+    from longctx.config import parse_overrides
+    from longctx.data import prepare_dataset
+
+    r = json.loads(Path(path).read_text())
+    if r["args"].get("arch", "rmt") != "rmt":
+        raise SystemExit(f"error: {path}: not an RMT result (XL's view: reach_study.direct_split)")
+    cfg = parse_overrides(_module("dialogue_comparison").get_config(), r["args"]["overrides"])
+    _, items = probe_items(cfg, prepare_dataset(cfg.data))
+    d = np.asarray(r["probes"]["distance"])
+    if d.tolist() != [it.distance for it in items]:
+        raise SystemExit(f"error: {path}: its probes are not this dataset's; rebuild it")
+    seg, span = r["args"].get("seg") or r["span"], r["span"]
+    pos = np.asarray([it.request.pos for it in items])
+    in_view = d <= (pos - 1) % seg + 1
+    c = np.asarray(r["probes"]["credit"], float)
+    rows = [f"{Path(path).stem} (segment {seg})"]
+    for lo, hi in ((0, 1), (1, 2), (2, 4), (4, 8)):
+        band = (d > lo * span) & (d <= hi * span)
+        for name, sel in (("in view", band & in_view), ("through memory", band & ~in_view)):
+            x = c[sel]
+            if x.size > 1:
+                rows.append(f"  {lo}-{hi}W {name}: {x.mean():.3f} ± "
+                            f"{x.std(ddof=1) / np.sqrt(x.size):.3f} (n={x.size})")
+    return "\n".join(rows)
+
+
+def rmt_flops_per_token(c, seg: int, n_mem: int, training: bool) -> float:
+    """Analytic FLOPs per predicted token of RMT, counted as `longctx.eval.flops` counts
+    the others: a segment is seg + 2 n_mem rows under one dense causal mask (masked
+    entries included), the output layer only on the seg token rows; training adds the
+    backward (2x) and the rematerialised scan's second forward (1x): 4x in all."""
+    n, hd = seg + 2 * n_mem, c.n_head * c.d_head
+    per_layer = (2 * n * c.d_model * 3 * hd + 2 * n * c.d_model * hd  # qkv_net, r_net
+                 + 3 * 2 * n * n * hd + 2 * n * hd * c.d_model  # scores, values, o_net
+                 + 2 * n * 2 * c.d_model * c.d_inner)  # feed-forward
+    forward = c.n_layer * per_layer + 2 * seg * c.d_model * c.n_token
+    return float(forward * (4 if training else 1) / seg)
+
+
+def cost_table(seg_mems: list[tuple[int, int]]) -> str:
+    """Markdown: parameters and FLOPs per token of XL, XL through a rematerialised scan
+    (gradients through memory), the window and RMT at (segment, memory tokens)."""
+    from longctx.config import parse_overrides
+    from longctx.eval.flops import flops_per_token
+
+    cfg = parse_overrides(_module("dialogue_comparison").get_config(), ["model.n_token=2048"])
+    m = cfg.model
+    from longctx.models import Decoder
+
+    shapes = jax.eval_shape(lambda k: Decoder(m).init(k, jnp.zeros((1, m.tgt_len), jnp.int32)),
+                            jax.random.PRNGKey(0))
+    base = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
+    window = parse_overrides(cfg, ["model.arch=window"]).model
+    rows = [("xl", base, flops_per_token(m, False), flops_per_token(m, True)),
+            ("xl, gradient through memory (remat scan)", base, flops_per_token(m, False),
+             flops_per_token(m, True) * 4 / 3),
+            ("window", base, flops_per_token(window, False), flops_per_token(window, True))]
+    for seg, n_mem in seg_mems:
+        rows.append((f"rmt seg {seg}, m {n_mem}", base + n_mem * m.d_model,
+                     rmt_flops_per_token(m, seg, n_mem, False),
+                     rmt_flops_per_token(m, seg, n_mem, True)))
+    lines = ["| model | params | FLOPs/token (forward) | training FLOPs/token |",
+             "|---|---|---|---|"]
+    lines += [f"| {name} | {p:,} | {f:.2e} | {t:.2e} |" for name, p, f, t in rows]
+    return "\n".join(lines)
+
+
 def pooled(result: dict, lo: float, hi: float) -> tuple[float, float, int]:
     """Mean credit, its standard error and count of the probes lo*W < d <= hi*W."""
     d = np.asarray(result["probes"]["distance"], float) / result["span"]
@@ -243,6 +333,13 @@ def main(argv: list[str] | None = None) -> int:
         a = q.parse_args(argv[1:])
         print(summarise(a.results, a.baseline))
         return 0
+    if argv[:1] == ["cost"]:
+        print(cost_table([(64, 16), (128, 16)]))
+        return 0
+    if argv[:1] == ["views"]:
+        for path in argv[1:]:
+            print(view_split(path))
+        return 0
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="result JSON (recall per probe and bucket)")
     p.add_argument("--tokens", type=int, default=1_200_000)
@@ -262,8 +359,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from longctx.config import parse_overrides
     from longctx.data import prepare_dataset
-    from longctx.eval import probes
-    from longctx.eval.evaluate import SEED
     from longctx.models import Decoder
     from longctx.models.recurrent_memory import rmt_init
 
@@ -287,18 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     params, info = train(cfg, ds, model, params, args, log)
 
     t0 = time.time()
-    convs = ds.conversations("validation")[: cfg.eval.max_conversations]
-    from longctx.data.render import value_ids
-
-    cache = {}
-
-    def value_tokens(slot):  # as `longctx evaluate` lists a slot's values
-        if slot not in cache:
-            cache[slot] = [value_ids(ds.tokenizer, v) for v in ds.slot_values(slot)]
-        return cache[slot]
-
-    items, skipped = probes.recall_items(convs, value_tokens, cfg.eval.num_candidates,
-                                         np.random.default_rng(SEED))
+    convs, items = probe_items(cfg, ds)
     if args.arch == "xl":
         from longctx.eval import metrics
         from longctx.eval.scoring import Scorer

@@ -79,7 +79,7 @@ def test_sizes_are_typed_presets_the_scripts_share():
 
 
 def test_a_size_names_its_architectures_from_the_registry():
-    """A size trains the architectures it names (every registered one when it names none),
+    """A size trains the architectures it names (the studied ones when it names none),
     each checked against the registry."""
     import dataclasses
 
@@ -89,6 +89,7 @@ def test_a_size_names_its_architectures_from_the_registry():
 
     readme = presets.COMPARISON["readme"]
     assert readme.arch_names() == ("xl", "window", "vanilla")
-    assert dataclasses.replace(readme, archs=None).arch_names() == archs.names()
+    assert dataclasses.replace(readme, archs=("window",)).arch_names() == ("window",)
+    assert readme.archs is None and readme.arch_names() == archs.studied()
     with pytest.raises(ConfigError, match="'model.arch'"):
         dataclasses.replace(readme, archs=("xl", "nope")).arch_names()

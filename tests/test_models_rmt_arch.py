@@ -50,6 +50,9 @@ def test_shapes_and_parameters(rmt):
     assert arch.extra_params(CFG) == 3 * 16
     assert count_params(params) == count_params(xl_params) + arch.extra_params(CFG)
     assert arch.tokens_per_step(CFG) == K * SEG and arch.segments_per_step(CFG) == K
+    # registered, but not in the comparison studies' default list until it reaches
+    assert "rmt" in archs.names() and "rmt" not in archs.studied()
+    assert archs.studied()[:3] == ("xl", "window", "vanilla")
 
 
 def test_anchor_model_size():

@@ -62,7 +62,8 @@ class Preset:
     shape: Shape
     settings: tuple[str, ...] = ()  # the rest, as section.key=value overrides
     evaluate_args: tuple[str, ...] = ()  # extra `longctx evaluate` arguments
-    # the architectures this size compares (registered names); None: every registered one
+    # the architectures this size compares (registered names); None: the studied ones
+    # (`archs.studied()`: every registered architecture with `Arch.in_studies`)
     archs: tuple[str, ...] | None = None
 
     def overrides(self) -> list[str]:
@@ -71,7 +72,7 @@ class Preset:
     def arch_names(self) -> tuple[str, ...]:
         """The architectures to train, each checked against the registry (ConfigError
         naming model.arch for an unknown one)."""
-        names = archs.names() if self.archs is None else self.archs
+        names = archs.studied() if self.archs is None else self.archs
         return tuple(archs.get(n).name for n in names)
 
 
@@ -88,9 +89,6 @@ def batch_overrides(base: Config, arch: str, tokens_per_step: int,
     return [f"train.batch_size={tokens_per_step // row}"]
 
 
-# The architectures of the studies as measured (experiments/RESULTS.md): the matched span W
-# is each one's own; a mechanism joins a study by being named here.
-MEASURED = ("xl", "window", "vanilla")
 # Settings shared by sizes (each written once).
 SYNTHETIC = ("data.num_train=1000", "data.num_validation=60", "data.vocab_size=2048")
 # Copying emerges early (experiments/RESULTS.md): every training fact planned within 2W,
@@ -106,7 +104,7 @@ COMPARISON: dict[str, Preset] = {
     # memory shows: XL recalls facts 1-2W back far above the window and chance.
     # Validation keeps the benchmark's distances and plain acknowledgements.
     "readme": Preset(
-        seeds=(0,), tokens_per_step=512, span=MatchedSpan(64, 64, 256), archs=MEASURED,
+        seeds=(0,), tokens_per_step=512, span=MatchedSpan(64, 64, 256),
         shape=Shape(n_layer=2, n_head=4, d_model=128, d_head=32, d_inner=512),
         settings=(*SYNTHETIC, *README_RECIPE, "train.train_tokens=1200000",
                   "optim.learning_rate=2e-3", "optim.end_learning_rate=1e-3",
@@ -115,14 +113,14 @@ COMPARISON: dict[str, Preset] = {
     # (`data.train_near=1`; validation keeps the benchmark's distances), no dropout, and a
     # learning rate still high when copying appears (~2.3M tokens in).
     "cpu": Preset(
-        seeds=(0, 1, 2), tokens_per_step=512, span=MatchedSpan(64, 64, 256), archs=MEASURED,
+        seeds=(0, 1, 2), tokens_per_step=512, span=MatchedSpan(64, 64, 256),
         shape=Shape(n_layer=3, n_head=4, d_model=128, d_head=32, d_inner=512),
         settings=(*SYNTHETIC, "data.train_near=1", "train.train_tokens=3000000",
                   "optim.learning_rate=2e-3", "optim.end_learning_rate=1e-3",
                   "optim.warmup_steps=50", *CPU_EVAL, "eval.context_lengths=16,32,64")),
     # The GPU study (bfloat16 compute, larger model and span).
     "gpu": Preset(
-        seeds=(0, 1, 2), tokens_per_step=8192, span=GPU_SPAN, archs=MEASURED,
+        seeds=(0, 1, 2), tokens_per_step=8192, span=GPU_SPAN,
         shape=Shape(**{**GPU_SHAPE.__dict__, "dropout": 0.1}),
         settings=("data.num_train=20000", "data.num_validation=200", "data.vocab_size=8192",
                   "train.train_tokens=200000000", "optim.learning_rate=6e-4",
@@ -135,7 +133,7 @@ COMPARISON: dict[str, Preset] = {
     # conversations (~320 probes), vanilla stride 64, no speed section (its stride-1
     # recompute would take about a minute per model).
     "gpu-quick": Preset(
-        seeds=(0,), tokens_per_step=8192, span=GPU_SPAN, shape=GPU_SHAPE, archs=MEASURED,
+        seeds=(0,), tokens_per_step=8192, span=GPU_SPAN, shape=GPU_SHAPE,
         evaluate_args=("--no-speed",),
         settings=("data.num_train=2000", "data.num_validation=20", "data.vocab_size=8192",
                   *README_RECIPE, "train.train_tokens=20000000", "optim.learning_rate=1e-3",
@@ -149,7 +147,7 @@ COMPARISON: dict[str, Preset] = {
 REAL_DIALOGUE: dict[str, Preset] = {
     # End-to-end check on the 8-episode / 3-meeting samples in tests/data (a smoke model).
     "tiny": Preset(
-        seeds=(0,), tokens_per_step=256, span=MatchedSpan(32, 32, 64), archs=MEASURED,
+        seeds=(0,), tokens_per_step=256, span=MatchedSpan(32, 32, 64),
         shape=Shape(n_layer=2, n_head=2, d_model=32, d_head=16, d_inner=64),
         settings=("data.vocab_size=400", "train.train_tokens=8192", "optim.warmup_steps=4",
                   "checkpoint.every_steps=16", "train.log_every=8",
@@ -159,7 +157,7 @@ REAL_DIALOGUE: dict[str, Preset] = {
     # 451 training episodes are ~0.5M tokens (vocab 2048), so 1.2M tokens is ~2.4 epochs:
     # dropout 0.1 against overfitting. About 50 minutes on one core per job.
     "cpu": Preset(
-        seeds=(0, 1, 2), tokens_per_step=512, span=MatchedSpan(64, 64, 256), archs=MEASURED,
+        seeds=(0, 1, 2), tokens_per_step=512, span=MatchedSpan(64, 64, 256),
         shape=Shape(**{**COMPARISON["cpu"].shape.__dict__, "dropout": 0.1}),
         settings=("data.vocab_size=2048", "train.train_tokens=1200000",
                   "optim.learning_rate=2e-3", "optim.end_learning_rate=1e-4",

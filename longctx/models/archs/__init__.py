@@ -2,10 +2,12 @@
 
     arch = get(cfg.model)          # the registered Arch of model.arch (ConfigError if none)
     names()                        # every registered name: 'xl', 'window', 'vanilla', ...
+    studied()                      # those the comparison studies train by default
     register(MyArch())             # add a mechanism (see docs/architecture.md)
     check_run(cfg)                 # config.validate + the architecture's own rules
 
-The interface is `base.Arch`; the built-ins are `xl.py`, `window.py` and `vanilla.py`.
+The interface is `base.Arch`; the built-ins are `xl.py`, `window.py`, `vanilla.py` and
+`rmt.py`.
 """
 
 from longctx.models.archs.base import Arch, CallShape, ScoringPlan, SegmentDecodeState
@@ -17,9 +19,11 @@ from longctx.models.archs.registry import (
     register,
     resolved_steps,
     span,
+    studied,
     tokens_per_step,
     unregister,
 )
 
 __all__ = ["BASELINE", "Arch", "CallShape", "ScoringPlan", "SegmentDecodeState", "check_run", "get",
-           "names", "register", "resolved_steps", "span", "tokens_per_step", "unregister"]
+           "names", "register", "resolved_steps", "span", "studied", "tokens_per_step",
+           "unregister"]

@@ -101,6 +101,10 @@ class Arch:
     # A memory mechanism: it carries what it saw across segments (compare sets it against
     # the memory-free baseline, `registry.BASELINE`).
     has_memory: bool = False
+    # Trained by the studies that compare every architecture by default (the main
+    # comparison, the real-dialogue study, bench_train: `registry.studied()`); a mechanism
+    # whose recipe is still being found sets False and is run by name.
+    in_studies: bool = True
     # How training lanes are cut into rows: 'segments' (a conversation continues in the
     # lane's next row and `reset` marks where one starts: the state carries across) or
     # 'sequences' (the same mechanics; the state is not carried, each row stands alone).

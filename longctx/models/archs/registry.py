@@ -56,6 +56,11 @@ def names() -> tuple[str, ...]:
     return tuple(_ARCHS)
 
 
+def studied() -> tuple[str, ...]:
+    """The architectures the comparison studies train by default (`Arch.in_studies`)."""
+    return tuple(n for n in names() if _ARCHS[n].in_studies)
+
+
 def get(name_or_cfg: str | ModelConfig) -> Arch:
     """The architecture of a name or a model config (ConfigError naming model.arch if none)."""
     _load_builtin()

@@ -19,6 +19,7 @@ class RecurrentMemory(Arch):
     description = ("recurrent memory tokens: n_mem_tokens vectors read and written by every "
                    "segment, gradients through them over bptt_segments")
     lane_mode = "segments"
+    in_studies = False  # not in the main comparison until it reaches (RESULTS, issue 20)
     knobs = ("tgt_len", "n_mem_tokens", "bptt_segments", "bptt_stop_gradient", "clamp_len")
 
     def check(self, cfg: ModelConfig) -> None:
