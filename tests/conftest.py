@@ -41,7 +41,7 @@ def size_configs(exp, spec) -> dict:
     from longctx.models.archs import check_run
 
     configs = {}
-    for arch in exp.ARCHS:
+    for arch in spec.arch_names():
         overrides = [*spec.overrides(), f"model.arch={arch}"]
         overrides += exp.batch_overrides(arch, spec.tokens_per_step, spec.overrides())
         cfg = parse_overrides(exp.get_config(), overrides)
@@ -162,10 +162,10 @@ def tiny_vanilla_run(tmp_path_factory, data_dir) -> Path:
 # Files that take longest (subprocess trainings, multi-process runs, timeouts waited out),
 # longest first: pytest-xdist hands whole files to its workers in collection order, so
 # starting these first keeps one long file from running alone at the end.
-SLOW_FILES = ("test_train_parallel.py", "test_gpu_scripts.py", "test_train_resume.py",
-              "test_machine_limits.py", "test_train_resume_safety.py", "test_train_signals.py",
-              "test_train_loop.py", "test_damaged_run_files.py", "test_generate_chat.py",
-              "test_run_owner.py", "test_eval_evaluate.py")
+SLOW_FILES = ("test_train_parallel.py", "test_gpu_scripts.py", "test_arch_plugin.py",
+              "test_train_resume.py", "test_machine_limits.py", "test_train_resume_safety.py",
+              "test_train_signals.py", "test_train_loop.py", "test_damaged_run_files.py",
+              "test_generate_chat.py", "test_run_owner.py", "test_eval_evaluate.py")
 
 
 def pytest_collection_modifyitems(config, items):
