@@ -28,10 +28,8 @@ import time
 from pathlib import Path
 
 from longctx.config import Config, parse_overrides
-from longctx.models import archs
 from longctx.train import presets
 
-ARCHS = archs.studied()  # the registered architectures the studies compare
 SIZES = presets.COMPARISON  # readme, cpu, gpu, gpu-quick (longctx/train/presets.py)
 
 
@@ -82,9 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     prepare_dataset(parse_overrides(get_config(), overrides).data)  # once, before the runs
     timings["data"] = time.time() - t0
-    print(f"[1/3] training {len(ARCHS)} models x {len(seeds)} seeds under {root}", flush=True)
+    names = size.arch_names()  # the size's architectures (default: the studied ones)
+    print(f"[1/3] training {len(names)} models x {len(seeds)} seeds under {root}", flush=True)
     runs = []
-    for arch in ARCHS:  # each with its own batch: the same tokens per step for all
+    for arch in names:  # each with its own batch: the same tokens per step for all
         common = overrides + batch_overrides(arch, per_step, overrides)
         t0 = time.time()
         runs += run_sweep(__file__, root, {"train.seed": seeds, "model.arch": [arch]}, common,

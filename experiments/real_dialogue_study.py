@@ -35,10 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from longctx.config import Config, parse_overrides
-from longctx.models import archs
 from longctx.train import presets
 
-ARCHS = archs.studied()  # the registered architectures the studies compare
 SIZES = presets.REAL_DIALOGUE  # tiny, cpu (longctx/train/presets.py)
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "tests" / "data"
@@ -206,10 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     qmsum_name = qmsum or "QMSum (downloaded)"
     qmsum_source = ["--source", str(qmsum)] if qmsum else []
     start = time.time()
-    print(f"[1/4] training {len(ARCHS)} models x {len(seeds)} seeds on {msc_name} under {root}",
+    names = size.arch_names()  # the size's architectures (default: the studied ones)
+    print(f"[1/4] training {len(names)} models x {len(seeds)} seeds on {msc_name} under {root}",
           flush=True)
     runs = []
-    for arch in ARCHS:
+    for arch in names:
         common = overrides + batch_overrides(arch, size.tokens_per_step, overrides)
         runs += run_sweep(__file__, root, {"train.seed": seeds, "model.arch": [arch]}, common,
                           parallel=args.parallel)

@@ -41,7 +41,7 @@ def size_configs(exp, spec) -> dict:
     from longctx.models.archs import check_run
 
     configs = {}
-    for arch in exp.ARCHS:
+    for arch in spec.arch_names():
         overrides = [*spec.overrides(), f"model.arch={arch}"]
         overrides += exp.batch_overrides(arch, spec.tokens_per_step, spec.overrides())
         cfg = parse_overrides(exp.get_config(), overrides)

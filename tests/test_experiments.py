@@ -76,3 +76,20 @@ def test_sizes_are_typed_presets_the_scripts_share():
     for path in ("dialogue_comparison", "real_dialogue_study", "reach_study"):
         text = (REPO / "experiments" / f"{path}.py").read_text()
         assert "sys.path" not in text and "model.d_model=" not in text, path
+
+
+def test_a_size_names_its_architectures_from_the_registry():
+    """A size trains the architectures it names (the studied ones when it names none),
+    each checked against the registry."""
+    import dataclasses
+
+    from longctx.config import ConfigError
+    from longctx.models import archs
+    from longctx.train import presets
+
+    readme = presets.COMPARISON["readme"]
+    assert readme.arch_names() == ("xl", "window", "vanilla")
+    assert dataclasses.replace(readme, archs=("window",)).arch_names() == ("window",)
+    assert readme.archs is None and readme.arch_names() == archs.studied()
+    with pytest.raises(ConfigError, match="'model.arch'"):
+        dataclasses.replace(readme, archs=("xl", "nope")).arch_names()

@@ -59,7 +59,7 @@ def _load_latest(workdir: Path, cfg: Config, step: int | None) -> Run:
     saved = sorted(manager.all_steps(), reverse=True)
     if not saved:
         if any(p.name.isdigit() for p in directory.iterdir()):  # listed mid-rotation
-            raise steps.StepsVanished(f"{directory}: its steps changed while being listed")
+            raise readable.StepsVanished(f"{directory}: its steps changed while being listed")
         raise UserError(f"{workdir}: no finished checkpoint; train it (longctx train)")
     if step is not None:
         if step not in saved:

@@ -62,9 +62,18 @@ class Preset:
     shape: Shape
     settings: tuple[str, ...] = ()  # the rest, as section.key=value overrides
     evaluate_args: tuple[str, ...] = ()  # extra `longctx evaluate` arguments
+    # the architectures this size compares (registered names); None: the studied ones
+    # (`archs.studied()`: every registered architecture with `Arch.in_studies`)
+    archs: tuple[str, ...] | None = None
 
     def overrides(self) -> list[str]:
         return [*self.span.overrides(), *self.shape.overrides(), *self.settings]
+
+    def arch_names(self) -> tuple[str, ...]:
+        """The architectures to train, each checked against the registry (ConfigError
+        naming model.arch for an unknown one)."""
+        names = archs.studied() if self.archs is None else self.archs
+        return tuple(archs.get(n).name for n in names)
 
 
 def batch_overrides(base: Config, arch: str, tokens_per_step: int,
