@@ -136,10 +136,11 @@ def os_error_line(exc: BaseException, where: str, doing: str) -> str:
 
 
 @contextlib.contextmanager
-def machine_limits(where: str, doing: str, cleanup: Callable[[], None] | None = None
-                   ) -> Iterator[None]:
+def machine_limits(where: str, doing: str, cleanup: Callable[[], None] | None = None,
+                   then: Callable[[], str] | None = None) -> Iterator[None]:
     """Turn a machine limit raised inside into one UserError line (after `cleanup`, which
-    removes what was half-written); other errors pass through unchanged."""
+    removes what was half-written; `then()` adds what is still intact); other errors pass
+    through unchanged."""
     try:
         yield
     except UserError:
@@ -151,7 +152,8 @@ def machine_limits(where: str, doing: str, cleanup: Callable[[], None] | None = 
         if cleanup is not None:
             with contextlib.suppress(OSError):
                 cleanup()
-        raise UserError(os_error_line(exc, where, doing)) from None
+        line = os_error_line(exc, where, doing)
+        raise UserError(f"{line}; {then()}" if then is not None else line) from None
 
 
 def remove_tree(path: Path) -> Callable[[], None]:

@@ -96,12 +96,11 @@ class RunLock:
             return
         fd, self._fd = self._fd, None
         if self._created:  # refused before writing anything: leave no empty run behind
-            try:
+            # best effort: an undeletable folder only leaves an empty run behind
+            with contextlib.suppress(OSError):
                 if [p.name for p in self.workdir.iterdir()] == [LOCK]:
                     (self.workdir / LOCK).unlink()
                     self.workdir.rmdir()
-            except OSError:
-                pass
         os.close(fd)  # closing the last descriptor drops the lock
 
     def __enter__(self) -> RunLock:

@@ -13,8 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from longctx.errors import UserError
-from longctx.fsguard import limit_of, limit_reported, os_error_line, quiet_limit_noise
+from longctx.fsguard import machine_limits, quiet_limit_noise
 from longctx.rundir.layout import CHECKPOINTS
 
 # What is written under a temporary name and renamed into place when complete:
@@ -65,18 +64,12 @@ def stop_at_limits(workdir: Path, primary: bool = True) -> Iterator[None]:
     quiet_limit_noise()
     if primary:
         remove_temporaries(workdir)
-    try:
-        yield
-    except UserError:
-        raise
-    except Exception as exc:
-        if limit_of(exc) is None:
-            raise
-        limit_reported()
-        if primary:
-            _remove_when_quiet(workdir)
+
+    def kept() -> str:
         step = latest_complete_step(workdir)
-        kept = (f"checkpoint step {step} is intact and the rerun resumes from it"
+        return (f"checkpoint step {step} is intact and the rerun resumes from it"
                 if step is not None else "no checkpoint was saved yet")
-        raise UserError(f"{os_error_line(exc, f'--workdir {workdir}', 'training stopped')}; "
-                        f"{kept}") from None
+
+    cleanup = (lambda: _remove_when_quiet(workdir)) if primary else None
+    with machine_limits(f"--workdir {workdir}", "training stopped", cleanup, kept):
+        yield

@@ -135,7 +135,7 @@ class _Run:
     workdir: Path
     topo: parallel.Topology
     num_steps: int
-    start: int  # the step this session starts from (0, or the restored one)
+    start: int  # the step this process starts from (0, or the restored one)
     lanes: Any
     manager: Any
     stateful: bool  # the architecture carries state between steps: it is checkpointed
@@ -336,7 +336,7 @@ def _stop_early(run: _Run, progress: _Progress, step: int, saved: int, signal_na
 
 
 def _finish(run: _Run, step: int, started: float) -> dict:
-    """The session's summary; the primary process also writes it to summary.json."""
+    """This process's summary; the primary process also writes it to summary.json."""
     from longctx.models import archs, count_params
 
     cfg = run.cfg
@@ -353,7 +353,7 @@ def _finish(run: _Run, step: int, started: float) -> dict:
         "num_params": count_params(final.params),
         "params_sha256": params_sha256(final.params),
         "session_seconds": round(time.time() - started, 2),
-        "step_traces": run.traces[0],  # 1: static shapes, the step compiled once this session
+        "step_traces": run.traces[0],  # 1: static shapes, the step compiled once in this process
     }
     if run.topo.is_primary:
         tmp = run.workdir / "summary.json.tmp"

@@ -67,13 +67,13 @@ class _Off:
     """No profiling: every call does nothing."""
 
     def before(self, step: int) -> None:
-        pass
+        """No trace to start."""
 
     def after(self, step: int, outputs: Any) -> None:
-        pass
+        """No trace to stop."""
 
     def close(self) -> None:
-        pass
+        """Nothing open."""
 
 
 def for_run(cfg: Config, workdir: Path, is_primary: bool, start: int) -> StepProfiler | _Off:
