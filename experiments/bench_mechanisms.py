@@ -50,14 +50,13 @@ from longctx.eval.flops import flops_per_token  # noqa: E402
 from longctx.models import archs, build_model, init_memory  # noqa: E402
 from longctx.train import presets  # noqa: E402
 
-# (label, architecture, its own overrides on top of the README size)
+# (architecture, its own overrides on top of the README size)
 MECHANISMS = (
-    ("xl", "xl", ()),
-    ("window", "window", ()),
-    ("vanilla", "vanilla", ()),
-    ("rmt seg 128, m 16, K 4", "rmt",
-     ("model.tgt_len=128", "model.n_mem_tokens=16", "model.bptt_segments=4")),
-    ("xl, gradient through memory K 4", "xl", ("model.bptt_segments=4",)),
+    ("xl", ()),
+    ("window", ()),
+    ("vanilla", ()),
+    ("rmt", ("model.tgt_len=128", "model.n_mem_tokens=16", "model.bptt_segments=4")),
+    ("xl", ("model.bptt_segments=4",)),
 )
 SMOKE = ("model.n_layer=2", "model.n_head=2", "model.d_model=32", "model.d_head=16",
          "model.d_inner=64", "model.mem_len=16", "model.window=16", "model.ctx_len=16",
@@ -72,7 +71,7 @@ def configs(smoke: bool) -> list[tuple[str, Config]]:
     size = [*preset.overrides(), *(SMOKE if smoke else ())]
     tokens_per_step = 64 if smoke else preset.tokens_per_step
     out = []
-    for label, arch, extra in MECHANISMS:
+    for arch, extra in MECHANISMS:
         if smoke and arch == "rmt":
             extra = SMOKE_RMT
         if smoke and extra and arch == "xl":
@@ -82,8 +81,17 @@ def configs(smoke: bool) -> list[tuple[str, Config]]:
         cfg = parse_overrides(Config(name="bench_mechanisms"), overrides)  # applied in place
         cfg.model = cfg.model.replace(n_token=cfg.data.vocab_size)
         archs.check_run(cfg)
-        out.append((label, cfg))
+        out.append((label(cfg.model), cfg))
     return out
+
+
+def label(m) -> str:
+    """The row's name: the architecture and its memory knobs where they differ from XL's."""
+    if m.arch == "rmt":
+        return f"rmt seg {m.tgt_len}, m {m.n_mem_tokens}, K {m.bptt_segments}"
+    if m.bptt_segments > 1:
+        return f"{m.arch}, gradient through memory K {m.bptt_segments}"
+    return m.arch
 
 
 def peak_bytes(compiled) -> dict[str, int] | None:

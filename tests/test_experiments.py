@@ -104,6 +104,9 @@ def test_mechanism_bench_rows_share_the_readme_size_and_tokens_per_step(smoke):
             for c in rows.values()} == {64 if smoke else 512}
     assert len({(c.model.n_layer, c.model.d_model, c.model.n_token) for c in rows.values()}) == 1
     assert [c.model.arch for c in rows.values()] == ["xl", "window", "vanilla", "rmt", "xl"]
+    assert list(rows)[3:] == (["rmt seg 16, m 4, K 2", "xl, gradient through memory K 2"]
+                              if smoke else ["rmt seg 128, m 16, K 4",
+                                             "xl, gradient through memory K 4"])
     if not smoke:
         readme = size_configs(_experiment(), _experiment().SIZES["readme"])
         assert rows["window"].model == readme["window"].model.replace(n_token=2048)
