@@ -5,15 +5,18 @@ its cost and recall, and a chat carries its store and is saved and resumed."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
+import pytest
+
 from longctx.config import from_dict
 from longctx.eval.flops import flops_per_token
-from tests.conftest import REPO, SMOKE, run_cli, subprocess_env
+from tests.conftest import REPO, SMOKE, run_cli, shared_path, smoke_config, subprocess_env
 
 RETRIEVAL = ["model.arch=xl_retrieval", "model.retrieval_k=4", "model.store_len=64",
-             "train.num_steps=4", "eval.max_conversations=3", "eval.speed_tokens=32"]
+             "train.num_steps=4", "eval.max_conversations=3"]
 
 
 def _chat(workdir, script: str) -> str:
@@ -30,25 +33,41 @@ def _info(workdir) -> dict:
                       .splitlines()[-1])
 
 
-def test_trains_from_xl_evaluates_and_chats(data_dir, tiny_run, tmp_path):
-    run = tmp_path / "run"
-    run_cli(["train", "--config", str(SMOKE), "--workdir", str(run), f"data.data_dir={data_dir}",
-             *RETRIEVAL, f"train.init_from={tiny_run}"], timeout=400)
-    info, xl = _info(run), _info(tiny_run)
+@pytest.fixture(scope="module")
+def retrieval_run(tmp_path_factory, data_dir, tiny_run):
+    """An xl_retrieval run trained 4 steps from the tiny XL run (shared: copy to change)."""
+    from longctx.train.loop import train
+
+    def build(root):
+        train(smoke_config(data_dir, *RETRIEVAL, f"train.init_from={tiny_run}"), root / "run")
+
+    return shared_path(tmp_path_factory, "tiny_xl_retrieval", build) / "run"
+
+
+def test_starts_from_xl_with_its_parameters(retrieval_run, tiny_run):
+    info, xl = _info(retrieval_run), _info(tiny_run)
     assert info["arch"] == "xl_retrieval" and info["step"] == 4
     assert info["num_params"] == xl["num_params"]  # retrieval adds no parameters
     assert info["init_from"]["path"] == str(tiny_run) and info["init_from"]["arch"] == "xl"
-    assert any((run / "checkpoints" / "4").glob("memory*"))  # the store is carried state
+    assert any((retrieval_run / "checkpoints" / "4").glob("memory*"))  # the store is state
 
-    run_cli(["evaluate", "--workdir", str(run)], timeout=400)
-    result = json.loads((run / "eval.json").read_text())
+
+def test_evaluates_with_the_store_counted(retrieval_run, tmp_path):
+    out = tmp_path / "eval.json"
+    run_cli(["evaluate", "--workdir", str(retrieval_run), "--no-speed", "--out", str(out)],
+            timeout=280)
+    result = json.loads(out.read_text())
     assert result["run"]["arch"] == "xl_retrieval" and result["recall"]["buckets"]["all"]["count"]
-    assert result["speed"]["stream"]["mode"].startswith("xl_retrieval: segments of 16")
-    cfg = from_dict(json.loads((run / "config.json").read_text())).model
+    assert result["settings"]["streaming"].startswith("xl_retrieval: segments of 16")
+    cfg = from_dict(json.loads((retrieval_run / "config.json").read_text())).model
     scan = 2 * cfg.n_layer * cfg.store_len * cfg.n_head * cfg.d_head  # the store scan a token
     xl_flops = flops_per_token(cfg.replace(arch="xl"), training=False)
     assert result["run"]["flops_per_token"]["eval"] > xl_flops + scan
 
+
+def test_chat_carries_the_store_and_resumes(retrieval_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(retrieval_run, run)
     # 40 new tokens a reply over segments of 16: rows leave the 32-row memory into the store
     chat = _chat(run, "hello there, how was the trip?\nand the weather?\n/stats\n/save first\n")
     assert "store rows" in chat and "store rows 0" not in chat, chat[-2000:]
