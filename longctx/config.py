@@ -96,6 +96,10 @@ class ModelConfig(_Strict):
     # them (truncated BPTT over K segments; 1: one segment a step, XL's original training)
     bptt_segments: int = 1
     bptt_stop_gradient: bool = False  # xl, rmt: stop the gradient at every segment boundary
+    retrieval_k: int = 32  # xl_retrieval: stored keys each query attends to (top-k per head)
+    store_len: int = 2048  # xl_retrieval: rows each layer's store keeps (those that left memory)
+    # xl_retrieval: the distance retrieved keys are given; 0: mem_len + tgt_len - 1
+    retrieval_distance: int = 0
 
 
 @dataclass

@@ -29,6 +29,8 @@ RANGES: dict[str, str] = {
     "model.mem_len": "[0, inf)", "model.clamp_len": "[-1, inf)", "model.window": "[1, inf)",
     "model.ctx_len": "[1, inf)", "model.seq_len": "[1, inf)", "model.init_std": "(0, inf)",
     "model.n_mem_tokens": "[1, inf)", "model.bptt_segments": "[1, inf)",
+    "model.retrieval_k": "[1, inf)", "model.store_len": "[1, inf)",
+    "model.retrieval_distance": "[0, inf)",
     "data.span": "[1, inf)", "data.num_train": "[1, inf)", "data.num_validation": "[1, inf)",
     "data.vocab_size": "[300, inf)", "data.seed": "[0, inf)", "data.echo": "[0, 1]",
     "data.train_near": "[0, 1]", "data.train_ack": "[0, 1]", "data.train_near_max": "(0.25, 12]",
