@@ -21,14 +21,13 @@ from longctx.config import (
 
 INT_MAX = 2**31 - 1  # shapes, step counters and token ids are int32 on the device
 # The range of every numeric field, as an interval ('inf' = no upper bound besides being
-# finite, and INT_MAX for integers). Cross-field rules are in `_check_relations`.
+# finite, and INT_MAX for integers); an architecture's section gives its own in
+# `Knobs.ranges`. Cross-field rules are in `_check_relations`.
 RANGES: dict[str, str] = {
     "model.n_token": "[0, inf)", "model.n_layer": "[1, inf)", "model.n_head": "[1, inf)",
     "model.d_model": "[2, inf)", "model.d_head": "[1, inf)", "model.d_inner": "[1, inf)",
-    "model.dropout": "[0, 1)", "model.dropatt": "[0, 1)", "model.tgt_len": "[1, inf)",
-    "model.mem_len": "[0, inf)", "model.clamp_len": "[-1, inf)", "model.window": "[1, inf)",
-    "model.ctx_len": "[1, inf)", "model.seq_len": "[1, inf)", "model.init_std": "(0, inf)",
-    "model.n_mem_tokens": "[1, inf)", "model.bptt_segments": "[1, inf)",
+    "model.dropout": "[0, 1)", "model.dropatt": "[0, 1)", "model.clamp_len": "[-1, inf)",
+    "model.init_std": "(0, inf)",
     "data.span": "[1, inf)", "data.num_train": "[1, inf)", "data.num_validation": "[1, inf)",
     "data.vocab_size": "[300, inf)", "data.seed": "[0, inf)", "data.echo": "[0, 1]",
     "data.train_near": "[0, 1]", "data.train_ack": "[0, 1]", "data.train_near_max": "(0.25, 12]",
@@ -98,6 +97,10 @@ def check_model(m: ModelConfig) -> None:
         section, name = key.split(".")
         if section == "model":
             _check_range(key, getattr(m, name), interval)
+    for arch in m.sections:
+        knobs = m.sections[arch]
+        for name, interval in knobs.ranges.items():
+            _check_range(f"model.{arch}.{name}", getattr(knobs, name), interval)
     _check(m.d_model % 2 == 0, "model.d_model",
            f"must be even (the sinusoidal positions pair sin and cos), got {m.d_model}")
 

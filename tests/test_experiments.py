@@ -19,7 +19,7 @@ def test_every_size_matches_span_tokens_per_step_and_parameters(size):
     spec = exp.SIZES[size]
     configs = size_configs(exp, spec)
     assert len({archs.span(c.model) for c in configs.values()}) == 1
-    assert configs["xl"].model.tgt_len <= configs["xl"].model.mem_len  # XL sees >= W keys
+    assert configs["xl"].model.xl.tgt_len <= configs["xl"].model.xl.mem_len  # XL sees >= W keys
     assert {c.train.batch_size * archs.tokens_per_step(c.model) for c in configs.values()} == {
         spec.tokens_per_step}
     assert len({c.train.train_tokens for c in configs.values()}) == 1
@@ -35,7 +35,7 @@ def test_real_study_sizes_match_span_and_tokens_per_step(size):
     configs = size_configs(exp, spec)
     assert {c.data.name for c in configs.values()} == {"msc"}  # trained on MSC
     assert len({archs.span(c.model) for c in configs.values()}) == 1
-    assert configs["xl"].model.tgt_len <= configs["xl"].model.mem_len
+    assert configs["xl"].model.xl.tgt_len <= configs["xl"].model.xl.mem_len
     assert {c.train.batch_size * archs.tokens_per_step(c.model) for c in configs.values()} == {
         spec.tokens_per_step}
     assert len({(c.model.n_layer, c.model.d_model, c.train.train_tokens)
@@ -70,7 +70,7 @@ def test_sizes_are_typed_presets_the_scripts_share():
     assert load_script("real_dialogue_study").SIZES is presets.REAL_DIALOGUE
     cfg = _experiment().get_config()  # the README size's XL
     m = cfg.model
-    assert (m.n_layer, m.d_model, m.mem_len, m.tgt_len, m.dropout) == (2, 128, 64, 64, 0.0)
+    assert (m.n_layer, m.d_model, m.xl.mem_len, m.xl.tgt_len, m.dropout) == (2, 128, 64, 64, 0.0)
     assert (cfg.train.train_tokens, cfg.data.train_ack, cfg.eval.vanilla_stride) == (
         1_200_000, 1.0, 16)
     for path in ("dialogue_comparison", "real_dialogue_study", "reach_study"):

@@ -70,8 +70,8 @@ def _full_forward_logits(run, tokens: list[int]) -> np.ndarray:
     if cfg.arch == "window":
         return np.asarray(forward(run.params, ids, init_memory(cfg, 1))[0][0])
     memory, parts = init_memory(cfg, 1), []
-    for s in range(0, ids.shape[1], cfg.tgt_len):
-        logits, memory = forward(run.params, ids[:, s:s + cfg.tgt_len], memory)
+    for s in range(0, ids.shape[1], cfg.xl.tgt_len):
+        logits, memory = forward(run.params, ids[:, s:s + cfg.xl.tgt_len], memory)
         parts.append(np.asarray(logits[0]))
     return np.concatenate(parts)
 

@@ -62,7 +62,7 @@ def test_token_budget_sets_the_steps_per_architecture(data_dir):
 
 def test_bad_config_gets_one_line_and_writes_nothing(tmp_path):
     workdir = tmp_path / "never"
-    for bad, key in (("model.mem_len=-1", "model.mem_len"), ("train.batch_size=3", "train.batch_size"),
+    for bad, key in (("model.xl.mem_len=-1", "model.xl.mem_len"), ("train.batch_size=3", "train.batch_size"),
                      ("model.colour=red", "model.colour")):
         proc = run_cli(["train", "--config", str(SMOKE), "--workdir", str(workdir), bad],
                        devices=2, check=False, timeout=120)

@@ -9,7 +9,6 @@ marked with '*' (shown, not hidden).
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import re
@@ -19,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from longctx.config import Config
+from longctx.config import from_dict
 from longctx.data.buckets import BUCKET_NAMES
 from longctx.errors import UserError
 from longctx.eval import context_curve
@@ -67,23 +66,15 @@ def load_result(where: str | Path) -> RunResult:
     return RunResult(workdir, loaded["config"], check_eval(loaded["eval"], paths["eval"]))
 
 
-def _with_defaults(config: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
-    """`config` with every key it lacks taken from `defaults` (recursively): a run saved
-    before a field existed ran with that field's default."""
-    out = copy.deepcopy(config)
-    for key, value in defaults.items():
-        if key not in out:
-            out[key] = copy.deepcopy(value)
-        elif isinstance(value, dict) and isinstance(out[key], dict):
-            out[key] = _with_defaults(out[key], value)
-    return out
-
-
 def group_key(r: RunResult) -> str:
-    """The config without seed/bookkeeping keys (missing keys at their defaults, so a run
-    saved before a field existed groups with its later seeds), plus the evaluated dataset
-    and split."""
-    cfg = _with_defaults(r.config, Config().to_dict())
+    """The config without seed/bookkeeping keys and other architectures' sections (read as
+    `train` reads it: missing keys at their defaults and flat model keys in their
+    architecture's section, so a run saved before a field existed groups with its later
+    seeds), plus the evaluated dataset and split."""
+    cfg = from_dict(r.config).to_dict()
+    for arch in [k for k, v in cfg["model"].items() if isinstance(v, dict)]:
+        if arch != cfg["model"]["arch"]:
+            del cfg["model"][arch]  # another architecture's section changes nothing
     for path in _IGNORED:
         node = cfg
         for key in path[:-1]:

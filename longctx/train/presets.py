@@ -21,8 +21,8 @@ from longctx.models import archs
 @dataclass(frozen=True)
 class MatchedSpan:
     """One span W for every architecture: XL mem_len = W with segments of tgt_len <= W, the
-    window W (trained on sequences of seq_len), vanilla ctx_len = W; the synthetic data
-    places its probes in units of W."""
+    window W (trained on sequences of seq_len), vanilla ctx_len = W, recurrent memory
+    tokens on segments of tgt_len; the synthetic data places its probes in units of W."""
 
     span: int
     tgt_len: int
@@ -30,9 +30,9 @@ class MatchedSpan:
 
     def overrides(self) -> list[str]:
         w = self.span
-        return [f"model.mem_len={w}", f"model.window={w}", f"model.ctx_len={w}",
-                f"model.tgt_len={self.tgt_len}", f"model.seq_len={self.seq_len}",
-                f"data.span={w}"]
+        return [f"model.xl.mem_len={w}", f"model.window.window={w}", f"model.vanilla.ctx_len={w}",
+                f"model.xl.tgt_len={self.tgt_len}", f"model.rmt.seg_len={self.tgt_len}",
+                f"model.window.seq_len={self.seq_len}", f"data.span={w}"]
 
 
 @dataclass(frozen=True)
