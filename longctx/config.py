@@ -186,6 +186,9 @@ class TrainConfig(_Strict):
     eval_tokens: int = 0
     # (first, last) step, or one step, traced with jax.profiler into WORKDIR/tb/ (TensorBoard)
     profile_steps: tuple[int, ...] = ()
+    # a run directory whose latest parameters this run starts from (shared by name; fresh
+    # optimiser, step 0, own data position; `longctx.train.warm_start`); '' = from scratch
+    init_from: str = ""
 
 
 @dataclass

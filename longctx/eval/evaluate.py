@@ -145,6 +145,7 @@ def evaluate(run, dataset: str | None = None, split: str = "validation",
             "workdir": str(run.workdir), "name": cfg.name, "arch": m.arch, "step": run.step,
             "span": archs.span(m), "num_params": count_params(run.params),
             "train_tokens": summary.get("train_tokens"),
+            "init_from": summary.get("init_from"),  # the run it started from, or None
             "flops_per_token": {"train": flops_per_token(m, True),
                                 "eval": flops_per_token(m, False)},
         },

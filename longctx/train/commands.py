@@ -54,6 +54,7 @@ def _info(args: argparse.Namespace) -> int:
     from longctx.models import archs, count_params
     from longctx.rundir import load_run
     from longctx.train.loop import params_sha256
+    from longctx.train.warm_start import read_record
 
     workdir = check_dir_arg(args.workdir, "--workdir")
     if not workdir.is_dir():
@@ -67,6 +68,7 @@ def _info(args: argparse.Namespace) -> int:
         "description": archs.get(run.cfg.model).description,
         "num_params": count_params(run.params),
         "params_sha256": params_sha256(run.params),
+        "init_from": read_record(workdir),  # null: trained from scratch
     }, sort_keys=True))
     return 0
 

@@ -27,7 +27,7 @@ import numpy as np
 from longctx.config import Config, ConfigError
 from longctx.errors import UserError
 from longctx.rundir.lock import RunLock
-from longctx.train import checkpoint, memory_fit, parallel, profiling, resume, validation
+from longctx.train import checkpoint, memory_fit, parallel, profiling, resume, validation, warm_start
 from longctx.train.interrupts import StopSignals, fault_after_step, fault_point, kill_self
 from longctx.train.limits import stop_at_limits
 from longctx.train.metrics import MetricsWriter
@@ -94,9 +94,13 @@ def _with_vocab(cfg: Config, ds: Any) -> Config:
     return cfg
 
 
-def _write_run_files(workdir: Path, cfg: Config, tokenizer_dir: Path) -> None:
-    """config.json (the resolved config) and the dataset's tokenizer, each written atomically."""
+def _write_run_files(workdir: Path, cfg: Config, tokenizer_dir: Path,
+                     source: warm_start.Source | None) -> None:
+    """config.json (the resolved config), the dataset's tokenizer and, on a warm start's
+    first step, init_from.json; each written atomically."""
     workdir.mkdir(parents=True, exist_ok=True)
+    if source is not None:
+        warm_start.write_record(workdir, source)
     tmp = workdir / "config.json.tmp"
     tmp.write_text(cfg.to_json())
     tmp.replace(workdir / "config.json")
@@ -167,6 +171,14 @@ def _build_or_restore(cfg: Config, workdir: Path, ds: Any, topo: parallel.Topolo
     model = build_model(cfg.model)
     optimizer = make_optimizer(cfg.optim, num_steps)
     host = _fresh_state(cfg, model, optimizer, len(topo.process_lanes))
+    source = None  # read on the first start only: a resume never needs the source again
+    if cfg.train.init_from and not warm_start.has_checkpoints(workdir):
+        source = warm_start.read_source(cfg, ds.tokenizer_dir)
+        params = warm_start.merge(host.params, source)
+        host = _HostState(params, jax.tree.map(np.asarray, optimizer.init(params)), host.rng,
+                          host.memory)
+        if topo.is_primary:
+            log.info(f"starting from {source.path} step {source.step} ({source.arch})")
     lanes = make_lanes(ds, "train", cfg.train.batch_size, arch.tokens_per_step(cfg.model),
                        mode=arch.lane_mode, lane_ids=topo.process_lanes, seed=cfg.train.seed)
 
@@ -178,7 +190,7 @@ def _build_or_restore(cfg: Config, workdir: Path, ds: Any, topo: parallel.Topolo
                                          rng=host.rng, memory_global=memory_global, topo=topo,
                                          cfg=cfg)
     if topo.is_primary:
-        _write_run_files(workdir, cfg, ds.tokenizer_dir)
+        _write_run_files(workdir, cfg, ds.tokenizer_dir, source)
     start = 0
     if restored is not None:
         start = restored.step
@@ -355,6 +367,9 @@ def _finish(run: _Run, step: int, started: float) -> dict:
         "session_seconds": round(time.time() - started, 2),
         "step_traces": run.traces[0],  # 1: static shapes, the step compiled once in this process
     }
+    started_from = warm_start.read_record(run.workdir)
+    if started_from is not None:
+        summary["init_from"] = started_from
     if run.topo.is_primary:
         tmp = run.workdir / "summary.json.tmp"
         tmp.write_text(json.dumps(summary, indent=2, sort_keys=True))
