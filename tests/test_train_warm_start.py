@@ -17,7 +17,7 @@ from longctx.rundir import load_run
 from longctx.train.loop import params_sha256, train
 from tests.conftest import SMOKE, run_cli, shared_path, smoke_config, subprocess_env
 
-RMT = ["model.arch=rmt", "model.n_mem_tokens=4", "model.bptt_segments=2", "train.num_steps=8",
+RMT = ["model.arch=rmt", "model.rmt.n_mem_tokens=4", "model.rmt.bptt_segments=2", "train.num_steps=8",
        "train.log_every=1"]
 
 

@@ -3,8 +3,8 @@
 Every field that changes what the run computes (the `model`, `data`, `optim` and `train`
 sections, including batch size, seed and the run's length, which sets the learning-rate
 schedule; of the architecture sections, the run's own `model.<arch>`) is fixed by its
-checkpoints; `FREE_KEYS` and `FREE_SECTIONS` (where things are
-written and how often, evaluation knobs) may differ. `train` uses this to refuse a resume
+checkpoints; `FREE_KEYS` and `FREE_SECTIONS` (where things are written and how often,
+evaluation knobs) may differ. `train` uses this to refuse a resume
 with other settings, `load_run` to refuse an edited config.json.
 """
 
