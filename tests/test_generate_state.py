@@ -1,6 +1,5 @@
 """Saved conversation state round-trips exactly, for every decode state and dtype."""
 
-import dataclasses
 
 import jax
 import numpy as np
@@ -29,7 +28,7 @@ def test_save_load_round_trips_exactly(tmp_path, arch, dtype):
     cfg, empty, full = _decode(arch, dtype)
     conv = Conversation(decode=full, tokens=[1, 4, 13, 49], turns=[Turn("user", "héllo")],
                         rng=np.asarray([7, 9], np.uint32))
-    meta = {"model": dataclasses.asdict(cfg)}
+    meta = {"model": cfg.to_dict()}
     saved.save(conv, tmp_path, "a", meta)
     back = saved.load(tmp_path, "a", empty, meta, cfg.n_token)
     assert back.tokens == conv.tokens and back.turns == conv.turns

@@ -52,11 +52,12 @@ def xl_equivalent_mask(seq_len: int, cfg: ModelConfig) -> jnp.ndarray:
 
 @pytest.mark.parametrize(
     "changes",
-    [dict(mem_len=3, tgt_len=5), dict(mem_len=9, tgt_len=4),
-     dict(mem_len=5, tgt_len=3, same_length=True, pre_lnorm=True, clamp_len=4, untie_r=True)],
+    [dict(xl=dict(mem_len=3, tgt_len=5)), dict(xl=dict(mem_len=9, tgt_len=4)),
+     dict(xl=dict(mem_len=5, tgt_len=3, same_length=True), pre_lnorm=True, clamp_len=4,
+          untie_r=True)],
 )
 def test_streaming_equals_one_pass_with_visibility_mask(changes):
-    cfg = dataclasses.replace(BASE, **changes)
+    cfg = BASE.replace(**changes)
     model, params = make(cfg)
     tokens = jax.random.randint(jax.random.key(1), (2, 4 * cfg.xl.tgt_len), 0, cfg.n_token)
     streamed, _ = stream_segments(model, params, tokens, cfg)
@@ -135,11 +136,11 @@ def test_same_length_without_memory_is_refused():
 
 @pytest.mark.parametrize(
     "changes",
-    [dict(mem_len=3, tgt_len=5), dict(mem_len=7, tgt_len=3, same_length=True, pre_lnorm=True,
-                                      clamp_len=2)],
+    [dict(xl=dict(mem_len=3, tgt_len=5)),
+     dict(xl=dict(mem_len=7, tgt_len=3, same_length=True), pre_lnorm=True, clamp_len=2)],
 )
 def test_incremental_decoding_reproduces_segment_mode(changes):
-    cfg = dataclasses.replace(BASE, **changes)
+    cfg = BASE.replace(**changes)
     model, params = make(cfg)
     n = 3 * cfg.xl.tgt_len + 2
     tokens = jax.random.randint(jax.random.key(5), (2, 3 * cfg.xl.tgt_len + cfg.xl.tgt_len), 0,
