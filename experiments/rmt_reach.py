@@ -354,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stop-grad", action="store_true",
                    help="gradient stopped at every segment boundary (the ablation; for xl, "
                         "plain XL)")
+    p.add_argument("--init-from", default=None,
+                   help="a run directory whose parameters start the model (warm start; "
+                        "rmt keeps its fresh initial memory)")
     p.add_argument("overrides", nargs="*", help="config section.key=value (README size's)")
     args = p.parse_args(argv)
 
@@ -378,6 +381,12 @@ def main(argv: list[str] | None = None) -> int:
         params = model.init(key, jnp.zeros((1, cfg.data.span), jnp.int32))["params"]
     else:
         params = rmt_init(model, key, args.n_mem, args.seg or cfg.data.span)
+    if args.init_from:
+        from longctx.rundir import load_run
+
+        source = load_run(args.init_from).params
+        params = {**params, **{k: v for k, v in source.items() if k in params}}
+        log(f"warm start from {args.init_from}: {sorted(k for k in source if k in params)}")
     log(f"params {sum(x.size for x in jax.tree.leaves(params))}")
     params, info = train(cfg, ds, model, params, args, log)
 

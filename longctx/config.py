@@ -10,6 +10,7 @@ problem in one line (`ConfigError`).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import json
@@ -348,7 +349,9 @@ def flat_items(cfg: Config, own_section_only: bool = False) -> dict[str, Any]:
 
 
 def parse_overrides(cfg: Config, overrides: list[str]) -> Config:
-    """Apply `section.key=value` strings in order."""
+    """A copy of `cfg` with `section.key=value` strings applied in order (`cfg` itself is
+    left as it was, so one base config can be reused for several runs)."""
+    cfg = copy.deepcopy(cfg)
     for item in overrides:
         _check("=" in item, item, "overrides look like section.key=value, e.g. train.num_steps=20")
         key, value = item.split("=", 1)

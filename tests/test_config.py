@@ -215,3 +215,11 @@ def test_experiment_file_values_get_the_same_range_checks(tmp_path):
     assert cfg.optim.b1 == 1.0 and isinstance(cfg.optim.b1, float)
     with pytest.raises(ConfigError, match="'optim.b1': must be in"):
         check_run(cfg)
+
+
+def test_parse_overrides_leaves_its_input_unchanged():
+    """One base config serves several runs: overrides apply to a copy."""
+    base = Config()
+    out = parse_overrides(base, ["model.n_layer=5", "train.seed=3"])
+    assert (out.model.n_layer, out.train.seed) == (5, 3)
+    assert (base.model.n_layer, base.train.seed) == (Config().model.n_layer, Config().train.seed)

@@ -56,3 +56,17 @@ def test_formula_scales_with_span():
     longer = ModelConfig(arch="xl", n_token=512).replace(xl=dict(mem_len=256, tgt_len=64))
     assert flops_per_token(longer, False) > flops_per_token(base, False)
     assert flops_per_token(base, True) == pytest.approx(3 * flops_per_token(base, False))
+
+
+def test_training_flops_count_the_rematerialised_forward():
+    """A step that rematerialises (K > 1 segments through a scan, or model.remat) runs the
+    forward a second time in the backward pass: 4x the forward instead of 3x."""
+    from longctx.config import ModelConfig
+    from longctx.eval.flops import flops_per_token
+
+    plain = ModelConfig(arch="xl", n_token=64)
+    forward = flops_per_token(plain, False)
+    assert flops_per_token(plain, True) == 3 * forward
+    for cfg in (plain.replace(bptt_segments=4), plain.replace(remat=True),
+                plain.replace(arch="rmt", bptt_segments=2)):
+        assert flops_per_token(cfg, True) == 4 * flops_per_token(cfg, False)

@@ -166,11 +166,16 @@ class Arch:
         return 0.0
 
     def flops_per_token(self, cfg: ModelConfig, training: bool) -> float:
-        """Analytic FLOPs per predicted token of a forward (training=False) or forward and
-        backward (3x) pass, in the training-shaped call (`longctx.eval.flops`)."""
+        """Analytic FLOPs per predicted token of a forward (training=False) or a training
+        step (`longctx.eval.flops`): forward and backward, 3x the forward, or 4x when the
+        step rematerialises (`model.remat`, or a scan over K > 1 segments, which runs each
+        segment's forward a second time in the backward pass)."""
         shape = self.call_shape(cfg)
         forward = decoder_flops(cfg, shape) + self.extra_flops(cfg)
-        return float(forward * (3 if training else 1) / shape.queries)
+        if not training:
+            return float(forward / shape.queries)
+        rematerialised = cfg.remat or self.segments_per_step(cfg) > 1
+        return float(forward * (4 if rematerialised else 3) / shape.queries)
 
     def state_floats(self, cfg: ModelConfig) -> int:
         """Float32 values of one lane's state (for the memory estimate)."""
