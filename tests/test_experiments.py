@@ -111,6 +111,6 @@ def test_mechanism_bench_rows_share_the_readme_size_and_tokens_per_step(smoke):
         readme = size_configs(_experiment(), _experiment().SIZES["readme"])
         assert rows["window"].model == readme["window"].model.replace(n_token=2048)
         rmt = rows["rmt seg 128, m 16, K 4"].model
-        assert (rmt.tgt_len, rmt.n_mem_tokens, rmt.bptt_segments) == (128, 16, 4)
-        assert rows["xl, gradient through memory K 4"].model.bptt_segments == 4
+        assert (rmt.rmt.seg_len, rmt.rmt.n_mem_tokens, rmt.rmt.bptt_segments) == (128, 16, 4)
+        assert rows["xl, gradient through memory K 4"].model.xl.bptt_segments == 4
         assert rows["xl, gradient through memory K 4"].train.batch_size == 2
