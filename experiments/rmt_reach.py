@@ -354,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stop-grad", action="store_true",
                    help="gradient stopped at every segment boundary (the ablation; for xl, "
                         "plain XL)")
+    p.add_argument("--gate", type=float, default=None,
+                   help="rmt: a gated memory update starting at sigmoid(GATE) (default: the "
+                        "written memory replaces the read one)")
     p.add_argument("--init-from", default=None,
                    help="a run directory whose parameters start the model (warm start; "
                         "rmt keeps its fresh initial memory)")
@@ -381,6 +384,10 @@ def main(argv: list[str] | None = None) -> int:
         params = model.init(key, jnp.zeros((1, cfg.data.span), jnp.int32))["params"]
     else:
         params = rmt_init(model, key, args.n_mem, args.seg or cfg.data.span)
+    if args.gate is not None:
+        from longctx.models.recurrent_memory import GATE_PARAM, gate_params
+
+        params = {**params, GATE_PARAM: gate_params(cfg.model.d_model, args.gate)}
     if args.init_from:
         from longctx.rundir import load_run
 

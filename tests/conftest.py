@@ -76,6 +76,21 @@ def run_cli(args: list[str], *, devices: int = 1, timeout: float = 240, check: b
     return proc
 
 
+def run_main(args: list[str], capsys, code: int = 0):
+    """Run `longctx ARGS` in this process (the command's own `main`, where the process
+    boundary is not what a test checks: no interpreter start or JAX import to pay);
+    asserts its exit status, returns what it printed (`capsys.readouterr()`)."""
+    from longctx.cli import main
+
+    capsys.readouterr()
+    status = main(args)
+    out = capsys.readouterr()
+    if status != code:
+        raise AssertionError(f"longctx {' '.join(args)} exited {status}, not {code}:\n"
+                             f"{out.out[-3000:]}\n{out.err[-3000:]}")
+    return out
+
+
 def shared_path(tmp_path_factory, name: str, build=None) -> Path:
     """`name` under the session's temporary root, shared by every pytest-xdist worker of
     the session: the first worker to get here runs `build(path)` (others wait on a file

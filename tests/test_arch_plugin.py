@@ -4,13 +4,14 @@ here, goes through `longctx train` (SIGKILLed and resumed to the same parameters
 architecture modules tests `arch` against a name.
 
 Run as a script, this file is the `longctx` command with the toy registered
-(`python tests/test_arch_plugin.py train ...`), which is how its children get it; in the
-test process the toy is registered only while a test that asks for it runs.
+(`python tests/test_arch_plugin.py train ...`), which is how the SIGKILLed child gets it;
+in the test process the toy is registered only while a test that asks for it runs.
 """
 
 from __future__ import annotations
 
 import ast
+import io
 import json
 import signal
 import subprocess
@@ -30,6 +31,7 @@ from longctx.models import archs
 from longctx.models.archs import Arch, CallShape
 from longctx.models.primitives import descending_pos_emb
 from longctx.models.state import Rows
+from tests.conftest import run_main
 
 THIS = Path(__file__).resolve()
 REPO = THIS.parents[1]
@@ -111,29 +113,26 @@ TOY = ["model.arch=toygist", "model.toygist.seg_len=16", "train.num_steps=12", "
        "train.log_every=1", "eval.max_conversations=4", "eval.speed_tokens=32"]
 
 
-def _toy_cli(args, data_dir, *, fault=None, check=True, stdin=None):
-    """This file as the `longctx` command (the toy registered) in a bounded child."""
-    from tests.conftest import subprocess_env
-
-    env = subprocess_env(1, **({"LONGCTX_FAULT": fault} if fault else {}))
-    proc = subprocess.run([sys.executable, str(THIS), *args], cwd=REPO, env=env, input=stdin,
-                          capture_output=True, text=True, timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{args[0]} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n"
-                             f"{proc.stderr[-3000:]}")
-    return proc
-
-
-def _train(workdir, data_dir, **kw):
+def _train_args(workdir, data_dir):
     from tests.conftest import SMOKE
 
-    return _toy_cli(["train", "--config", str(SMOKE), "--workdir", str(workdir),
-                     f"data.data_dir={data_dir}", *TOY], data_dir, **kw)
+    return ["train", "--config", str(SMOKE), "--workdir", str(workdir),
+            f"data.data_dir={data_dir}", *TOY]
 
 
-def _info(workdir, data_dir):
-    return json.loads(_toy_cli(["info", "--workdir", str(workdir)], data_dir)
-                      .stdout.strip().splitlines()[-1])
+def _killed_child(workdir, data_dir):
+    """This file as the `longctx` command (the toy registered) in a bounded child that
+    LONGCTX_FAULT SIGKILLs after step 6."""
+    from tests.conftest import subprocess_env
+
+    return subprocess.run([sys.executable, str(THIS), *_train_args(workdir, data_dir)],
+                          cwd=REPO, env=subprocess_env(1, LONGCTX_FAULT="step:6"),
+                          capture_output=True, text=True, timeout=300)
+
+
+def _info(workdir, capsys):
+    return json.loads(run_main(["info", "--workdir", str(workdir)], capsys).out
+                      .strip().splitlines()[-1])
 
 
 def test_registry_knows_the_toy_and_refuses_an_unknown_name(toy):
@@ -144,14 +143,17 @@ def test_registry_knows_the_toy_and_refuses_an_unknown_name(toy):
         archs.get(ModelConfig(arch="nope"))
 
 
-def test_a_toy_mechanism_trains_resumes_evaluates_compares_and_chats(toy, data_dir, tmp_path):
+def test_a_toy_mechanism_trains_resumes_evaluates_compares_and_chats(toy, data_dir, tmp_path,
+                                                                     capsys, monkeypatch):
+    """The commands in this process (the toy registered by the fixture), but for the
+    training a SIGKILL ends, which is a child process registering the toy itself."""
     clean, killed = tmp_path / "clean", tmp_path / "killed"
-    _train(clean, data_dir)
-    proc = _train(killed, data_dir, fault="step:6", check=False)
+    run_main(_train_args(clean, data_dir), capsys)
+    proc = _killed_child(killed, data_dir)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    _train(killed, data_dir)
-    info = _info(killed, data_dir)
-    assert info == _info(clean, data_dir), "resumed after SIGKILL to the same parameters"
+    run_main(_train_args(killed, data_dir), capsys)
+    info = _info(killed, capsys)
+    assert info == _info(clean, capsys), "resumed after SIGKILL to the same parameters"
     assert info["arch"] == "toygist" and info["step"] == 12 and info["span"] == 16
     assert info["description"] == ToyGist.description
     # the estimate and the decoder agree on what the toy adds
@@ -163,20 +165,21 @@ def test_a_toy_mechanism_trains_resumes_evaluates_compares_and_chats(toy, data_d
     # its state was checkpointed with the run (it carries state across steps)
     assert any((clean / "checkpoints" / "12").glob("memory*"))
 
-    ev = _toy_cli(["evaluate", "--workdir", str(clean)], data_dir)
-    assert "toygist" in ev.stdout and (clean / "eval.json").is_file()
+    ev = run_main(["evaluate", "--workdir", str(clean)], capsys)
+    assert "toygist" in ev.out and (clean / "eval.json").is_file()
     result = json.loads((clean / "eval.json").read_text())
     assert result["run"]["arch"] == "toygist" and result["speed"]["stream"]["mode"].startswith(
         "toygist: chunks of 16")
-    _toy_cli(["evaluate", "--workdir", str(killed), "--no-speed"], data_dir)
+    run_main(["evaluate", "--workdir", str(killed), "--no-speed"], capsys)
     out = tmp_path / "cmp"
-    cmp = _toy_cli(["compare", str(clean), str(killed), "--out", str(out)], data_dir)
-    assert "toygist" in cmp.stdout and (out / "results.md").is_file()
+    cmp = run_main(["compare", str(clean), str(killed), "--out", str(out)], capsys)
+    assert "toygist" in cmp.out and (out / "results.md").is_file()
 
-    script = "hello there\n/stats\n/save first\nhow are you\n"
-    chat = _toy_cli(["chat", "--workdir", str(clean), "--seed", "3", "--max-new-tokens", "12"],
-                    data_dir, stdin=script)
-    assert "[toygist:" in chat.stdout and "block position" in chat.stdout, chat.stdout[-2000:]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hello there\n/stats\n/save first\n"
+                                                  "how are you\n"))
+    chat = run_main(["chat", "--workdir", str(clean), "--seed", "3", "--max-new-tokens", "12"],
+                    capsys).out
+    assert "[toygist:" in chat and "block position" in chat, chat[-2000:]
     assert (clean / "chats" / "first" / "meta.json").is_file()
 
 

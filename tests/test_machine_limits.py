@@ -9,6 +9,7 @@ which fails writes with EFBIG) or a folder without write permission stands in fo
 """
 
 import contextlib
+import io
 import json
 import os
 import resource
@@ -24,7 +25,7 @@ from longctx.errors import UserError
 from longctx.fsguard import check_dir_arg
 from longctx.rundir.lock import RunLock
 from longctx.train.loop import train
-from tests.conftest import REPO, SMOKE, smoke_config, subprocess_env
+from tests.conftest import REPO, SMOKE, run_main, smoke_config, subprocess_env
 
 _FULL = ("no space left on the device", "file too large")
 
@@ -68,10 +69,10 @@ def _cli(args, limit=None, timeout=240):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def _one_line(proc) -> str:
-    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, \
-        proc.stderr[-3000:]
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+def _one_line(err: str) -> str:
+    """The only line a command wrote on standard error."""
+    assert "Traceback" not in err and "Exception ignored" not in err, err[-3000:]
+    lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1, lines
     return lines[0]
 
@@ -104,7 +105,7 @@ def test_a_full_disk_during_a_save_keeps_the_last_checkpoint_and_resumes_exactly
         limit = None if mounted else 64 * 1024
         proc = _cli(_train_args(workdir, data_dir), limit=limit)
         assert proc.returncode == 2, proc.stderr[-3000:]
-        line = _one_line(proc)
+        line = _one_line(proc.stderr)
         assert line.startswith(f"longctx train: error: --workdir {workdir}: training stopped: ")
         assert any(words in line for words in _FULL), line
         saved = sorted(p.name for p in (workdir / "checkpoints").iterdir())
@@ -132,7 +133,7 @@ def test_a_full_disk_at_start_up_leaves_no_half_copied_tokenizer(data_dir, tiny_
         proc = _cli(_train_args(workdir, data_dir),
                     limit=None if mounted else tokenizer_bytes // 4)
         assert proc.returncode == 2, proc.stderr[-3000:]
-        line = _one_line(proc)
+        line = _one_line(proc.stderr)
         assert f"--workdir {workdir}" in line and any(w in line for w in _FULL), line
         assert _temporaries(workdir) == [] and not (workdir / "tokenizer").exists()
         assert not (workdir / "checkpoints").exists() or \
@@ -154,25 +155,25 @@ def _read_only_copy(run_dir: Path, tmp_path: Path):
 
 
 def test_a_read_only_run_refuses_writers_in_one_line_and_serves_readers(tiny_run, data_dir,
-                                                                        tmp_path):
+                                                                        tmp_path, capsys,
+                                                                        monkeypatch):
+    """The commands' own `main` in this process (the file system refuses, not the process)."""
     workdir, words, unmount = _read_only_copy(tiny_run, tmp_path)
     try:
         before = sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*"))
-        proc = _cli(_train_args(workdir, data_dir))
-        assert proc.returncode == 2 and words in _one_line(proc), proc.stderr[-3000:]
-        assert f"--workdir {workdir}" in _one_line(proc)
+        out = run_main(_train_args(workdir, data_dir), capsys, code=2)
+        assert words in _one_line(out.err) and f"--workdir {workdir}" in _one_line(out.err), out.err
 
-        proc = _cli(["evaluate", "--workdir", str(workdir), "--no-speed"])
-        assert proc.returncode == 2 and words in _one_line(proc), proc.stderr[-3000:]
+        out = run_main(["evaluate", "--workdir", str(workdir), "--no-speed"], capsys, code=2)
+        assert words in _one_line(out.err), out.err
 
-        proc = subprocess.run([sys.executable, "-m", "longctx.cli", "chat", "--workdir",
-                               str(workdir)], input="/save kept\n/stats\n", cwd=REPO,
-                              env=subprocess_env(), capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 1 and words in _one_line(proc), proc.stderr[-3000:]
-        assert "span in use" in proc.stdout  # the conversation went on after the failed save
+        monkeypatch.setattr(sys, "stdin", io.StringIO("/save kept\n/stats\n"))
+        out = run_main(["chat", "--workdir", str(workdir)], capsys, code=1)
+        assert words in _one_line(out.err), out.err
+        assert "span in use" in out.out  # the conversation went on after the failed save
 
-        proc = _cli(["info", "--workdir", str(workdir)])  # readers need no write
-        assert proc.returncode == 0 and json.loads(proc.stdout)["step"] == 12, proc.stderr
+        out = run_main(["info", "--workdir", str(workdir)], capsys)  # readers need no write
+        assert json.loads(out.out)["step"] == 12, out.err
         assert sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*")) == before
     finally:
         unmount()
@@ -275,7 +276,7 @@ def test_a_full_disk_during_a_data_build_leaves_no_temporary_folder(tmp_path):
         proc = _cli(["data", "build", "synthetic", f"data.data_dir={data}", "data.num_train=40",
                      "data.vocab_size=512"], limit=None if mounted else 16 * 1024)
         assert proc.returncode == 2, proc.stderr[-3000:]
-        line = _one_line(proc)
+        line = _one_line(proc.stderr)
         assert line.startswith(f"longctx data: error: data.data_dir {data}: cannot build ") \
             and any(words in line for words in _FULL), line
         assert list(data.iterdir()) == []

@@ -242,3 +242,27 @@ def test_xl_reset_empties_memory():
                                   lambda lg, _: lg)
     np.testing.assert_allclose(reset_logits[:, 0], fresh_logits[:, 0], rtol=1e-5, atol=1e-5)
     assert float(jnp.max(jnp.abs(reset_logits[0, 1] - fresh_logits[0, 1]))) > 1e-4
+
+
+def test_gated_update_interpolates_between_read_and_written(rmt):
+    """With a gate (zero weights, bias b), the next memory is read + sigmoid(b) (written -
+    read), `written` being the ungated segment's memory; the logits are the ungated ones;
+    the gate's parameters are not the decoder's."""
+    from longctx.models.recurrent_memory import GATE_PARAM, gate_params
+
+    model, params = rmt
+    gated = {**params, GATE_PARAM: gate_params(CFG.d_model, bias=0.7)}
+    assert jax.tree.structure(decoder_params(gated)) == jax.tree.structure(
+        decoder_params(params))
+    read = MemoryTokens(vectors=jax.random.normal(jax.random.key(3), (2, N_MEM, CFG.d_model)))
+    x = tokens(n=SEG)
+    logits, written = rmt_segment(model, params, x, read)
+    g_logits, g_new = rmt_segment(model, gated, x, read)
+    np.testing.assert_array_equal(g_logits, logits)
+    g = jax.nn.sigmoid(0.7)
+    np.testing.assert_allclose(g_new.vectors, read.vectors + g * (written.vectors - read.vectors),
+                               rtol=1e-5, atol=1e-6)
+    # the gate's weights make it depend on what is written
+    w = {**gated[GATE_PARAM], "w": jnp.eye(CFG.d_model)}
+    _, other = rmt_segment(model, {**gated, GATE_PARAM: w}, x, read)
+    assert not np.allclose(other.vectors, g_new.vectors)

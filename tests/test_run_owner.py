@@ -2,6 +2,7 @@
 holder leaves no stale lock, readers tolerate steps rotated away while they read, and a
 sweep refuses a grid it could not run completely before any cell starts."""
 
+import io
 import os
 import shutil
 import signal
@@ -16,7 +17,7 @@ from longctx.rundir import load_run, readable
 from longctx.rundir.lock import LOCK, RunBusy, RunLock
 from longctx.train.loop import train
 from longctx.train.sweep import parse_grid, run_sweep
-from tests.conftest import FIXTURES, REPO, SMOKE, smoke_config, subprocess_env
+from tests.conftest import FIXTURES, REPO, SMOKE, run_main, smoke_config, subprocess_env
 
 
 def _one_error_line(capfd) -> str:
@@ -41,7 +42,8 @@ def test_a_second_writer_is_refused_naming_the_holder(data_dir, tmp_path, capfd)
         assert sorted(p.name for p in workdir.iterdir()) == [LOCK]
 
 
-def test_evaluate_chat_save_and_import_txl_take_the_lock(tiny_run, tmp_path, capfd):
+def test_evaluate_chat_save_and_import_txl_take_the_lock(tiny_run, tmp_path, capfd,
+                                                         monkeypatch):
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
     with RunLock(run_dir, "train"):
@@ -51,13 +53,11 @@ def test_evaluate_chat_save_and_import_txl_take_the_lock(tiny_run, tmp_path, cap
         assert "in use by another longctx process" in line and "--out outside" in line, line
         assert not (run_dir / "eval.json").exists()
 
-        proc = subprocess.run([sys.executable, "-m", "longctx.cli", "chat", "--workdir",
-                               str(run_dir)], input="/save mine\n/stats\n", cwd=REPO,
-                              env=subprocess_env(), capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 1, proc.stderr[-2000:]
-        errors = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        monkeypatch.setattr(sys, "stdin", io.StringIO("/save mine\n/stats\n"))
+        out = run_main(["chat", "--workdir", str(run_dir)], capfd, code=1)
+        errors = [ln for ln in out.err.splitlines() if ln.strip()]
         assert len(errors) == 1 and f"pid {os.getpid()}" in errors[0], errors
-        assert "span in use" in proc.stdout  # /stats ran after it: the chat went on
+        assert "span in use" in out.out  # /stats ran after it: the chat went on
         assert not (run_dir / "chats" / "mine").exists()
 
     imported = tmp_path / "imported"

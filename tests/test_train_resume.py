@@ -1,5 +1,7 @@
 """Exact resume: SIGKILL at seeded points (one during an async save), restart, same bits,
-validation rows included."""
+validation rows included. The killed and preempted trainings are `longctx` child
+processes (the signal ends a process); the reruns, the uninterrupted run and `info` are
+the same command in this process."""
 
 import json
 import shutil
@@ -7,16 +9,26 @@ import signal
 
 import pytest
 
-from tests.conftest import SMOKE, run_cli, subprocess_env
+from tests.conftest import SMOKE, run_cli, run_main, subprocess_env
 
 STEPS = ["train.num_steps=12", "checkpoint.every_steps=4", "train.log_every=1",
          "train.eval_every_steps=3", "train.eval_tokens=6000"]
 
 
-def _train(workdir, data_dir, fault=None, check=True):
-    env = subprocess_env(1, **({"LONGCTX_FAULT": fault} if fault else {}))
-    return run_cli(["train", "--config", str(SMOKE), "--workdir", str(workdir),
-                    f"data.data_dir={data_dir}", *STEPS], env=env, check=check, timeout=240)
+def _args(workdir, data_dir):
+    return ["train", "--config", str(SMOKE), "--workdir", str(workdir),
+            f"data.data_dir={data_dir}", *STEPS]
+
+
+def _train_child(workdir, data_dir, fault, check=True):
+    """`longctx train` in a child process that LONGCTX_FAULT signals at its point."""
+    env = subprocess_env(1, LONGCTX_FAULT=fault)
+    return run_cli(_args(workdir, data_dir), env=env, check=check, timeout=240)
+
+
+def _train(workdir, data_dir, capsys):
+    """`longctx train` (a first run or a rerun) in this process: what it printed."""
+    return run_main(_args(workdir, data_dir), capsys)
 
 
 def _validation_rows(workdir):
@@ -26,25 +38,29 @@ def _validation_rows(workdir):
             if r.get("kind") == "validation"]
 
 
-def _fingerprint(workdir):
-    out = run_cli(["info", "--workdir", str(workdir)]).stdout.strip().splitlines()[-1]
-    return json.loads(out)
+def _fingerprint(workdir, capsys):
+    return json.loads(run_main(["info", "--workdir", str(workdir)], capsys).out
+                      .strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, data_dir):
+    """The run no signal interrupts."""
+    from longctx.cli import main
+
     workdir = tmp_path_factory.mktemp("resume") / "clean"
-    _train(workdir, data_dir)
+    assert main(_args(workdir, data_dir)) == 0
     return workdir
 
 
 @pytest.mark.parametrize("fault", ["step:6", "save:8"])
-def test_sigkill_then_resume_is_bit_identical(fault, uninterrupted, data_dir, tmp_path):
+def test_sigkill_then_resume_is_bit_identical(fault, uninterrupted, data_dir, tmp_path,
+                                              capsys):
     workdir = tmp_path / "killed"
-    proc = _train(workdir, data_dir, fault=fault, check=False)
+    proc = _train_child(workdir, data_dir, fault, check=False)
     assert proc.returncode == -signal.SIGKILL
-    _train(workdir, data_dir)
-    assert _fingerprint(workdir) == _fingerprint(uninterrupted)
+    _train(workdir, data_dir, capsys)
+    assert _fingerprint(workdir, capsys) == _fingerprint(uninterrupted, capsys)
     rows = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in rows if "kind" not in r]
     assert steps == list(range(1, 13)), "after a resume no step is logged twice or lost"
@@ -53,18 +69,18 @@ def test_sigkill_then_resume_is_bit_identical(fault, uninterrupted, data_dir, tm
     assert validation == _validation_rows(uninterrupted)
 
 
-def test_sigterm_saves_and_resumes(uninterrupted, data_dir, tmp_path):
+def test_sigterm_saves_and_resumes(uninterrupted, data_dir, tmp_path, capsys):
     workdir = tmp_path / "preempted"
-    proc = _train(workdir, data_dir, fault="term:6")
+    proc = _train_child(workdir, data_dir, "term:6")
     assert "SIGTERM: saved step 6" in proc.stdout
     assert not json.loads((workdir / "summary.json").read_text())["done"]
     assert (workdir / "checkpoints" / "6").is_dir()
-    _train(workdir, data_dir)
-    assert _fingerprint(workdir) == _fingerprint(uninterrupted)
+    _train(workdir, data_dir, capsys)
+    assert _fingerprint(workdir, capsys) == _fingerprint(uninterrupted, capsys)
     assert _validation_rows(workdir) == _validation_rows(uninterrupted)
 
 
-def test_truncated_latest_checkpoint_is_skipped(uninterrupted, data_dir, tmp_path):
+def test_truncated_latest_checkpoint_is_skipped(uninterrupted, data_dir, tmp_path, capsys):
     workdir = tmp_path / "truncated"
     shutil.copytree(uninterrupted, workdir)
     latest = workdir / "checkpoints" / "12" / "params"
@@ -72,7 +88,7 @@ def test_truncated_latest_checkpoint_is_skipped(uninterrupted, data_dir, tmp_pat
     assert victims
     for p in victims:
         p.write_bytes(p.read_bytes()[: p.stat().st_size // 3])
-    proc = _train(workdir, data_dir)
-    assert "checkpoint step 12" in proc.stderr and "falling back" in proc.stderr
-    assert "resumed from step 8" in proc.stdout
-    assert _fingerprint(workdir) == _fingerprint(uninterrupted)
+    out = _train(workdir, data_dir, capsys)
+    assert "checkpoint step 12" in out.err and "falling back" in out.err
+    assert "resumed from step 8" in out.out
+    assert _fingerprint(workdir, capsys) == _fingerprint(uninterrupted, capsys)

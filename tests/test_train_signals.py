@@ -14,7 +14,7 @@ from longctx import log
 from longctx.data.dataset import clean_stale_builds, prepare_dataset
 from longctx.train.interrupts import FAULT_ENV
 from longctx.train.loop import train
-from tests.conftest import REPO, SMOKE, smoke_config, subprocess_env
+from tests.conftest import REPO, SMOKE, run_main, smoke_config, subprocess_env
 
 
 def _wait_for(proc, found, what, timeout=240):
@@ -110,7 +110,7 @@ def test_ctrl_c_in_a_data_build_keeps_nothing_and_stale_builds_are_cleaned(tmp_p
 
 
 def test_a_second_ctrl_c_while_stopping_is_ignored_and_loses_nothing(data_dir, tmp_path,
-                                                                     tiny_run):
+                                                                     tiny_run, capsys):
     """Ctrl-C after step 5 and again 50 ms later (while step 5 is being saved): one clean
     stop, no traceback from the loop or orbax's saving threads, and an exact resume."""
     workdir = tmp_path / "run"
@@ -128,12 +128,7 @@ def test_a_second_ctrl_c_while_stopping_is_ignored_and_loses_nothing(data_dir, t
         "ignored, SIGKILL stops at once"}, err[-3000:]
     assert "SIGINT: saved step 5; rerun the same command to resume" in out
     assert (workdir / "checkpoints" / "5").is_dir()
-    proc = _start(args)
-    try:
-        out, err = proc.communicate(timeout=240)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, err[-3000:]
+    out = run_main(args, capsys).out  # the rerun, in this process
     resumed = json.loads(out.strip().splitlines()[-1])
     assert resumed["params_sha256"] == json.loads(
         (tiny_run / "summary.json").read_text())["params_sha256"]

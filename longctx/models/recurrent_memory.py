@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from longctx.models.decoder import Decoder
 
 MEMORY_PARAM = "memory_init"  # the initial memory's entry in the parameter tree
+GATE_PARAM = "memory_gate"  # optional: a learnt gate between the memory read and written
 
 
 @flax.struct.dataclass
@@ -83,8 +84,24 @@ def added_params(n_mem: int, d_model: int) -> int:
 
 
 def decoder_params(params: dict) -> dict:
-    """The shared decoder's parameters (everything but the initial memory)."""
-    return {k: v for k, v in params.items() if k != MEMORY_PARAM}
+    """The shared decoder's parameters (everything but the initial memory and the gate)."""
+    return {k: v for k, v in params.items() if k not in (MEMORY_PARAM, GATE_PARAM)}
+
+
+def gate_params(d_model: int, bias: float = 0.0) -> dict:
+    """A gated memory update's parameters (d_model^2 + d_model): zero weights, so the gate
+    starts at sigmoid(bias) everywhere and learns to depend on what is written."""
+    return {"w": jnp.zeros((d_model, d_model), jnp.float32),
+            "b": jnp.full((d_model,), bias, jnp.float32)}
+
+
+def gated_update(gate: dict, read: jax.Array, written: jax.Array) -> jax.Array:
+    """The next memory as a per-feature interpolation between the memory read and the
+    segment's written one, g = sigmoid(written w + b) (the gated state update of LSTMs and
+    of the Block-Recurrent Transformer): where g stays small the memory keeps what it
+    held, so a fact can outlive several segments without being written again."""
+    g = jax.nn.sigmoid(written @ gate["w"] + gate["b"])
+    return read + g * (written - read)
 
 
 def _segment(mod: Decoder, tokens: jax.Array, memory: jax.Array, deterministic: bool):
@@ -145,9 +162,11 @@ def rmt_segment(
     writes). reset [B]: rows that start a new conversation read the initial memory. The
     gradient flows through the memory (stop it outside to cut it)."""
     rngs = {"dropout": rng} if rng is not None else {}
-    logits, vectors = model.apply({"params": decoder_params(params)}, tokens,
-                                  _reset(params, memory, reset), deterministic,
-                                  method=_segment, rngs=rngs)
+    read = _reset(params, memory, reset)
+    logits, vectors = model.apply({"params": decoder_params(params)}, tokens, read,
+                                  deterministic, method=_segment, rngs=rngs)
+    if GATE_PARAM in params:
+        vectors = gated_update(params[GATE_PARAM], read, vectors)
     return logits, MemoryTokens(vectors=vectors)
 
 

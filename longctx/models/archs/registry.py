@@ -17,7 +17,8 @@ from longctx.models.archs.base import Arch
 
 # Built-in mechanisms, by module; each module registers its Arch when imported.
 BUILTIN = ("longctx.models.archs.xl", "longctx.models.archs.window",
-           "longctx.models.archs.vanilla", "longctx.models.archs.rmt")
+           "longctx.models.archs.vanilla", "longctx.models.archs.rmt",
+           "longctx.models.archs.xl_retrieval")
 
 # The memory-free baseline memory mechanisms are compared against: the same attention span
 # W at the same cost, without memory.

@@ -1,0 +1,100 @@
+"""Does a retrieval memory let a trained Transformer-XL reach past 2W, with no retraining?
+
+Scores the forced-choice recall of every validation probe of one trained XL run twice over
+the same parameters: as XL, and as `xl_retrieval` (XL's memory plus a store of the rows
+that left it, each query attending to its top-k stored keys at a clamped distance:
+Unlimiformer's training-free setting) for each k given. Prints recall by distance bucket
+with standard errors and z = (recall - chance) / stderr, and writes the table to
+`--out` (JSON). Nothing is written into the run directory.
+
+    python experiments/retrieval_reach.py --workdir runs/xl_readme --k 8 32 --store 2048
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def recall_of(run, model_cfg) -> tuple[dict, float]:
+    """eval.json's recall section for `run`'s parameters under `model_cfg`, and seconds."""
+    from longctx.eval import probes
+    from longctx.eval.corpus import load_corpus
+    from longctx.eval.evaluate import SEED, recall
+    from longctx.eval.scoring import Scorer
+    from longctx.models import archs
+
+    start = time.perf_counter()
+    cfg = run.cfg
+    corpus = load_corpus(run, None, "validation", cfg.eval.max_conversations)
+    rng = np.random.default_rng(SEED)  # the probes `longctx evaluate` draws
+    items, skipped = probes.recall_items(corpus.convs, corpus.value_tokens,
+                                         cfg.eval.num_candidates, rng)
+    scorer = Scorer(model_cfg, run.params, cfg.eval.vanilla_stride)
+    _, scored = scorer.stream_logprobs([c.ids for c in corpus.convs],
+                                       [it.request for it in items])
+    rec = recall(items, scored, skipped, archs.span(model_cfg), cfg.eval.num_candidates)
+    return rec, time.perf_counter() - start
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown: recall (stderr, z vs chance) per bucket, one row per variant."""
+    buckets = list(rows[0]["recall"]["buckets"])
+    out = ["| model | " + " | ".join(buckets) + " | seconds |",
+           "|---|" + "---|" * (len(buckets) + 1)]
+    for r in rows:
+        chance = r["recall"]["chance"]
+        cells = []
+        for b in buckets:
+            x = r["recall"]["buckets"][b]
+            if x["accuracy"] is None:
+                cells.append("-")
+                continue
+            z = (x["accuracy"] - chance) / x["stderr"] if x["stderr"] else float("nan")
+            cells.append(f"{x['accuracy']:.3f} ± {x['stderr']:.3f} (z {z:.1f}, n {x['count']})")
+        out.append(f"| {r['label']} | " + " | ".join(cells) + f" | {r['seconds']:.0f} |")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", required=True, help="a trained XL run directory")
+    parser.add_argument("--k", type=int, nargs="+", default=[32], help="retrieval_k values")
+    parser.add_argument("--store", type=int, default=2048, help="store_len (rows per layer)")
+    parser.add_argument("--distance", type=int, default=0,
+                        help="retrieval_distance (0: mem_len + tgt_len - 1)")
+    parser.add_argument("--no-xl", action="store_true", help="skip the plain XL row")
+    parser.add_argument("--out", default="", help="write the rows as JSON here")
+    args = parser.parse_args(argv)
+
+    from longctx.rundir import load_run
+
+    run = load_run(args.workdir)
+    if run.cfg.model.arch != "xl":
+        print(f"--workdir {args.workdir}: an xl run is needed, got {run.cfg.model.arch}",
+              file=sys.stderr)
+        return 2
+    variants = [] if args.no_xl else [("xl", run.cfg.model)]
+    for k in args.k:
+        m = run.cfg.model.replace(arch="xl_retrieval", xl_retrieval=dict(
+            retrieval_k=k, store_len=args.store, retrieval_distance=args.distance))
+        variants.append((f"xl+retrieval k={k} store={args.store}", m))
+    rows = []
+    for label, m in variants:
+        rec, seconds = recall_of(run, m)
+        rows.append({"label": label, "recall": {k: v for k, v in rec.items() if k != "probes"},
+                     "seconds": seconds})
+        print(table(rows[-1:]), flush=True)
+    print(table(rows))
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
