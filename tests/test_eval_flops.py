@@ -67,6 +67,6 @@ def test_training_flops_count_the_rematerialised_forward():
     plain = ModelConfig(arch="xl", n_token=64)
     forward = flops_per_token(plain, False)
     assert flops_per_token(plain, True) == 3 * forward
-    for cfg in (plain.replace(bptt_segments=4), plain.replace(remat=True),
-                plain.replace(arch="rmt", bptt_segments=2)):
+    for cfg in (plain.replace(xl=dict(bptt_segments=4)), plain.replace(remat=True),
+                plain.replace(arch="rmt", rmt=dict(bptt_segments=2))):
         assert flops_per_token(cfg, True) == 4 * flops_per_token(cfg, False)

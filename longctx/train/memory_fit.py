@@ -139,8 +139,7 @@ def _culprit(cfg: Config, need: Callable[[Config], int]) -> str:
 def _refuse(cfg: Config, need: Callable[[Config], int], have: int, where: str,
             est: Estimate) -> None:
     key = _culprit(cfg, need)
-    section, name = key.split(".")
-    default = getattr(type(getattr(cfg, section))(), name)
+    default = lookup(Config(), key)
     also = "" if key == "train.batch_size" else " or train.batch_size"
     if est.activations > est.state and not cfg.model.remat:
         also += ", or set model.remat=true"
