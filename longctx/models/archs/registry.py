@@ -21,6 +21,9 @@ BUILTIN = ("longctx.models.archs.xl", "longctx.models.archs.window",
 # The memory-free baseline memory mechanisms are compared against: the same attention span
 # W at the same cost, without memory.
 BASELINE = "window"
+# The paper's memory (Transformer-XL): a new memory mechanism is also compared against it,
+# since reaching further than the window alone is what XL already does inside its view.
+MEMORY_REFERENCE = "xl"
 
 _ARCHS: dict[str, Arch] = {}
 _loaded = False
