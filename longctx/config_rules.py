@@ -75,8 +75,9 @@ def _check_relations(cfg: Config, shards: int) -> None:
            "decays to it); use a smaller value")
     _check(t.batch_size % shards == 0, "train.batch_size",
            f"{t.batch_size} lanes do not split over {shards} devices; use a multiple of {shards}")
-    _check(t.num_steps > 0 or t.train_tokens > 0, "train.num_steps",
-           "give num_steps > 0 or train_tokens > 0")
+    _check(t.num_steps > 0 or t.train_tokens > 0 or bool(t.init_from), "train.num_steps",
+           "give num_steps > 0 or train_tokens > 0 (0 steps only with train.init_from: a run "
+           "that takes another run's parameters as they are)")
     profile = t.profile_steps
     _check(len(profile) <= 2 and profile == tuple(sorted(profile)), "train.profile_steps",
            f"give one step or a first,last pair (e.g. 10,12), got {','.join(map(str, profile))}")

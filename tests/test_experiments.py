@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from longctx.errors import UserError
 from longctx.models import archs
 from tests.conftest import REPO, load_script, size_configs
 
@@ -89,7 +90,9 @@ def test_a_size_names_its_architectures_from_the_registry():
 
     readme = presets.COMPARISON["readme"]
     assert readme.arch_names() == ("xl", "window", "vanilla")
-    assert dataclasses.replace(readme, archs=("window",)).arch_names() == ("window",)
+    assert dataclasses.replace(readme, archs=("window",), derived=()).arch_names() == ("window",)
+    with pytest.raises(UserError, match="starts from xl"):  # a derived model needs its source
+        dataclasses.replace(readme, archs=("window",)).arch_names()
     assert readme.archs is None and readme.arch_names() == archs.studied()
     with pytest.raises(ConfigError, match="'model.arch'"):
         dataclasses.replace(readme, archs=("xl", "nope")).arch_names()

@@ -18,7 +18,7 @@ from longctx.generate.commands import repl
 from longctx.generate.sampler import SamplerSettings
 from longctx.models import init_memory
 from longctx.rundir import load_run
-from tests.conftest import REPO, subprocess_env
+from tests.conftest import REPO, run_main, subprocess_env
 
 GREEDY = SamplerSettings(temperature=0.0, max_new_tokens=12)
 
@@ -120,13 +120,17 @@ def test_save_exit_load_in_a_new_process_gives_the_same_reply(xl_run, window_run
         assert replies == [f"model> {want}"], stdout
 
 
-def test_scripted_chat_with_a_seed_gives_the_same_transcript(xl_run):
+def test_scripted_chat_with_a_seed_gives_the_same_transcript(xl_run, capsys, monkeypatch):
+    """The same script and seed in a new process and in this one: the same transcript."""
     script = ("Hello, I am Ada and I keep bees.\n/model I grew up in Ashford.\n/stats\n"
               "/session 2 weeks later\nWhere did you grow up again?\n")
-    job = (xl_run.workdir, script, "--temperature", "1.0", "--top-k", "40", "--seed", "5")
-    first, second = _chat_cli(job, job)
+    flags = ["--temperature", "1.0", "--top-k", "40", "--seed", "5"]
+    (first,) = _chat_cli((xl_run.workdir, script, *flags))
     assert first[0] == 0, first[2]
-    assert first[1] == second[1]
+    monkeypatch.setattr(sys, "stdin", io.StringIO(script))
+    second = run_main(["chat", "--workdir", str(xl_run.workdir), "--max-new-tokens", "12",
+                       *flags], capsys)
+    assert first[1] == second.out
     lines = first[1].splitlines()
     assert lines[0] == "you> Hello, I am Ada and I keep bees." and lines[1].startswith("model> ")
     assert sum(ln.startswith("model> ") for ln in lines) == 2 and "[xl: " in first[1]

@@ -84,8 +84,9 @@ def test_store_holds_the_keys_that_left_memory_fifo(params):
             return mod.layers[0].project(h)[1]
 
         layer0_keys.append(model.apply({"params": params}, hidden, method=keys))
-    want = jnp.concatenate(layer0_keys, axis=1)
-    np.testing.assert_allclose(states[-1].keys[0], want, rtol=1e-5, atol=1e-6)
+    want = jnp.concatenate(layer0_keys, axis=1)  # [B, S, H, D]
+    np.testing.assert_allclose(states[-1].keys[0].transpose(0, 3, 1, 2), want, rtol=1e-5,
+                               atol=1e-6)
 
 
 def test_reset_empties_memory_and_store(params):
@@ -147,7 +148,7 @@ def _dense(model, params, seg, state: RetrievalState, k):
                                  + np.array([(q[b, qi, hh] + rr[hh]) @ r[m + t - 1 - d, hh]
                                              if d >= 0 else 0.0 for d in dist]))
                         local = np.where(dist >= 0, local, -np.inf)
-                        content = (q[b, qi, hh] + rw[hh]) @ state.keys[i, b, :, hh].T
+                        content = (q[b, qi, hh] + rw[hh]) @ state.keys[i, b, hh]
                         keep = np.ones(s, bool) if k is None else np.zeros(s, bool)
                         if k is not None:
                             keep[np.argsort(-np.asarray(content))[:k]] = True
@@ -156,7 +157,7 @@ def _dense(model, params, seg, state: RetrievalState, k):
                         score = np.concatenate([local, stored]) / np.sqrt(cfg.d_head)
                         p = np.exp(score - score.max())
                         p /= p.sum()
-                        vals = np.concatenate([vv[b, :, hh], state.values[i, b, :, hh]])
+                        vals = np.concatenate([vv[b, :, hh], state.values[i, b, hh]])
                         out[b, qi, hh] = p @ vals
             h = layer.finish(h, jnp.asarray(out), True)
         return mod.output(h, True)

@@ -7,7 +7,7 @@ import numpy as np
 from longctx.models.archs import resolved_steps
 from longctx.rundir import load_run
 from longctx.train.loop import params_sha256, train
-from tests.conftest import SMOKE, run_cli, smoke_config
+from tests.conftest import SMOKE, run_cli, run_main, smoke_config
 
 
 def _rows(workdir):
@@ -32,8 +32,9 @@ def test_tiny_run_writes_a_complete_run_directory(tiny_run):
     assert rows[-1]["loss"] < rows[0]["loss"], "12 steps of AdamW should lower the loss"
 
 
-def test_info_prints_the_fingerprint(tiny_run):
-    info = json.loads(run_cli(["info", "--workdir", str(tiny_run)]).stdout.strip().splitlines()[-1])
+def test_info_prints_the_fingerprint(tiny_run, capsys):
+    info = json.loads(run_main(["info", "--workdir", str(tiny_run)], capsys).out.strip()
+                      .splitlines()[-1])
     run = load_run(tiny_run)
     assert info["step"] == 12 and info["config_name"] == "smoke"
     assert info["num_params"] == sum(int(np.size(x)) for x in
@@ -60,16 +61,20 @@ def test_token_budget_sets_the_steps_per_architecture(data_dir):
     assert resolved_steps(xl) == 64 and resolved_steps(window) == 16
 
 
-def test_bad_config_gets_one_line_and_writes_nothing(tmp_path):
+def test_bad_config_gets_one_line_and_writes_nothing(tmp_path, capsys):
     workdir = tmp_path / "never"
-    for bad, key in (("model.xl.mem_len=-1", "model.xl.mem_len"), ("train.batch_size=3", "train.batch_size"),
-                     ("model.colour=red", "model.colour")):
-        proc = run_cli(["train", "--config", str(SMOKE), "--workdir", str(workdir), bad],
-                       devices=2, check=False, timeout=120)
-        assert proc.returncode == 2, proc.stderr
-        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-        assert len(lines) == 1 and key in lines[0], proc.stderr
-        assert not workdir.exists()
+    args = ["train", "--config", str(SMOKE), "--workdir", str(workdir)]
+    # lanes that do not split over the devices: a child process with 2 devices
+    proc = run_cli([*args, "train.batch_size=3"], devices=2, check=False, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    errors = [proc.stderr]
+    for bad in ("model.xl.mem_len=-1", "model.colour=red"):  # in this process
+        errors.append(run_main([*args, bad], capsys, code=2).err)
+    for err, key in zip(errors, ("train.batch_size", "model.xl.mem_len", "model.colour"),
+                        strict=True):
+        lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+        assert len(lines) == 1 and key in lines[0], err
+    assert not workdir.exists()
 
 
 def test_divergence_stops_with_the_step_named(data_dir, tmp_path):

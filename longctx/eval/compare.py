@@ -264,24 +264,27 @@ def memory_check(rows: list[Row]) -> list[str]:
     architecture with `Arch.has_memory`, one row) stands above the memory-free baseline's
     (`archs.BASELINE`, the window: the same attention span without memory) and above
     chance, in standard errors (the errors of independent means combined: z = difference /
-    sqrt(se_a² + se_baseline²)); empty without such a pair."""
+    sqrt(se_a² + se_baseline²)); every other mechanism also against the paper's memory
+    (`archs.MEMORY_REFERENCE`, XL) when it is in the table. Empty without such a pair."""
     by_arch: dict[str, list[Row]] = {}
     for row in rows:
         by_arch.setdefault(row.runs[0].ev.get("run", {}).get("arch", "?"), []).append(row)
-    if len(by_arch.get(archs.BASELINE, [])) != 1:
-        return []
     lines = []
-    for name, found in by_arch.items():
-        if name in archs.names() and archs.get(name).has_memory and len(found) == 1:
-            lines += _against_baseline(archs.get(name).label, found[0],
-                                       by_arch[archs.BASELINE][0])
+    for reference in (archs.BASELINE, archs.MEMORY_REFERENCE):
+        if len(by_arch.get(reference, [])) != 1:
+            continue
+        for name, found in by_arch.items():
+            if (name != reference and name in archs.names() and archs.get(name).has_memory
+                    and len(found) == 1):
+                lines += _against(archs.get(name).label, found[0], reference,
+                                  by_arch[reference][0])
     return lines
 
 
-def _against_baseline(label: str, mem: Row, base: Row) -> list[str]:
-    """memory_check's lines for one mechanism's row against the baseline's."""
+def _against(label: str, mem: Row, reference: str, base: Row) -> list[str]:
+    """memory_check's lines for one mechanism's row against a reference architecture's."""
     chance = _get(mem.runs[0].ev, "recall", "chance")
-    base_label = archs.get(archs.BASELINE).label
+    base_label = archs.get(reference).label
     lines = ["", f"{label} against the {base_label} and chance, by recall bucket (z = "
              "difference / combined standard error; |z| ≥ 3 is a clear effect):", ""]
     for b in BUCKET_NAMES:

@@ -27,6 +27,7 @@ import numpy as np
 
 from longctx.config import ModelConfig
 from longctx.models import attention as A
+from longctx.models.cache_layout import to_cache
 from longctx.models.memory import Memory, apply_reset, empty_memory, key_valid, update_memory
 from longctx.models.primitives import clamp_distance, descending_pos_emb, sinusoid
 from longctx.models.state import Rows
@@ -38,8 +39,10 @@ if TYPE_CHECKING:
 
 @flax.struct.dataclass
 class RetrievalState(Rows):
-    """xl: XL's memory; keys, values: [n_layer, B, store_len, H, D] float32, each layer's
-    stored rows, oldest first; filled: [B] int32, the last filled[b] rows are real."""
+    """xl: XL's memory; keys [n_layer, B, H, D, store_len] and values [n_layer, B, H,
+    store_len, D] float32: each layer's stored rows, oldest first, laid out as the decode
+    caches (`cache_layout`: the scan's dot reads them without a copy); filled: [B] int32,
+    the last filled[b] rows are real."""
 
     xl: Memory
     keys: jax.Array
@@ -58,9 +61,11 @@ def far_distance(cfg: ModelConfig) -> int:
 
 def empty_state(cfg: ModelConfig, batch_size: int) -> RetrievalState:
     """An empty XL memory and empty stores."""
-    shape = (cfg.n_layer, batch_size, cfg.xl_retrieval.store_len, cfg.n_head, cfg.d_head)
-    return RetrievalState(xl=empty_memory(cfg, batch_size), keys=jnp.zeros(shape, jnp.float32),
-                          values=jnp.zeros(shape, jnp.float32),
+    lead = (cfg.n_layer, batch_size, cfg.n_head)
+    store = cfg.xl_retrieval.store_len
+    keys = jnp.zeros(lead + (cfg.d_head, store), jnp.float32)
+    values = jnp.zeros(lead + (store, cfg.d_head), jnp.float32)
+    return RetrievalState(xl=empty_memory(cfg, batch_size), keys=keys, values=values,
                           filled=jnp.zeros((batch_size,), jnp.int32))
 
 
@@ -83,17 +88,16 @@ def retrieve(q: jax.Array, r_w_bias: jax.Array, keys: jax.Array, values: jax.Arr
              filled: jax.Array, k: int) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Each query's top-k stored keys of its head by content score.
 
-    q [B, T, H, D], keys/values [B, S, H, D], filled [B] -> (scaled content scores
-    [B, H, T, k] f32, their values [B, H, T, k, D], which of them are real [B, H, T, k])."""
+    q [B, T, H, D], keys [B, H, D, S], values [B, H, S, D], filled [B] -> (scaled content
+    scores [B, H, T, k] f32, their values [B, H, T, k, D], which of them are real
+    [B, H, T, k]: a row outside the fill scores NEG_INF exactly, real rows far above)."""
     scale = 1.0 / np.sqrt(q.shape[-1])
-    content = jnp.einsum("bqhd,bshd->bhqs", q + r_w_bias.astype(q.dtype), keys.astype(q.dtype),
+    content = jnp.einsum("bqhd,bhds->bhqs", q + r_w_bias.astype(q.dtype), keys.astype(q.dtype),
                          preferred_element_type=jnp.float32) * scale
-    ok = store_valid(filled, keys.shape[1])[:, None, None, :]
+    ok = store_valid(filled, keys.shape[-1])[:, None, None, :]
     top, idx = jax.lax.top_k(jnp.where(ok, content, A.NEG_INF), k)
-    picked_ok = jnp.take_along_axis(jnp.broadcast_to(ok, content.shape), idx, axis=-1)
-    by_head = values.transpose(0, 2, 1, 3)  # [B, H, S, D]
-    picked_v = jax.vmap(jax.vmap(lambda v, i: v[i]))(by_head, idx)  # [B, H, T, k, D]
-    return top, picked_v, picked_ok
+    picked_v = jax.vmap(jax.vmap(lambda v, i: v[i]))(values, idx)  # [B, H, T, k, D]
+    return top, picked_v, top > A.NEG_INF / 2
 
 
 def retrieval_forward(mod: Decoder, tokens: jax.Array, state: RetrievalState,
@@ -137,21 +141,23 @@ def retrieval_forward(mod: Decoder, tokens: jax.Array, state: RetrievalState,
                + jnp.einsum("bhqk,bhqkd->bqhd", prob[..., n_local:], got_v.astype(v.dtype)))
         h = layer.finish(h, vec, deterministic)
         hids.append(h)
-        leaving_k.append(k[:, :seg_len])
-        leaving_v.append(v[:, :seg_len])
+        left_k, left_v = to_cache(k[:, :seg_len], v[:, :seg_len])  # [B, H, D, T], [B, H, T, D]
+        leaving_k.append(left_k)
+        leaving_v.append(left_v)
     logits = mod.output(h, deterministic)
     new_rows = jnp.clip(seg_len - rows + memory.valid, 0, seg_len)  # real rows that left
     return logits, RetrievalState(
         xl=update_memory(memory, jnp.stack(hids)),
-        keys=_push(state.keys, jnp.stack(leaving_k)),
-        values=_push(state.values, jnp.stack(leaving_v)),
+        keys=_push(state.keys, jnp.stack(leaving_k), axis=-1),
+        values=_push(state.values, jnp.stack(leaving_v), axis=-2),
         filled=jnp.minimum(cfg.xl_retrieval.store_len, state.filled + new_rows).astype(jnp.int32))
 
 
-def _push(store: jax.Array, rows: jax.Array) -> jax.Array:
-    """The last store_len rows of concat(store, rows [n_layer, B, T, H, D]), no gradient.
-    (Real rows stay a suffix: rows leave XL's memory only once it is full, so a store
-    that holds anything gets only real rows.)"""
-    size = store.shape[2]
-    cat = jnp.concatenate([store, rows.astype(store.dtype)], axis=2)
-    return jax.lax.stop_gradient(cat[:, :, cat.shape[2] - size :])
+def _push(store: jax.Array, rows: jax.Array, axis: int) -> jax.Array:
+    """The last store_len rows (along `axis`) of concat(store, rows), no gradient. (Real
+    rows stay a suffix: rows leave XL's memory only once it is full, so a store that holds
+    anything gets only real rows.)"""
+    size = store.shape[axis]
+    cat = jnp.concatenate([store, rows.astype(store.dtype)], axis=axis)
+    return jax.lax.stop_gradient(jax.lax.slice_in_dim(cat, cat.shape[axis] - size,
+                                                      cat.shape[axis], axis=axis))

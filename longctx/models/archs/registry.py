@@ -23,6 +23,9 @@ BUILTIN = ("longctx.models.archs.xl", "longctx.models.archs.window",
 # The memory-free baseline memory mechanisms are compared against: the same attention span
 # W at the same cost, without memory.
 BASELINE = "window"
+# The paper's memory (Transformer-XL): a new memory mechanism is also compared against it,
+# since reaching further than the window alone is what XL already does inside its view.
+MEMORY_REFERENCE = "xl"
 
 _ARCHS: dict[str, Arch] = {}
 _loaded = False
@@ -116,7 +119,7 @@ def check_run(cfg: Config, num_devices: int = 1, num_processes: int = 1) -> Conf
     if steps > INT_MAX:
         raise ConfigError(f"config key 'train.train_tokens': needs {steps} steps, more than the "
                           "int32 step counter holds; use a smaller budget", "train.train_tokens")
-    if cfg.optim.grad_accum > steps:
+    if 0 < steps < cfg.optim.grad_accum:
         raise ConfigError(
             f"config key 'optim.grad_accum': {cfg.optim.grad_accum} batches per update but the run "
             f"has only {steps} steps, so the parameters would never change; use grad_accum <= "
