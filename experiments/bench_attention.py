@@ -39,7 +39,7 @@ from longctx.models import pallas_attention as PA
 def make_loss(cfg: ModelConfig, seq_len: int):
     """(loss(params, tokens), params) for cfg.arch over one [1, seq_len + 1] token row."""
     model = build_model(cfg)
-    probe = jnp.zeros((1, cfg.tgt_len), jnp.int32)
+    probe = jnp.zeros((1, cfg.xl.tgt_len), jnp.int32)
     params = model.init({"params": jax.random.key(0)}, probe, init_memory(cfg, 1), None)["params"]
 
     def nll(logits, targets):
@@ -54,15 +54,15 @@ def make_loss(cfg: ModelConfig, seq_len: int):
 
         return loss, params
 
-    n_seg = seq_len // cfg.tgt_len
+    n_seg = seq_len // cfg.xl.tgt_len
 
     def seg_loss(p, memory, inputs, targets):
         logits, memory = model.apply({"params": p}, inputs, memory, None)
         return nll(logits, targets) / seq_len, memory
 
     def loss_and_grad(p, tokens):
-        inputs = tokens[:, :-1].reshape(1, n_seg, cfg.tgt_len).swapaxes(0, 1)
-        targets = tokens[:, 1:].reshape(1, n_seg, cfg.tgt_len).swapaxes(0, 1)
+        inputs = tokens[:, :-1].reshape(1, n_seg, cfg.xl.tgt_len).swapaxes(0, 1)
+        targets = tokens[:, 1:].reshape(1, n_seg, cfg.xl.tgt_len).swapaxes(0, 1)
 
         def body(carry, xs):
             memory, total, grads = carry
@@ -187,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         window, lengths, repeats = 256, (1024, 4096, 16384), args.repeats
         base = ModelConfig(n_token=256, n_layer=2, n_head=4, d_model=128, d_head=32, d_inner=512)
-    base = dataclasses.replace(base, mem_len=window, tgt_len=window // 2, window=window,
-                               ctx_len=window)
+    base = base.replace(xl=dict(mem_len=window, tgt_len=window // 2), window=dict(window=window),
+                        vanilla=dict(ctx_len=window))
     print(f"# bench_attention: W={window}, XL mem_len={window} tgt_len={window // 2}; "
           f"model n_layer={base.n_layer} d_model={base.d_model} n_head={base.n_head} "
           f"d_head={base.d_head} d_inner={base.d_inner} n_token={base.n_token}; batch 1")

@@ -53,7 +53,7 @@ def _median_seconds(fn, *args, repeats: int = 3) -> float:
 def xl_tokens_per_s(cfg: ModelConfig, params, segments: int) -> float:
     """Steady-state rate of segment-by-segment scoring with the memory."""
     model = build_model(cfg)
-    t = cfg.tgt_len
+    t = cfg.xl.tgt_len
 
     def score(params, tokens):
         inputs = tokens[:, :-1].reshape(XL_LANES, segments, t).swapaxes(0, 1)
@@ -75,15 +75,15 @@ def xl_tokens_per_s(cfg: ModelConfig, params, segments: int) -> float:
 def vanilla_tokens_per_s(cfg: ModelConfig, params, windows: int) -> float:
     """Steady-state rate of the stride-1 sliding recompute over `windows` new targets."""
     model = build_model(cfg)
-    span = cfg.ctx_len
+    span = cfg.vanilla.ctx_len
     tokens = jax.random.randint(jax.random.key(4), (span + 1 + windows,), 0, cfg.n_token)
     fn = jax.jit(lambda p, x: vanilla_strided_nll(model, p, x, span, 1))
     return windows / _median_seconds(fn, params, tokens)
 
 
 def measure(span: int, shape: dict, segments: int, windows: int) -> dict:
-    xl = ModelConfig(arch="xl", tgt_len=span, mem_len=span, **shape)
-    vanilla = ModelConfig(arch="vanilla", ctx_len=span, tgt_len=span, **shape)
+    xl = ModelConfig(arch="xl", **shape).replace(xl=dict(tgt_len=span, mem_len=span))
+    vanilla = ModelConfig(arch="vanilla", **shape).replace(vanilla=dict(ctx_len=span), xl=dict(tgt_len=span))
     params = build_model(xl).init({"params": jax.random.key(0)}, jnp.zeros((1, span), jnp.int32),
                                   init_memory(xl, 1), None)["params"]
     xl_rate = xl_tokens_per_s(xl, params, segments)

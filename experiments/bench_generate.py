@@ -32,9 +32,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 FULL = dict(n_layer=4, n_head=4, d_model=256, d_head=64, d_inner=1024, n_token=2048,
-            tgt_len=128, mem_len=256, window=256)
+            xl=dict(tgt_len=128, mem_len=256), window=dict(window=256))
 SMOKE = dict(n_layer=2, n_head=2, d_model=32, d_head=16, d_inner=64, n_token=512,
-             tgt_len=16, mem_len=32, window=32)
+             xl=dict(tgt_len=16, mem_len=32), window=dict(window=32))
 
 
 def _rss_mib() -> float:
@@ -58,7 +58,7 @@ def _prepare(arch: str, histories: list[int], shape: dict) -> list[dict]:
     from longctx.generate.streaming import Stream
     from longctx.models import archs, build_model, init_memory
 
-    cfg = ModelConfig(arch=arch, dropout=0.0, **shape)
+    cfg = ModelConfig(arch=arch, dropout=0.0).replace(**shape)
     model = build_model(cfg)
     params = jax.jit(model.init)({"params": jax.random.PRNGKey(0)},
                                  jnp.zeros((1, 8), jnp.int32), init_memory(cfg, 1), None)["params"]

@@ -55,13 +55,14 @@ MECHANISMS = (
     ("xl", ()),
     ("window", ()),
     ("vanilla", ()),
-    ("rmt", ("model.tgt_len=128", "model.n_mem_tokens=16", "model.bptt_segments=4")),
-    ("xl", ("model.bptt_segments=4",)),
+    ("rmt", ("model.rmt.seg_len=128", "model.rmt.n_mem_tokens=16", "model.rmt.bptt_segments=4")),
+    ("xl", ("model.xl.bptt_segments=4",)),
 )
 SMOKE = ("model.n_layer=2", "model.n_head=2", "model.d_model=32", "model.d_head=16",
-         "model.d_inner=64", "model.mem_len=16", "model.window=16", "model.ctx_len=16",
-         "model.tgt_len=16", "model.seq_len=32", "data.span=16", "data.vocab_size=512")
-SMOKE_RMT = ("model.tgt_len=16", "model.n_mem_tokens=4", "model.bptt_segments=2")
+         "model.d_inner=64", "model.xl.mem_len=16", "model.window.window=16",
+         "model.vanilla.ctx_len=16", "model.xl.tgt_len=16", "model.window.seq_len=32",
+         "data.span=16", "data.vocab_size=512")
+SMOKE_RMT = ("model.rmt.seg_len=16", "model.rmt.n_mem_tokens=4", "model.rmt.bptt_segments=2")
 
 
 def configs(smoke: bool) -> list[tuple[str, Config]]:
@@ -75,7 +76,7 @@ def configs(smoke: bool) -> list[tuple[str, Config]]:
         if smoke and arch == "rmt":
             extra = SMOKE_RMT
         if smoke and extra and arch == "xl":
-            extra = ("model.bptt_segments=2",)
+            extra = ("model.xl.bptt_segments=2",)
         overrides = [*size, f"model.arch={arch}", *extra]
         overrides += presets.batch_overrides(Config(), arch, tokens_per_step, overrides)
         cfg = parse_overrides(Config(name="bench_mechanisms"), overrides)  # applied in place
@@ -88,9 +89,10 @@ def configs(smoke: bool) -> list[tuple[str, Config]]:
 def label(m) -> str:
     """The row's name: the architecture and its memory knobs where they differ from XL's."""
     if m.arch == "rmt":
-        return f"rmt seg {m.tgt_len}, m {m.n_mem_tokens}, K {m.bptt_segments}"
-    if m.bptt_segments > 1:
-        return f"{m.arch}, gradient through memory K {m.bptt_segments}"
+        return f"rmt seg {m.rmt.seg_len}, m {m.rmt.n_mem_tokens}, K {m.rmt.bptt_segments}"
+    segments = archs.get(m).segments_per_step(m)
+    if segments > 1:
+        return f"{m.arch}, gradient through memory K {segments}"
     return m.arch
 
 

@@ -62,9 +62,10 @@ ARCHS = archs.studied()
 def model_config(arch: str, size: str, dtype: str, remat: bool, span: int = SPAN,
                  vocab: int = VOCAB) -> ModelConfig:
     """The benchmark's configuration of one model."""
-    return ModelConfig(arch=arch, n_token=vocab, tgt_len=span, mem_len=span, window=span,
-                       ctx_len=span, seq_len=2 * span, dtype=dtype, remat=remat,
-                       **SIZES[size])
+    return ModelConfig(arch=arch, n_token=vocab, dtype=dtype, remat=remat,
+                       **SIZES[size]).replace(
+        xl=dict(tgt_len=span, mem_len=span), window=dict(window=span, seq_len=2 * span),
+        vanilla=dict(ctx_len=span))
 
 
 def matmul_flops(dtype: str, n: int = 2048, repeats: int = 10) -> float:

@@ -87,9 +87,8 @@ def _ours_worker(spec: dict) -> None:
     if BENCH_SIZES[spec["size"]] != SIZES[spec["size"]]:
         raise SystemExit(f"bench_vs_pytorch: size {spec['size']!r} differs from bench_train.py's")
     span = spec["span"]
-    cfg = ModelConfig(arch="xl", n_token=spec["vocab"], tgt_len=span, mem_len=span,
-                      dropout=spec["dropout"], dropatt=0.0, dtype="float32",
-                      **SIZES[spec["size"]])
+    cfg = ModelConfig(arch="xl", n_token=spec["vocab"], dropout=spec["dropout"], dropatt=0.0, dtype="float32",
+                      **SIZES[spec["size"]]).replace(xl=dict(tgt_len=span, mem_len=span))
     prep = Prepared(cfg, spec["batch"])
     _serve(lambda: prep.run(1), {"impl": f"longctx (jax {jax.__version__})", "params": prep.n_params,
                       "compile_s": round(prep.compile_s, 2)})

@@ -88,8 +88,8 @@ def scaled(task: Task, scale: int) -> Task:
 def model_config(size: str, task: Task, arch: str) -> ModelConfig:
     seg_len = 3 * task.length // task.segments
     mem_len = task.memory if arch in ("xl", "xl_grad") else 0
-    return ModelConfig(arch="xl", n_token=VOCAB, tgt_len=seg_len, mem_len=mem_len,
-                       **SIZES[size])
+    return ModelConfig(arch="xl", n_token=VOCAB, **SIZES[size]).replace(
+        xl=dict(tgt_len=seg_len, mem_len=mem_len))
 
 
 def stages(task: Task, curriculum: str) -> list[tuple[int, int]]:
@@ -125,7 +125,7 @@ class Runner:
         self.task, self.arch = task, arch
         self.cfg = model_config(size, task, arch)
         self.model = build_model(self.cfg)
-        self.seg_len = self.cfg.tgt_len
+        self.seg_len = self.cfg.xl.tgt_len
 
     def init(self, key):
         if self.arch.startswith("rmt"):

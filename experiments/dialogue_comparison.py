@@ -89,6 +89,15 @@ def main(argv: list[str] | None = None) -> int:
         runs += run_sweep(__file__, root, {"train.seed": seeds, "model.arch": [arch]}, common,
                           parallel=args.parallel)
         timings[f"train {arch}"] = time.time() - t0
+    for d in size.derived:  # started from a trained run of the same seed
+        for seed in seeds:
+            source = next(r.workdir for r in runs if f"train.seed={seed}" in r.overrides
+                          and f"model.arch={d.source}" in r.overrides)
+            common = overrides + batch_overrides(d.arch, per_step, overrides)
+            t0 = time.time()
+            runs += run_sweep(__file__, root, {"train.seed": [seed], "model.arch": [d.arch]},
+                              common + d.overrides(str(source)), parallel=1)
+            timings[f"train {d.arch}"] = time.time() - t0
     failed = [r.workdir for r in runs if r.status == "failed"]
     if failed:
         raise SystemExit(f"training failed for {', '.join(map(str, failed))}")

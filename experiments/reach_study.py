@@ -98,11 +98,11 @@ def variants(depths: list[int], cost_depth: int, span: int, tgt_len: int,
         cost = mem + (tgt_len + 1) // 2
         if mem != span:
             out.append({"label": f"xl L{cost_depth} mem {mem}", "arch": "xl", "depth": cost_depth,
-                        "overrides": [f"model.n_layer={cost_depth}", f"model.mem_len={mem}"]})
+                        "overrides": [f"model.n_layer={cost_depth}", f"model.xl.mem_len={mem}"]})
         out.append({"label": f"window L{cost_depth} W'={cost}", "arch": "window",
                     "depth": cost_depth,
-                    "overrides": [f"model.n_layer={cost_depth}", f"model.window={cost}",
-                                  "model.seq_len=512"]})
+                    "overrides": [f"model.n_layer={cost_depth}", f"model.window.window={cost}",
+                                  "model.window.seq_len=512"]})
     return out
 
 
@@ -132,7 +132,7 @@ def evaluate_reach(workdir: Path) -> dict:
     _, scored = scorer.stream_logprobs([c.ids for c in convs], [it.request for it in items])
     rec = recall(items, scored, skipped, cfg.data.span, cfg.eval.num_candidates)
     result = {"arch": cfg.model.arch, "n_layer": cfg.model.n_layer, "span": cfg.data.span,
-              "mem_len": cfg.model.mem_len, "window": cfg.model.window,
+              "mem_len": cfg.model.xl.mem_len, "window": cfg.model.window.window,
               "chance": rec["chance"], "probes": rec["probes"],
               "fine": fine_buckets(rec["probes"]["distance"], rec["probes"]["credit"],
                                    cfg.data.span)}
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     base = ["name=reach_study", *size.overrides(), *args.overrides]
     cfg = parse_overrides(_comparison_config(), base)
     models = variants([int(d) for d in args.depths.split(",")], args.cost_depth,
-                      cfg.data.span, cfg.model.tgt_len, args.part)
+                      cfg.data.span, cfg.model.xl.tgt_len, args.part)
     start = time.time()
 
     def train_and_evaluate(job: tuple[dict, str]) -> dict:
@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             results = list(pool.map(train_and_evaluate, jobs))
         rows = [(model["label"], results[i * len(seeds):(i + 1) * len(seeds)])
                 for i, model in enumerate(models)]
-    text = table(rows) + "\n" + view_table(rows, cfg.model.tgt_len)
+    text = table(rows) + "\n" + view_table(rows, cfg.model.xl.tgt_len)
     out = root / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "reach.md").write_text("# Reach study\n\n" + text)

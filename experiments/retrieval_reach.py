@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     variants = [] if args.no_xl else [("xl", run.cfg.model)]
     for k in args.k:
-        m = run.cfg.model.replace(arch="xl_retrieval", retrieval_k=k, store_len=args.store,
-                                  retrieval_distance=args.distance)
+        m = run.cfg.model.replace(arch="xl_retrieval", xl_retrieval=dict(
+            retrieval_k=k, store_len=args.store, retrieval_distance=args.distance))
         variants.append((f"xl+retrieval k={k} store={args.store}", m))
     rows = []
     for label, m in variants:

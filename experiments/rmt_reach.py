@@ -273,7 +273,7 @@ def cost_table(seg_mems: list[tuple[int, int]]) -> str:
     m = cfg.model
     from longctx.models import Decoder
 
-    shapes = jax.eval_shape(lambda k: Decoder(m).init(k, jnp.zeros((1, m.tgt_len), jnp.int32)),
+    shapes = jax.eval_shape(lambda k: Decoder(m).init(k, jnp.zeros((1, m.xl.tgt_len), jnp.int32)),
                             jax.random.PRNGKey(0))
     base = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
     window = parse_overrides(cfg, ["model.arch=window"]).model

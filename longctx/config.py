@@ -12,59 +12,44 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
-import math
-import numbers
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from longctx.errors import ConfigError
+from longctx.config_knobs import (
+    ArchKnobs,
+    Knobs,
+    UnknownKeyError,
+    _Strict,
+    moved_message,
+    new_keys,
+    registered_knobs,
+    registered_names,
+    section_default,
+)
+from longctx.config_values import _check, coerce, strict_value
+from longctx.errors import ConfigError as ConfigError  # re-exported: the config's error
 
 DTYPES = ("float32", "bfloat16")
 DATASETS = ("synthetic", "msc", "qmsum")
 PRECISIONS = ("default", "high", "highest")  # model.matmul_precision
 
 
-class UnknownKeyError(AttributeError):
-    """An assignment to a name the schema does not have (a typo in an experiment file)."""
-
-    def __init__(self, section: str, key: str, known: list[str]) -> None:
-        super().__init__(f"unknown key '{section}.{key}' (known in {section}: "
-                         f"{', '.join(known)}); check the spelling")
-        self.key = f"{section}.{key}"
-
-
-class _Strict:
-    """Base of the config dataclasses: setting or replacing a name that is not a field
-    raises UnknownKeyError, so a misspelt key in an experiment file is never silently
-    ignored."""
-
-    def _check_names(self, names: Any) -> None:
-        known = [f.name for f in fields(self)]  # type: ignore[arg-type]
-        for name in names:
-            if name not in known:
-                raise UnknownKeyError(_SECTION_NAMES.get(type(self).__name__, "config"), name,
-                                      known)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        self._check_names([name])
-        object.__setattr__(self, name, value)
-
-    def replace(self, **changes: Any) -> Any:
-        """A copy with `changes` (e.g. `c.model = c.model.replace(n_layer=4)`)."""
-        self._check_names(changes)
-        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
-
-
 @dataclass(frozen=True)
 class ModelConfig(_Strict):
-    """Decoder shape, the architecture's name and its knobs (which fields each one reads:
-    its `Arch.knobs`, in `longctx.models.archs`).
+    """The shared decoder's shape, the architecture's name, and one section of knobs per
+    registered architecture (`cfg.model.xl.mem_len`; each section is the `Arch.knobs`
+    dataclass of its module in `longctx.models.archs`).
 
     Frozen, so it hashes: a model (`longctx.models.Decoder`) and the compiled functions
-    cached for it key on it. Change it whole: `cfg.model = cfg.model.replace(n_layer=4)`."""
+    cached for it key on it. Change it whole: `cfg.model = cfg.model.replace(n_layer=4)`,
+    a section by name: `cfg.model.replace(xl=cfg.model.xl.replace(mem_len=128))` or
+    `cfg.model.replace(xl={"mem_len": 128})`."""
+
+    section: ClassVar[str] = "model"
 
     arch: str = "xl"  # a registered memory mechanism (`longctx.models.archs.names()`)
     n_token: int = 0  # 0: take the vocabulary size from the dataset's tokenizer
@@ -75,36 +60,74 @@ class ModelConfig(_Strict):
     d_inner: int = 256
     dropout: float = 0.0
     dropatt: float = 0.0
-    tgt_len: int = 64  # xl: segment length (tokens per lane per step)
-    mem_len: int = 64  # xl: memory rows per layer
-    clamp_len: int = -1  # > 0: relative distances clamped to this; <= 0: no clamp
-    same_length: bool = False  # xl: every query sees exactly mem_len keys (needs mem_len > 0)
+    # > 0: relative distances clamped to this in the sinusoidal position encoding that every
+    # architecture's attention shares; <= 0: no clamp
+    clamp_len: int = -1
     pre_lnorm: bool = False  # pre-LayerNorm (modern) instead of the original post-LN
     untie_r: bool = False  # per-layer r_w/r_r biases instead of shared ones
-    window: int = 64  # window: the span W (keys i-W+1 .. i)
-    ctx_len: int = 64  # vanilla: the fixed context (tokens per lane per step)
-    seq_len: int = 256  # window: the training sequence length (tokens per lane per step)
     dtype: str = "float32"  # compute dtype; parameters stay float32
     # float32 matmul precision: 'default' is the backend's (full float32 on CPU, but
     # TF32/bf16 passes on GPU/TPU: ~1e-3 relative error), 'highest' full float32 everywhere
     matmul_precision: str = "default"
     remat: bool = False  # rematerialise each layer's activations in the backward pass
-    attention_impl: str = "reference"  # xl: segment attention, 'reference' or 'pallas' (fused)
     init_std: float = 0.02
-    n_mem_tokens: int = 16  # rmt: memory vectors each segment reads and writes
-    # xl, rmt: segments of tgt_len per training row, gradients through the memory across
-    # them (truncated BPTT over K segments; 1: one segment a step, XL's original training)
-    bptt_segments: int = 1
-    bptt_stop_gradient: bool = False  # xl, rmt: stop the gradient at every segment boundary
-    retrieval_k: int = 32  # xl_retrieval: stored keys each query attends to (top-k per head)
-    store_len: int = 2048  # xl_retrieval: rows each layer's store keeps (those that left memory)
-    # xl_retrieval: the distance retrieved keys are given; 0: mem_len + tgt_len - 1
-    retrieval_distance: int = 0
+    # architecture name -> its section (every registered one; `model.<arch>.<knob>` keys)
+    sections: ArchKnobs = field(default_factory=registered_knobs)
+
+    def __getattr__(self, name: str) -> Knobs:
+        """`cfg.xl`: the section of a registered architecture (its defaults when it was
+        registered after this config was made)."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        sections = self.__dict__.get("sections")
+        if sections is not None and name in sections:
+            return sections[name]
+        default = section_default(name)
+        if default is None:
+            raise AttributeError(moved_message(name) or
+                                 f"'ModelConfig' has no field or section {name!r}")
+        return default
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        """A copy with `changes`: shared fields by name, a section by its architecture's
+        name (a Knobs of its type, or a dict of the section's keys to change)."""
+        knobs = self.sections
+        shared = {}
+        for name, value in changes.items():
+            if name in _MODEL_FIELDS:
+                shared[name] = value
+                continue
+            current = getattr(self, name) if _is_section(name) else None
+            if current is None:
+                raise UnknownKeyError("model", name, [*_MODEL_FIELDS, *knobs],
+                                      moved_message(name))
+            knobs = knobs.set(name, current.replace(**value) if isinstance(value, dict) else value)
+        return dataclasses.replace(self, **shared, sections=knobs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types: the shared fields and one mapping per registered section."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "sections"}
+        out.update({name: dataclasses.asdict(getattr(self, name)) for name in _arch_names(self)})
+        return out
+
+
+def _arch_names(m: ModelConfig) -> list[str]:
+    """The sections of `m`: its own plus any registered since it was made."""
+    return [*m.sections, *(n for n in registered_names() if n not in m.sections)]
+
+
+def _is_section(name: str) -> bool:
+    return section_default(name) is not None
+
+
+_MODEL_FIELDS = tuple(f.name for f in fields(ModelConfig) if f.name != "sections")
 
 
 @dataclass
 class DataConfig(_Strict):
     """Which dataset, where it lives, and how batches are laid out."""
+
+    section: ClassVar[str] = "data"
 
     name: str = "synthetic"  # 'synthetic', 'msc' or 'qmsum'
     data_dir: str = "data_cache"  # where TFDS datasets and tokenizers are built
@@ -132,6 +155,8 @@ class DataConfig(_Strict):
 class OptimConfig(_Strict):
     """AdamW with warm-up then cosine decay, global-norm clipping."""
 
+    section: ClassVar[str] = "optim"
+
     learning_rate: float = 3e-3
     end_learning_rate: float = 3e-5
     warmup_steps: int = 20
@@ -146,6 +171,8 @@ class OptimConfig(_Strict):
 @dataclass
 class TrainConfig(_Strict):
     """How long to train, on how many lanes, how often to log."""
+
+    section: ClassVar[str] = "train"
 
     seed: int = 0
     batch_size: int = 8  # global number of lanes (rows); must split over devices
@@ -169,6 +196,8 @@ class TrainConfig(_Strict):
 class CheckpointConfig(_Strict):
     """Orbax checkpointing of the whole training state."""
 
+    section: ClassVar[str] = "checkpoint"
+
     every_steps: int = 50
     keep: int = 3
     async_save: bool = True
@@ -177,6 +206,8 @@ class CheckpointConfig(_Strict):
 @dataclass
 class EvalConfig(_Strict):
     """The coherence suite's knobs."""
+
+    section: ClassVar[str] = "eval"
 
     num_candidates: int = 8  # N of the forced-choice recall and hits@1
     vanilla_stride: int = 1  # 1 = the paper's sliding recompute
@@ -199,22 +230,16 @@ class Config(_Strict):
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {k: v.to_dict() if k == "model" else
+                v if k == "name" else dataclasses.asdict(v) for k, v in out.items()}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-_SECTION_NAMES = {"ModelConfig": "model", "DataConfig": "data", "OptimConfig": "optim",
-                  "TrainConfig": "train", "CheckpointConfig": "checkpoint", "EvalConfig": "eval"}
-
 
 # ----------------------------------------------------------------------------- validation
-
-
-def _check(cond: bool, key: str, problem: str) -> None:
-    if not cond:
-        raise ConfigError(f"config key '{key}': {problem}", key)
 
 
 def validate(cfg: Config, num_devices: int = 1, num_processes: int = 1) -> Config:
@@ -232,80 +257,95 @@ def validate(cfg: Config, num_devices: int = 1, num_processes: int = 1) -> Confi
 _SECTIONS = {f.name: f for f in fields(Config)}
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Convert a JSON/CLI value to the annotated field type, or raise ConfigError."""
-    origin = typing.get_origin(tp)
-    if origin is tuple or tp is tuple:
-        if isinstance(value, str):
-            value = [v for v in value.strip("()[] ").split(",") if v.strip()]
-        _check(isinstance(value, list | tuple), key, f"expected a list, got {value!r}")
-        (inner, *_rest) = typing.get_args(tp) or (int,)
-        return tuple(_coerce(v, inner, key) for v in value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
-    if tp is int:
-        if isinstance(value, str):  # '128', '1_000', '1e6'
-            text = value.replace("_", "").strip()
-            try:
-                return int(text)
-            except ValueError:
-                try:
-                    value = float(text)
-                except ValueError:
-                    raise ConfigError(f"config key '{key}': expected an integer, "
-                                      f"got {value!r}") from None
-        ok = (isinstance(value, numbers.Real) and not isinstance(value, bool)
-              and math.isfinite(value) and value == int(value))
-        _check(ok, key, f"expected an integer, got {value!r}")
-        return int(value)
-    if tp is float:
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"config key '{key}': expected a number, got {value!r}") from None
-    if tp is str:
-        _check(isinstance(value, str), key, f"expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"config key '{key}': unsupported type {tp}")
-
-
 def _field_types(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in fields(cls)}
+    return {f.name: hints[f.name] for f in fields(cls) if f.name != "sections"}
 
 
 def from_dict(raw: dict[str, Any]) -> Config:
-    """Build a Config from nested dicts (e.g. a saved config.json); unknown keys are errors."""
+    """Build a Config from nested dicts (e.g. a saved config.json); unknown keys are errors.
+    A flat model key of a config saved before the architecture sections (`"mem_len": 64`)
+    goes to every section that took it over (`model.xl.mem_len`); one that no registered
+    architecture took over is refused in one line naming it."""
     cfg = Config()
     for section, value in raw.items():
         if section == "name":
-            cfg.name = _coerce(value, str, "name")
+            cfg.name = coerce(value, str, "name")
             continue
         _check(section in _SECTIONS, section, f"unknown section (known: {', '.join(_SECTIONS)})")
         _check(isinstance(value, dict), section, "expected a mapping of keys")
         for key, v in value.items():
-            apply_override(cfg, f"{section}.{key}", v)
+            if section == "model" and isinstance(v, dict):
+                _check(_is_section(key), f"model.{key}", _no_section(key))
+                for knob, x in v.items():
+                    apply_override(cfg, f"model.{key}.{knob}", x)
+            elif section == "model" and key not in _MODEL_FIELDS and new_keys(key):
+                for moved in new_keys(key):
+                    apply_override(cfg, moved, v)
+            else:
+                apply_override(cfg, f"{section}.{key}", v)
     return cfg
 
 
+def _no_section(name: str) -> str:
+    return (f"no registered architecture has this section (registered: "
+            f"{', '.join(registered_names())}); register '{name}' first or remove the key")
+
+
 def apply_override(cfg: Config, dotted: str, value: Any) -> Config:
-    """Set `section.key` to `value` (a string from the command line or a JSON value)."""
+    """Set `section.key` (or `model.<arch>.key`) to `value` (a string from the command line
+    or a JSON value)."""
     if dotted == "name":
-        cfg.name = _coerce(value, str, "name")
+        cfg.name = coerce(value, str, "name")
         return cfg
     parts = dotted.split(".")
-    _check(len(parts) == 2, dotted, "overrides look like section.key=value, e.g. model.mem_len=128")
+    if len(parts) == 3 and parts[0] == "model":
+        _, arch, key = parts
+        _check(_is_section(arch), f"model.{arch}", _no_section(arch))
+        sub = getattr(cfg.model, arch)
+        types_ = _field_types(type(sub))
+        _check(key in types_, dotted, f"unknown key (known in model.{arch}: {', '.join(types_)})")
+        cfg.model = cfg.model.replace(**{arch: sub.replace(**{key: coerce(value, types_[key],
+                                                                          dotted)})})
+        return cfg
+    _check(len(parts) == 2, dotted,
+           "overrides look like section.key=value, e.g. model.xl.mem_len=128 or train.num_steps=20")
     section, key = parts
     _check(section in _SECTIONS, dotted, f"unknown section '{section}' (known: {', '.join(_SECTIONS)})")
     sub = getattr(cfg, section)
     types_ = _field_types(type(sub))
+    if section == "model" and key not in types_:
+        moved = moved_message(key)
+        _check(not moved, dotted, moved)
+        _check(not _is_section(key), dotted,
+               f"a section of architecture '{key}'; set its keys, e.g. model.{key}.KEY=VALUE")
     _check(key in types_, dotted, f"unknown key (known in {section}: {', '.join(types_)})")
-    setattr(cfg, section, dataclasses.replace(sub, **{key: _coerce(value, types_[key], dotted)}))
+    setattr(cfg, section, dataclasses.replace(sub, **{key: coerce(value, types_[key], dotted)}))
     return cfg
+
+
+def lookup(cfg: Config, dotted: str) -> Any:
+    """The value of `section.key` or `model.<arch>.key` (AttributeError if none)."""
+    return functools.reduce(getattr, dotted.split("."), cfg)
+
+
+def flat_items(cfg: Config, own_section_only: bool = False) -> dict[str, Any]:
+    """Every key of `cfg` as its dotted name (`model.xl.mem_len`) -> value; with
+    `own_section_only`, of the architecture sections only model.arch's (the others do not
+    change what the run computes)."""
+    out: dict[str, Any] = {}
+    for section, values in cfg.to_dict().items():
+        if not isinstance(values, dict):
+            out[section] = values
+            continue
+        for key, value in values.items():
+            if isinstance(value, dict):
+                if own_section_only and key != cfg.model.arch:
+                    continue
+                out.update({f"{section}.{key}.{k}": v for k, v in value.items()})
+            else:
+                out[f"{section}.{key}"] = value
+    return out
 
 
 def parse_overrides(cfg: Config, overrides: list[str]) -> Config:
@@ -329,30 +369,29 @@ def check_types(cfg: Config) -> Config:
         sub = getattr(cfg, section)
         _check(type(sub) is f.default_factory, section,  # type: ignore[union-attr]
                f"expected a {f.default_factory.__name__}, got {type(sub).__name__}")  # type: ignore[union-attr]
-        checked = {key: _strict_value(getattr(sub, key), tp, f"{section}.{key}")
-                   for key, tp in _field_types(type(sub)).items()}
-        setattr(cfg, section, dataclasses.replace(sub, **checked))
+        setattr(cfg, section, _checked(sub, section))
+    m = cfg.model
+    _check(isinstance(m.sections, ArchKnobs), "model.sections", "set sections by name, e.g. "
+           "c.model = c.model.replace(xl={'mem_len': 128})")
+    for arch in _arch_names(m):
+        sub, want = getattr(m, arch), type(_section_default(arch))
+        _check(type(sub) is want, f"model.{arch}",
+               f"expected a {want.__name__}, got {type(sub).__name__}")
+        m = m.replace(**{arch: _checked(sub, f"model.{arch}")})
+    cfg.model = m
     return cfg
 
 
-def _strict_value(value: Any, tp: Any, key: str) -> Any:
-    """`value` as type `tp` when it already is one (no parsing of strings), else ConfigError."""
-    if typing.get_origin(tp) is tuple:
-        _check(isinstance(value, list | tuple), key, f"expected a tuple of integers, got {value!r}")
-        return tuple(_strict_value(v, int, key) for v in value)
-    if tp is bool:
-        _check(isinstance(value, bool), key, f"expected True or False, got {value!r}")
-        return value
-    if tp is str:
-        _check(isinstance(value, str), key, f"expected a string, got {value!r}")
-        return value
-    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if tp is int:
-        _check(isinstance(value, numbers.Integral) and number, key,
-               f"expected an integer, got {value!r}")
-        return int(value)
-    _check(number, key, f"expected a number, got {value!r}")
-    return float(value)
+def _section_default(arch: str) -> Knobs:
+    default = section_default(arch)
+    _check(default is not None, f"model.{arch}", _no_section(arch))
+    return default  # type: ignore[return-value]
+
+
+def _checked(sub: Any, section: str) -> Any:
+    """`sub` with every field checked by `strict_value` (ConfigError naming the key)."""
+    return dataclasses.replace(sub, **{key: strict_value(getattr(sub, key), tp, f"{section}.{key}")
+                                       for key, tp in _field_types(type(sub)).items()})
 
 
 def load_experiment(path: str | Path) -> Config:

@@ -21,16 +21,13 @@ from longctx.config import (
 
 INT_MAX = 2**31 - 1  # shapes, step counters and token ids are int32 on the device
 # The range of every numeric field, as an interval ('inf' = no upper bound besides being
-# finite, and INT_MAX for integers). Cross-field rules are in `_check_relations`.
+# finite, and INT_MAX for integers); an architecture's section gives its own in
+# `Knobs.ranges`. Cross-field rules are in `_check_relations`.
 RANGES: dict[str, str] = {
     "model.n_token": "[0, inf)", "model.n_layer": "[1, inf)", "model.n_head": "[1, inf)",
     "model.d_model": "[2, inf)", "model.d_head": "[1, inf)", "model.d_inner": "[1, inf)",
-    "model.dropout": "[0, 1)", "model.dropatt": "[0, 1)", "model.tgt_len": "[1, inf)",
-    "model.mem_len": "[0, inf)", "model.clamp_len": "[-1, inf)", "model.window": "[1, inf)",
-    "model.ctx_len": "[1, inf)", "model.seq_len": "[1, inf)", "model.init_std": "(0, inf)",
-    "model.n_mem_tokens": "[1, inf)", "model.bptt_segments": "[1, inf)",
-    "model.retrieval_k": "[1, inf)", "model.store_len": "[1, inf)",
-    "model.retrieval_distance": "[0, inf)",
+    "model.dropout": "[0, 1)", "model.dropatt": "[0, 1)", "model.clamp_len": "[-1, inf)",
+    "model.init_std": "(0, inf)",
     "data.span": "[1, inf)", "data.num_train": "[1, inf)", "data.num_validation": "[1, inf)",
     "data.vocab_size": "[300, inf)", "data.seed": "[0, inf)", "data.echo": "[0, 1]",
     "data.train_near": "[0, 1]", "data.train_ack": "[0, 1]", "data.train_near_max": "(0.25, 12]",
@@ -78,8 +75,9 @@ def _check_relations(cfg: Config, shards: int) -> None:
            "decays to it); use a smaller value")
     _check(t.batch_size % shards == 0, "train.batch_size",
            f"{t.batch_size} lanes do not split over {shards} devices; use a multiple of {shards}")
-    _check(t.num_steps > 0 or t.train_tokens > 0, "train.num_steps",
-           "give num_steps > 0 or train_tokens > 0")
+    _check(t.num_steps > 0 or t.train_tokens > 0 or bool(t.init_from), "train.num_steps",
+           "give num_steps > 0 or train_tokens > 0 (0 steps only with train.init_from: a run "
+           "that takes another run's parameters as they are)")
     profile = t.profile_steps
     _check(len(profile) <= 2 and profile == tuple(sorted(profile)), "train.profile_steps",
            f"give one step or a first,last pair (e.g. 10,12), got {','.join(map(str, profile))}")
@@ -100,6 +98,10 @@ def check_model(m: ModelConfig) -> None:
         section, name = key.split(".")
         if section == "model":
             _check_range(key, getattr(m, name), interval)
+    for arch in m.sections:
+        knobs = m.sections[arch]
+        for name, interval in knobs.ranges.items():
+            _check_range(f"model.{arch}.{name}", getattr(knobs, name), interval)
     _check(m.d_model % 2 == 0, "model.d_model",
            f"must be even (the sinusoidal positions pair sin and cos), got {m.d_model}")
 

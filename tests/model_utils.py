@@ -14,7 +14,7 @@ from longctx.models import Decoder, build_model, init_memory
 def make(cfg: ModelConfig, batch: int = 2, seed: int = 0):
     """(model, params) for cfg, initialised under jit."""
     model = build_model(cfg)
-    tokens = jnp.zeros((batch, cfg.tgt_len), jnp.int32)
+    tokens = jnp.zeros((batch, cfg.xl.tgt_len), jnp.int32)
     init = jax.jit(model.init)
     params = init({"params": jax.random.key(seed)}, tokens, init_memory(cfg, batch),
                   jnp.zeros((batch,), bool))["params"]

@@ -16,7 +16,9 @@ import json
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import flax.linen as nn
 import flax.struct
@@ -24,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from longctx.config_knobs import Knobs
 from longctx.models import archs
 from longctx.models.archs import Arch, CallShape
 from longctx.models.primitives import descending_pos_emb
@@ -44,6 +47,15 @@ class Gist(Rows):
         return Gist(vec=0)
 
 
+@dataclass(frozen=True)
+class ToyKnobs(Knobs):
+    """`model.toygist`: the toy's own section."""
+
+    ranges: ClassVar[dict[str, str]] = {"seg_len": "[1, inf)"}
+
+    seg_len: int = 16  # tokens a lane consumes per step
+
+
 class ToyGist(Arch):
     """Each segment's embeddings get (gist * a learnt gate) added; after the segment the
     gist moves halfway to the mean of its last layer's states (no gradient across)."""
@@ -52,16 +64,16 @@ class ToyGist(Arch):
     description = "toy: a running-mean vector per lane added to every embedding"
     lane_mode = "segments"
     has_memory = True
-    knobs = ("tgt_len",)
+    knobs = ToyKnobs  # its own config section: model.toygist.seg_len
 
     def span(self, cfg):
-        return cfg.tgt_len
+        return cfg.toygist.seg_len
 
     def tokens_per_step(self, cfg):
-        return cfg.tgt_len
+        return cfg.toygist.seg_len
 
     def call_shape(self, cfg):
-        t = cfg.tgt_len
+        t = cfg.toygist.seg_len
         return CallShape(queries=t, projected=t, keys=t, distances=t)
 
     def extra_params(self, cfg):
@@ -97,7 +109,7 @@ def toy():
     yield
     archs.unregister(ToyGist.name)
 
-TOY = ["model.arch=toygist", "train.num_steps=12", "checkpoint.every_steps=4",
+TOY = ["model.arch=toygist", "model.toygist.seg_len=16", "train.num_steps=12", "checkpoint.every_steps=4",
        "train.log_every=1", "eval.max_conversations=4", "eval.speed_tokens=32"]
 
 

@@ -3,7 +3,6 @@ UTF-8, and saved states (confined to chats/NAME/, token ids in the vocabulary, a
 or pickled .npz refused even when meta.json's digest matches it). Each refusal is one
 line; the current conversation and every file stay as they were."""
 
-import dataclasses
 import hashlib
 import io
 import json
@@ -24,9 +23,9 @@ from longctx.generate.state import Conversation, Turn
 from longctx.models import xl_decode_init
 from tests.conftest import REPO, subprocess_env
 
-CFG = ModelConfig(arch="xl", n_token=50, n_layer=2, n_head=2, d_model=16, d_head=8, tgt_len=4,
-                  mem_len=8, window=8)
-META = {"model": dataclasses.asdict(CFG)}
+CFG = ModelConfig(arch="xl", n_token=50, n_layer=2, n_head=2, d_model=16, d_head=8).replace(
+    xl=dict(tgt_len=4, mem_len=8), window=dict(window=8))
+META = {"model": CFG.to_dict()}
 
 
 @pytest.mark.parametrize("settings,flag", [

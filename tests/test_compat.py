@@ -95,7 +95,7 @@ def test_unsupported_settings_refused_with_one_line(bad, word, tmp_path, capsys)
 
 def test_load_reference_gives_config_and_params():
     cfg, params = txl.load_reference(FIXTURE)
-    assert (cfg.arch, cfg.n_layer, cfg.mem_len, cfg.tgt_len, cfg.n_token) == ("xl", 2, 8, 8, 50)
+    assert (cfg.arch, cfg.n_layer, cfg.xl.mem_len, cfg.xl.tgt_len, cfg.n_token) == ("xl", 2, 8, 8, 50)
     assert params["layers_0"]["qkv_net"]["kernel"].shape == (16, 48)
 
 

@@ -21,9 +21,9 @@ from tests.conftest import REPO
 
 
 def test_overrides_are_typed():
-    cfg = parse_overrides(Config(), ["model.mem_len=128", "model.same_length=true",
+    cfg = parse_overrides(Config(), ["model.xl.mem_len=128", "model.xl.same_length=true",
                                      "optim.learning_rate=1e-4", "eval.context_lengths=16,32"])
-    assert cfg.model.mem_len == 128 and cfg.model.same_length is True
+    assert cfg.model.xl.mem_len == 128 and cfg.model.xl.same_length is True
     assert cfg.optim.learning_rate == pytest.approx(1e-4)
     assert cfg.eval.context_lengths == (16, 32)
 
@@ -31,16 +31,16 @@ def test_overrides_are_typed():
 @pytest.mark.parametrize(
     "override, key",
     [
-        ("model.mem_len=-1", "model.mem_len"),
+        ("model.xl.mem_len=-1", "model.xl.mem_len"),
         ("model.arch=lstm", "model.arch"),
         ("train.batch_size=3", "train.batch_size"),
-        ("model.same_length=true", "model.same_length"),
+        ("model.xl.same_length=true", "model.xl.same_length"),
     ],
 )
 def test_impossible_values_name_the_key(override, key):
     cfg = parse_overrides(Config(), [override])
-    if override.startswith("model.same_length"):
-        cfg.model = cfg.model.replace(mem_len=0)
+    if override.startswith("model.xl.same_length"):
+        cfg.model = cfg.model.replace(xl=dict(mem_len=0))
     with pytest.raises(ConfigError) as err:
         check_run(cfg, num_devices=2)
     assert f"'{key}'" in str(err.value)
@@ -90,26 +90,36 @@ def test_missing_experiment_file(tmp_path):
 
 
 def _numeric_fields():
-    """(dotted key, annotated type) of every numeric field of every section."""
-    for section in ("model", "data", "optim", "train", "checkpoint", "eval"):
-        sub = getattr(Config(), section)
+    """(dotted key, annotated type, range) of every numeric field of every section, the
+    architectures' own sections (`model.<arch>.<knob>`, ranges in their `Knobs.ranges`)
+    included."""
+    sections = [(s, getattr(Config(), s), RANGES) for s in ("model", "data", "optim", "train",
+                                                            "checkpoint", "eval")]
+    model = Config().model
+    sections += [(f"model.{a}", model.sections[a], model.sections[a].ranges)
+                 for a in model.sections]
+    for section, sub, ranges in sections:
         for f in dataclasses.fields(sub):
             tp = typing.get_type_hints(type(sub))[f.name]
             if tp in (int, float) or typing.get_origin(tp) is tuple:
-                yield f"{section}.{f.name}", tp
+                key = f"{section}.{f.name}"
+                yield key, tp, ranges.get(key if ranges is RANGES else f.name)
 
 
 def _set(cfg, key, value):
-    section, name = key.split(".")
-    setattr(cfg, section, getattr(cfg, section).replace(**{name: value}))
+    *section, name = key.split(".")
+    if len(section) == 2:  # model.<arch>.<knob>
+        cfg.model = cfg.model.replace(**{section[1]: {name: value}})
+        return cfg
+    setattr(cfg, section[0], getattr(cfg, section[0]).replace(**{name: value}))
     return cfg
 
 
-@pytest.mark.parametrize("key, tp", list(_numeric_fields()))
-def test_every_numeric_field_has_a_range_that_is_enforced(key, tp):
-    assert key in RANGES, f"{key} has no range in longctx.config.RANGES"
-    lo = float(RANGES[key][1:].split(",")[0])
-    below = lo if RANGES[key][0] == "(" else lo - 1
+@pytest.mark.parametrize("key, tp, interval", list(_numeric_fields()))
+def test_every_numeric_field_has_a_range_that_is_enforced(key, tp, interval):
+    assert interval, f"{key} has no range (longctx.config_rules.RANGES or its Knobs.ranges)"
+    lo = float(interval[1:].split(",")[0])
+    below = lo if interval[0] == "(" else lo - 1
     bad = {int: [int(below), INT_MAX + 1], float: [below, math.nan, math.inf, -math.inf]}
     for value in bad.get(tp, [(int(below),), (8, INT_MAX + 1)]):
         if key == "train.train_tokens" and value == INT_MAX + 1:
@@ -121,7 +131,7 @@ def test_every_numeric_field_has_a_range_that_is_enforced(key, tp):
 
 
 @pytest.mark.parametrize("overrides, key", [
-    (["model.arch=window", "model.window=128", "model.seq_len=64"], "model.window"),
+    (["model.arch=window", "model.window.window=128", "model.window.seq_len=64"], "model.window.window"),
     (["optim.end_learning_rate=nan"], "optim.end_learning_rate"),
     (["optim.learning_rate=inf"], "optim.learning_rate"),
     (["optim.b1=1.5"], "optim.b1"),
@@ -135,7 +145,7 @@ def test_every_numeric_field_has_a_range_that_is_enforced(key, tp):
     (["eval.context_lengths=32,32"], "eval.context_lengths"),
     (["eval.context_lengths=0,32"], "eval.context_lengths"),
     (["model.d_model=65"], "model.d_model"),
-    (["model.mem_len=1000000000000"], "model.mem_len"),
+    (["model.xl.mem_len=1000000000000"], "model.xl.mem_len"),
     (["train.train_tokens=1e15"], "train.train_tokens"),  # more steps than int32 holds
     (["model.n_layer=inf"], "model.n_layer"),
     (["data.data_dir= "], "data.data_dir"),
@@ -148,9 +158,10 @@ def test_impossible_combinations_name_the_key(overrides, key):
 
 def test_rules_follow_the_architecture():
     """window <= seq_len binds the window model only; same_length needs memory only in XL."""
-    check_run(parse_overrides(Config(), ["model.arch=xl", "model.window=512", "model.seq_len=64"]))
-    check_run(parse_overrides(Config(), ["model.arch=window", "model.same_length=true",
-                                        "model.mem_len=0"]))
+    check_run(parse_overrides(Config(), ["model.arch=xl", "model.window.window=512",
+                                         "model.window.seq_len=64"]))
+    check_run(parse_overrides(Config(), ["model.arch=window", "model.xl.same_length=true",
+                                        "model.xl.mem_len=0"]))
 
 
 EXPERIMENT = """from longctx.config import Config
@@ -158,7 +169,7 @@ EXPERIMENT = """from longctx.config import Config
 
 def get_config():
     c = Config(name="t")
-    c.model = c.model.replace(tgt_len=16, mem_len=32)
+    c.model = c.model.replace(xl=dict(tgt_len=16, mem_len=32))
 {line}
     return c
 """
@@ -172,8 +183,12 @@ def get_config():
     ('    c.model = c.model.replace(n_layer="2")', ["line 7", "'model.n_layer'",
                                                    "expected an integer", "'2'"]),
     ("    c.optim.b1 = None", ["line 7", "'optim.b1'", "expected a number"]),
-    ("    c.model = c.model.replace(tgt_len=8, same_length=1)", ["line 7",
-                                                               "'model.same_length'"]),
+    ("    c.model = c.model.replace(xl=dict(tgt_len=8, same_length=1))",
+     ["line 7", "'model.xl.same_length'"]),
+    ("    c.model = c.model.replace(mem_len=8)",  # a flat key of before the sections
+     ["line 7", "'model.mem_len' is now 'model.xl.mem_len'"]),
+    ("    c.model = c.model.replace(xl=dict(mem_lenn=8))",
+     ["line 7", "unknown key 'model.xl.mem_lenn'", "mem_len"]),
     ("    c.model = {}", ["line 7", "'model'", "expected a ModelConfig"]),
     ("    c.model.n_layer = 4", ["line 7", "field 'n_layer'", "frozen",
                                "c.model = c.model.replace(n_layer=4)"]),

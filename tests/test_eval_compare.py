@@ -161,3 +161,20 @@ def test_compare_plots_training_and_validation_curves(runs, tmp_path):
 def test_compare_without_curves_writes_no_curve_plot(runs, tmp_path):
     compare(runs, tmp_path / "out")
     assert not (tmp_path / "out" / "curves.png").exists()
+
+
+def test_a_new_memory_mechanism_is_also_checked_against_xl(tmp_path):
+    """A memory mechanism other than XL gets its lines against the window and against XL."""
+    evs = {arch: _eval_json(arch, 64, 0.9, 25, 10.0, 0.7, 0.5, CURVE_XL0, 1000.0)
+           for arch in ("xl", "window", "xl_retrieval")}
+    for arch, (acc, se) in {"xl": (0.15, 0.02), "window": (0.12, 0.02),
+                            "xl_retrieval": (0.7, 0.03)}.items():
+        evs[arch]["recall"]["buckets"]["2-4x"].update(accuracy=acc, stderr=se)
+    dirs = [_run(tmp_path, name, arch, 0, ev) for name, (arch, ev) in
+            zip("abc", evs.items(), strict=True)]
+    table = compare(dirs, tmp_path / "out")
+    lines = [x for x in table.splitlines() if x.startswith("- 2-4x")]
+    assert len(lines) == 3  # XL and XL+retrieval against the window; XL+retrieval against XL
+    vs_xl = [x for x in lines if "XL+retrieval − XL z" in x]
+    # (0.7 - 0.15) / hypot(0.03, 0.02) = 15.3
+    assert len(vs_xl) == 1 and "XL+retrieval − XL z = +15.3" in vs_xl[0], lines

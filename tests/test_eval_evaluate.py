@@ -109,7 +109,7 @@ def test_import_txl_makes_a_run_that_scores_like_the_original(tmp_path):
     assert run.cfg.model.arch == "xl" and run.tokenizer is None
     stream = ref["stream"]
     lps, _ = Scorer(run.cfg.model, run.params).stream_logprobs(list(stream))
-    n_seg = stream.shape[1] // run.cfg.model.tgt_len
+    n_seg = stream.shape[1] // run.cfg.model.xl.tgt_len
     want = np.concatenate([ref[f"seg{s}/nll"] for s in range(n_seg)], axis=1)
     np.testing.assert_allclose(-np.stack(lps), want, atol=1e-4)
     # a second import into the same directory is refused with one line

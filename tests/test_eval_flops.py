@@ -43,15 +43,17 @@ def test_formula_matches_xla(arch, training, monkeypatch):
     monkeypatch.setattr(jax.lax, "map", _unrolled_map)
     # element-wise work is left out of the formula: a few per cent at d_head 32
     cfg = ModelConfig(arch=arch, n_token=256, n_layer=1, n_head=2, d_model=64, d_head=32,
-                      d_inner=128, tgt_len=16, mem_len=48, window=24, ctx_len=40, seq_len=64)
+                      d_inner=128).replace(xl=dict(tgt_len=16, mem_len=48),
+                                           window=dict(window=24, seq_len=64),
+                                           vanilla=dict(ctx_len=40))
     ours = flops_per_token(cfg, training)
     xla = _xla_flops_per_token(cfg, training)
     assert ours == pytest.approx(xla, rel=0.06), (arch, training, ours, xla)
 
 
 def test_formula_scales_with_span():
-    base = ModelConfig(arch="xl", n_token=512, mem_len=64, tgt_len=64)
-    longer = ModelConfig(arch="xl", n_token=512, mem_len=256, tgt_len=64)
+    base = ModelConfig(arch="xl", n_token=512).replace(xl=dict(mem_len=64, tgt_len=64))
+    longer = ModelConfig(arch="xl", n_token=512).replace(xl=dict(mem_len=256, tgt_len=64))
     assert flops_per_token(longer, False) > flops_per_token(base, False)
     assert flops_per_token(base, True) == pytest.approx(3 * flops_per_token(base, False))
 
@@ -65,6 +67,6 @@ def test_training_flops_count_the_rematerialised_forward():
     plain = ModelConfig(arch="xl", n_token=64)
     forward = flops_per_token(plain, False)
     assert flops_per_token(plain, True) == 3 * forward
-    for cfg in (plain.replace(bptt_segments=4), plain.replace(remat=True),
-                plain.replace(arch="rmt", bptt_segments=2)):
+    for cfg in (plain.replace(xl=dict(bptt_segments=4)), plain.replace(remat=True),
+                plain.replace(arch="rmt", rmt=dict(bptt_segments=2))):
         assert flops_per_token(cfg, True) == 4 * flops_per_token(cfg, False)

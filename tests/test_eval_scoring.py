@@ -14,9 +14,9 @@ V = 40
 
 
 def _setup(arch: str, zero: bool = False):
-    cfg = ModelConfig(arch=arch, n_token=V, n_layer=2, n_head=2, d_model=16, d_head=8,
-                      d_inner=32, tgt_len=8, mem_len=8, window=8, ctx_len=8, seq_len=32,
-                      matmul_precision="highest")
+    cfg = ModelConfig(arch=arch, n_token=V, n_layer=2, n_head=2, d_model=16, d_head=8, d_inner=32,
+                      matmul_precision="highest").replace(
+        xl=dict(tgt_len=8, mem_len=8), window=dict(window=8, seq_len=32), vanilla=dict(ctx_len=8))
     model = build_model(cfg)
     params = jax.jit(model.init)({"params": jax.random.PRNGKey(1)}, jnp.zeros((1, 8), jnp.int32),
                                  init_memory(cfg, 1), jnp.ones(1, bool))["params"]
@@ -37,10 +37,10 @@ def _reference(arch, cfg, model, params, ids):
                                 init_memory(cfg, 1), None)
         return _logp(logits[0], ids[1:])
     if arch == "vanilla":
-        return -np.asarray(vanilla_strided_nll(model, params, jnp.asarray(ids), cfg.ctx_len, 1))
+        return -np.asarray(vanilla_strided_nll(model, params, jnp.asarray(ids), cfg.vanilla.ctx_len, 1))
     mem, out = init_memory(cfg, 1), []
-    for s in range(0, ids.size - 1, cfg.tgt_len):  # XL: segment by segment with memory
-        seg = ids[s : s + cfg.tgt_len + 1]
+    for s in range(0, ids.size - 1, cfg.xl.tgt_len):  # XL: segment by segment with memory
+        seg = ids[s : s + cfg.xl.tgt_len + 1]
         logits, mem = model.apply({"params": params}, jnp.asarray(seg[None, :-1]), mem, None)
         out.append(_logp(logits[0], seg[1:]))
     return np.concatenate(out)
@@ -75,7 +75,7 @@ def test_vanilla_stride_matches_the_models_strided_scoring():
     cfg, model, params = _setup("vanilla")
     ids = np.random.default_rng(2).integers(0, V, 50).astype(np.int32)
     lps, _ = Scorer(cfg, params, vanilla_stride=3).stream_logprobs([ids])
-    ref = -np.asarray(vanilla_strided_nll(model, params, jnp.asarray(ids), cfg.ctx_len, 3))
+    ref = -np.asarray(vanilla_strided_nll(model, params, jnp.asarray(ids), cfg.vanilla.ctx_len, 3))
     np.testing.assert_allclose(lps[0], ref, atol=2e-5)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from longctx.errors import UserError
 from longctx.models import archs
 from tests.conftest import REPO, load_script, size_configs
 
@@ -19,7 +20,7 @@ def test_every_size_matches_span_tokens_per_step_and_parameters(size):
     spec = exp.SIZES[size]
     configs = size_configs(exp, spec)
     assert len({archs.span(c.model) for c in configs.values()}) == 1
-    assert configs["xl"].model.tgt_len <= configs["xl"].model.mem_len  # XL sees >= W keys
+    assert configs["xl"].model.xl.tgt_len <= configs["xl"].model.xl.mem_len  # XL sees >= W keys
     assert {c.train.batch_size * archs.tokens_per_step(c.model) for c in configs.values()} == {
         spec.tokens_per_step}
     assert len({c.train.train_tokens for c in configs.values()}) == 1
@@ -35,7 +36,7 @@ def test_real_study_sizes_match_span_and_tokens_per_step(size):
     configs = size_configs(exp, spec)
     assert {c.data.name for c in configs.values()} == {"msc"}  # trained on MSC
     assert len({archs.span(c.model) for c in configs.values()}) == 1
-    assert configs["xl"].model.tgt_len <= configs["xl"].model.mem_len
+    assert configs["xl"].model.xl.tgt_len <= configs["xl"].model.xl.mem_len
     assert {c.train.batch_size * archs.tokens_per_step(c.model) for c in configs.values()} == {
         spec.tokens_per_step}
     assert len({(c.model.n_layer, c.model.d_model, c.train.train_tokens)
@@ -70,7 +71,7 @@ def test_sizes_are_typed_presets_the_scripts_share():
     assert load_script("real_dialogue_study").SIZES is presets.REAL_DIALOGUE
     cfg = _experiment().get_config()  # the README size's XL
     m = cfg.model
-    assert (m.n_layer, m.d_model, m.mem_len, m.tgt_len, m.dropout) == (2, 128, 64, 64, 0.0)
+    assert (m.n_layer, m.d_model, m.xl.mem_len, m.xl.tgt_len, m.dropout) == (2, 128, 64, 64, 0.0)
     assert (cfg.train.train_tokens, cfg.data.train_ack, cfg.eval.vanilla_stride) == (
         1_200_000, 1.0, 16)
     for path in ("dialogue_comparison", "real_dialogue_study", "reach_study"):
@@ -89,7 +90,9 @@ def test_a_size_names_its_architectures_from_the_registry():
 
     readme = presets.COMPARISON["readme"]
     assert readme.arch_names() == ("xl", "window", "vanilla")
-    assert dataclasses.replace(readme, archs=("window",)).arch_names() == ("window",)
+    assert dataclasses.replace(readme, archs=("window",), derived=()).arch_names() == ("window",)
+    with pytest.raises(UserError, match="starts from xl"):  # a derived model needs its source
+        dataclasses.replace(readme, archs=("window",)).arch_names()
     assert readme.archs is None and readme.arch_names() == archs.studied()
     with pytest.raises(ConfigError, match="'model.arch'"):
         dataclasses.replace(readme, archs=("xl", "nope")).arch_names()
@@ -111,6 +114,6 @@ def test_mechanism_bench_rows_share_the_readme_size_and_tokens_per_step(smoke):
         readme = size_configs(_experiment(), _experiment().SIZES["readme"])
         assert rows["window"].model == readme["window"].model.replace(n_token=2048)
         rmt = rows["rmt seg 128, m 16, K 4"].model
-        assert (rmt.tgt_len, rmt.n_mem_tokens, rmt.bptt_segments) == (128, 16, 4)
-        assert rows["xl, gradient through memory K 4"].model.bptt_segments == 4
+        assert (rmt.rmt.seg_len, rmt.rmt.n_mem_tokens, rmt.rmt.bptt_segments) == (128, 16, 4)
+        assert rows["xl, gradient through memory K 4"].model.xl.bptt_segments == 4
         assert rows["xl, gradient through memory K 4"].train.batch_size == 2

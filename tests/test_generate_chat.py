@@ -70,8 +70,8 @@ def _full_forward_logits(run, tokens: list[int]) -> np.ndarray:
     if cfg.arch == "window":
         return np.asarray(forward(run.params, ids, init_memory(cfg, 1))[0][0])
     memory, parts = init_memory(cfg, 1), []
-    for s in range(0, ids.shape[1], cfg.tgt_len):
-        logits, memory = forward(run.params, ids[:, s:s + cfg.tgt_len], memory)
+    for s in range(0, ids.shape[1], cfg.xl.tgt_len):
+        logits, memory = forward(run.params, ids[:, s:s + cfg.xl.tgt_len], memory)
         parts.append(np.asarray(logits[0]))
     return np.concatenate(parts)
 
@@ -187,9 +187,15 @@ def test_bad_saved_state_gives_one_clear_error_and_keeps_the_conversation(xl_run
     (folder / "meta.json").write_text("{not json")
     fails("good", "unreadable JSON", "meta.json")
     other = json.loads(good_meta)
-    other["model"]["mem_len"] += 1
+    other["model"]["xl"]["mem_len"] += 1
     (folder / "meta.json").write_text(json.dumps(other))
     fails("good", "different model")
+    # saved before the architecture sections (flat model keys): loads, as its run does
+    old = json.loads(good_meta)
+    sections = {k: old["model"].pop(k) for k in list(old["model"]) if isinstance(old["model"][k], dict)}
+    old["model"].update({**sections["window"], **sections["vanilla"], **sections["xl"]})
+    (folder / "meta.json").write_text(json.dumps(old))
+    chat.load("good")
     (folder / "meta.json").write_text(good_meta)
     chat.load("good")  # repaired: loads again
     # the conversation went on intact: the next reply is the untouched twin's

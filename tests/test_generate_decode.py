@@ -36,8 +36,8 @@ def _full_logprobs(cfg, model, params, tokens) -> np.ndarray:
         logits, _ = forward(params, jnp.asarray(tokens), init_memory(cfg, 1))
     else:
         memory, parts = init_memory(cfg, 1), []
-        for s in range(0, tokens.shape[1], cfg.tgt_len):
-            out, memory = forward(params, jnp.asarray(tokens[:, s:s + cfg.tgt_len]), memory)
+        for s in range(0, tokens.shape[1], cfg.xl.tgt_len):
+            out, memory = forward(params, jnp.asarray(tokens[:, s:s + cfg.xl.tgt_len]), memory)
             parts.append(out)
         logits = jnp.concatenate(parts, axis=1)
     return np.asarray(jax.nn.log_softmax(logits[0], -1))

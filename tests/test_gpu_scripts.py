@@ -21,8 +21,8 @@ TIMEOUT = float(os.environ.get("GPU_SCRIPTS_TEST_TIMEOUT", "280"))
 # Tiny shapes over the gpu-quick size: the smoke dataset (shared with the other tests), one
 # layer, W = 32, 4 steps per model, a 2-conversation evaluation.
 TINY_STUDY = ("--tokens-per-step 128 model.n_layer=1 model.n_head=2 model.d_model=32 "
-              "model.d_head=16 model.d_inner=64 model.mem_len=32 model.window=32 "
-              "model.ctx_len=32 model.tgt_len=16 model.seq_len=64 data.span=32 "
+              "model.d_head=16 model.d_inner=64 model.xl.mem_len=32 model.window.window=32 "
+              "model.vanilla.ctx_len=32 model.xl.tgt_len=16 model.window.seq_len=64 data.span=32 "
               "data.num_train=40 data.num_validation=10 data.vocab_size=512 data.train_near=0 "
               "train.train_tokens=512 optim.warmup_steps=2 train.log_every=4 "
               "train.host_sync_every=4 checkpoint.every_steps=100 eval.max_conversations=2 "

@@ -22,9 +22,9 @@ from longctx.models import (
 )
 from tests.model_utils import forward, make, rel
 
-BASE = ModelConfig(n_token=23, n_layer=2, n_head=2, d_model=16, d_head=8, d_inner=32,
-                   tgt_len=4, mem_len=4, window=4, ctx_len=4, seq_len=8, init_std=0.2,
-                   matmul_precision="highest")
+BASE = ModelConfig(n_token=23, n_layer=2, n_head=2, d_model=16, d_head=8, d_inner=32, init_std=0.2,
+                   matmul_precision="highest").replace(
+    xl=dict(tgt_len=4, mem_len=4), window=dict(window=4, seq_len=8), vanilla=dict(ctx_len=4))
 
 
 @pytest.mark.parametrize("untie_r", [False, True])
@@ -52,7 +52,7 @@ def test_api_shapes_and_memory_structure(arch):
     memory = init_memory(cfg, 3)
     if archs.get(cfg).has_memory:
         assert isinstance(memory, Memory) and memory.valid.shape == (3,)
-        assert memory.hidden.shape == (cfg.n_layer + 1, 3, cfg.mem_len, cfg.d_model)
+        assert memory.hidden.shape == (cfg.n_layer + 1, 3, cfg.xl.mem_len, cfg.d_model)
     else:
         assert isinstance(memory, NoState) and jax.tree.leaves(memory) == []
     tokens = jnp.ones((3, 8), jnp.int32)
@@ -128,7 +128,7 @@ def test_state_pytrees_know_their_batch_axes():
     every decode-state leaf's batch axis has the batch size, and the shared ones none."""
     cfg = dataclasses.replace(BASE, arch="xl")
     model, params = make(cfg, batch=3)
-    tokens = jax.random.randint(jax.random.key(1), (3, cfg.tgt_len), 0, cfg.n_token)
+    tokens = jax.random.randint(jax.random.key(1), (3, cfg.xl.tgt_len), 0, cfg.n_token)
     _, memory = forward(model, params, tokens, init_memory(cfg, 3))
     logits, _ = forward(model, params, tokens, memory)
     idx = jnp.array([2, 0])

@@ -4,8 +4,6 @@ attention_impl. Float32 at full matmul precision ('highest'), tolerance 1e-5."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -85,10 +83,10 @@ def test_bad_block_size_is_refused_with_one_line():
 
 def test_xl_logits_and_memory_match_with_pallas_attention():
     # same_length and clamp_len on, two segments, the second resetting one row's memory
-    cfg = ModelConfig(n_token=50, n_layer=1, n_head=2, d_model=16, d_head=8, d_inner=32,
-                      tgt_len=8, mem_len=8, same_length=True, clamp_len=5, init_std=0.2)
+    cfg = ModelConfig(n_token=50, n_layer=1, n_head=2, d_model=16, d_head=8, d_inner=32, clamp_len=5,
+                      init_std=0.2).replace(xl=dict(tgt_len=8, mem_len=8, same_length=True))
     model, params = make(cfg)
-    fused = build_model(dataclasses.replace(cfg, attention_impl="pallas"))
+    fused = build_model(cfg.replace(xl=dict(attention_impl="pallas")))
     tokens = jax.random.randint(jax.random.key(1), (2, 2, 8), 0, cfg.n_token)
     mem_ref = mem_fused = init_memory(cfg, 2)
     with jax.default_matmul_precision("highest"):
@@ -101,11 +99,11 @@ def test_xl_logits_and_memory_match_with_pallas_attention():
 
 
 def test_attention_impl_is_validated():
-    cfg = Config(model=ModelConfig(attention_impl="flash"))
-    with pytest.raises(ConfigError, match="model.attention_impl.*'reference' or 'pallas'"):
+    cfg = Config(model=ModelConfig().replace(xl=dict(attention_impl="flash")))
+    with pytest.raises(ConfigError, match="model.xl.attention_impl.*'reference' or 'pallas'"):
         check_run(cfg)
-    with pytest.raises(ConfigError, match="model.attention_impl.*dropatt"):
-        build_model(ModelConfig(n_token=8, attention_impl="pallas", dropatt=0.1))
+    with pytest.raises(ConfigError, match="model.xl.attention_impl.*dropatt"):
+        build_model(ModelConfig(n_token=8, dropatt=0.1).replace(xl=dict(attention_impl="pallas")))
 
 
 def test_bench_attention_kernel_smoke(capsys):

@@ -20,8 +20,9 @@ from longctx.models import (
 from longctx.models.archs import check_run
 from tests.model_utils import make
 
-BASE = ModelConfig(n_token=23, n_layer=1, n_head=2, d_model=8, d_head=4, d_inner=16, tgt_len=4,
-                   mem_len=4, window=4, ctx_len=4, seq_len=8)
+BASE = ModelConfig(n_token=23, n_layer=1, n_head=2, d_model=8, d_head=4,
+                   d_inner=16).replace(xl=dict(tgt_len=4, mem_len=4), window=dict(window=4, seq_len=8),
+                                       vanilla=dict(ctx_len=4))
 
 
 def _dot_precisions(jaxpr) -> list:

@@ -25,8 +25,8 @@ from longctx.models.recurrent_memory import (
 from longctx.models.segment_scan import join_segments, split_segments, xl_segments
 from tests.model_utils import forward, make
 
-CFG = ModelConfig(arch="xl", n_token=11, n_layer=2, n_head=2, d_model=16, d_head=8,
-                  d_inner=32, tgt_len=4, mem_len=4, init_std=0.2, matmul_precision="highest")
+CFG = ModelConfig(arch="xl", n_token=11, n_layer=2, n_head=2, d_model=16, d_head=8, d_inner=32, init_std=0.2,
+                  matmul_precision="highest").replace(xl=dict(tgt_len=4, mem_len=4))
 N_MEM = 3
 SEG = 4
 K = 3
@@ -66,7 +66,7 @@ def test_shapes_and_parameters(rmt):
 def test_anchor_model_size():
     """LM-RMT's copy-task model: 922,890 parameters, 930,570 with 60 memory tokens."""
     cfg = ModelConfig(arch="xl", n_token=10, n_layer=4, n_head=4, d_model=128, d_head=64,
-                      d_inner=256, tgt_len=8, mem_len=8)
+                      d_inner=256).replace(xl=dict(tgt_len=8, mem_len=8))
     model = build_model(cfg)
     shapes = jax.eval_shape(lambda k: rmt_init(model, k, 60, 8), jax.random.key(0))
     assert count_params(decoder_params(shapes)) == 922_890
@@ -221,7 +221,7 @@ def test_xl_gradient_through_memory(memory_grad):
     hidden0 = jax.random.normal(jax.random.key(4), start.hidden.shape)
 
     def loss(hidden):
-        mem = start.replace(hidden=hidden, valid=jnp.full((2,), CFG.mem_len, jnp.int32))
+        mem = start.replace(hidden=hidden, valid=jnp.full((2,), CFG.xl.mem_len, jnp.int32))
         nll, _ = xl_segments(model, params, mem, x[:, :-1], SEG, nll_head, x[:, 1:],
                              memory_grad=memory_grad)
         return jnp.sum(nll[-1])
@@ -235,7 +235,7 @@ def test_xl_reset_empties_memory():
     x = tokens()
     full = init_memory(CFG, 2)
     full = full.replace(hidden=jax.random.normal(jax.random.key(4), full.hidden.shape),
-                        valid=jnp.full((2,), CFG.mem_len, jnp.int32))
+                        valid=jnp.full((2,), CFG.xl.mem_len, jnp.int32))
     reset_logits, _ = xl_segments(model, params, full, x, SEG, lambda lg, _: lg,
                                   reset=jnp.array([True, False]))
     fresh_logits, _ = xl_segments(model, params, init_memory(CFG, 2), x, SEG,

@@ -15,8 +15,9 @@ from longctx.models.recurrent_memory import MEMORY_PARAM, MemoryTokens
 from tests.model_utils import make
 
 CFG = ModelConfig(arch="rmt", n_token=11, n_layer=2, n_head=2, d_model=16, d_head=8,
-                  d_inner=32, tgt_len=4, mem_len=4, n_mem_tokens=3, bptt_segments=3,
-                  init_std=0.2, matmul_precision="highest")
+                  d_inner=32, init_std=0.2, matmul_precision="highest").replace(
+    xl=dict(tgt_len=4, mem_len=4, bptt_segments=3),
+    rmt=dict(seg_len=4, n_mem_tokens=3, bptt_segments=3))
 SEG, K = 4, 3
 
 
@@ -41,7 +42,7 @@ def test_shapes_and_parameters(rmt):
     assert isinstance(state, MemoryTokens) and state.batch_axes() == MemoryTokens(0, 0)
     logits, new = apply(model, params, tokens(n=SEG), state)
     assert logits.shape == (2, SEG, CFG.n_token) and logits.dtype == jnp.float32
-    assert new.vectors.shape == (2, CFG.n_mem_tokens, CFG.d_model) and not new.fresh.any()
+    assert new.vectors.shape == (2, CFG.rmt.n_mem_tokens, CFG.d_model) and not new.fresh.any()
     # the shared decoder's tree, identical to every other architecture's, plus the memory
     _, xl_params = make(CFG.replace(arch="xl"))
     without = {k: v for k, v in params.items() if k != MEMORY_PARAM}
@@ -58,7 +59,7 @@ def test_shapes_and_parameters(rmt):
 def test_anchor_model_size():
     """LM-RMT's copy-task model: 922,890 parameters, 930,570 with 60 memory tokens."""
     cfg = ModelConfig(arch="rmt", n_token=10, n_layer=4, n_head=4, d_model=128, d_head=64,
-                      d_inner=256, tgt_len=8, n_mem_tokens=60)
+                      d_inner=256).replace(rmt=dict(seg_len=8, n_mem_tokens=60))
     model = build_model(cfg)
     shapes = jax.eval_shape(lambda k: model.init({"params": k}, jnp.zeros((1, 8), jnp.int32),
                                                  init_memory(cfg, 1))["params"],
@@ -127,7 +128,7 @@ def test_rmt_gradient_crosses_segments(rmt, stop):
     """The last segment's loss reaches the first segment's memory only through K-1 memory
     writes: nonzero with gradients through memory, exactly zero with the ablation."""
     _, params = rmt
-    cfg = CFG.replace(bptt_stop_gradient=stop)
+    cfg = CFG.replace(rmt=dict(bptt_stop_gradient=stop))
     x = tokens(n=K * SEG + 1)
     vectors = jax.random.normal(jax.random.key(3), (2, 3, 16))
     g = _last_segment_grad(cfg, params, x, vectors,
@@ -142,13 +143,13 @@ def test_xl_gradient_through_memory(stop):
     segment's memory only through two memory updates; its loss's gradient w.r.t. that
     memory is nonzero unless bptt_stop_gradient. Three layers: XL's memory at layer i
     feeds layer i+1 of the next segment, so a memory reaches at most n_layer segments on."""
-    cfg = CFG.replace(arch="xl", n_layer=3, bptt_stop_gradient=stop)
+    cfg = CFG.replace(arch="xl", n_layer=3, xl=dict(bptt_stop_gradient=stop))
     _, params = make(cfg)
     x = tokens(n=K * SEG + 1)
     start = init_memory(cfg, 2)
     hidden = jax.random.normal(jax.random.key(4), start.hidden.shape)
     g = _last_segment_grad(cfg, params, x, hidden, lambda h: start.replace(
-        hidden=h, valid=jnp.full((2,), cfg.mem_len, jnp.int32)))
+        hidden=h, valid=jnp.full((2,), cfg.xl.mem_len, jnp.int32)))
     g = float(jnp.max(jnp.abs(g)))
     assert (g == 0.0) if stop else (g > 1e-6)
 
@@ -156,11 +157,12 @@ def test_xl_gradient_through_memory(stop):
 def test_xl_splits_a_call_only_with_bptt_segments():
     """bptt_segments = 1 (the default): a longer call is still one XL segment; with 2, two
     segments (which differ here: the second sees only mem_len = 2 of the first's rows)."""
-    cfg = CFG.replace(arch="xl", bptt_segments=1, mem_len=2)
+    cfg = CFG.replace(arch="xl", xl=dict(bptt_segments=1, mem_len=2))
     model, params = make(cfg)
     x = tokens(n=8)
     one, _ = apply(model, params, x, init_memory(cfg, 2))
-    split, _ = apply(build_model(cfg.replace(bptt_segments=2)), params, x, init_memory(cfg, 2))
+    split, _ = apply(build_model(cfg.replace(xl=dict(bptt_segments=2))), params, x,
+                     init_memory(cfg, 2))
     assert float(jnp.max(jnp.abs(one - split))) > 1e-4  # 2 segments of 4 differ from 1 of 8
 
 
@@ -182,8 +184,8 @@ def test_determinism_and_dropout_keys(rmt):
 def test_bad_settings_are_refused():
     from longctx.config import ConfigError
 
-    with pytest.raises(ConfigError, match="model.n_mem_tokens"):
-        build_model(CFG.replace(n_mem_tokens=0))
+    with pytest.raises(ConfigError, match="model.rmt.n_mem_tokens"):
+        build_model(CFG.replace(rmt=dict(n_mem_tokens=0)))
     model, params = make(CFG)
     with pytest.raises(ValueError, match="does not split into segments of 4"):
         apply(model, params, tokens(n=6), init_memory(CFG, 2))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,9 +12,9 @@ from longctx.models import vanilla_strided_nll
 from longctx.models.vanilla import strided_plan
 from tests.model_utils import forward, make
 
-BASE = ModelConfig(arch="vanilla", n_token=29, n_layer=2, n_head=2, d_model=16, d_head=8,
-                   d_inner=32, ctx_len=5, tgt_len=5, init_std=0.2,
-                   matmul_precision="highest")
+BASE = ModelConfig(arch="vanilla", n_token=29, n_layer=2, n_head=2, d_model=16, d_head=8, d_inner=32,
+                   init_std=0.2, matmul_precision="highest").replace(vanilla=dict(ctx_len=5),
+                                                                     xl=dict(tgt_len=5))
 
 strided = jax.jit(vanilla_strided_nll, static_argnums=(0, 3, 4, 5))
 
@@ -30,10 +28,10 @@ def test_stride_one_predicts_from_exactly_the_previous_ctx_len_tokens():
     cfg = BASE
     model, params = make(cfg)
     tokens = jax.random.randint(jax.random.key(0), (17,), 0, cfg.n_token)
-    nll = strided(model, params, tokens, cfg.ctx_len, 1, 8)
+    nll = strided(model, params, tokens, cfg.vanilla.ctx_len, 1, 8)
     assert nll.shape == (16,)
     for t in range(1, 17):
-        context = tokens[max(0, t - cfg.ctx_len) : t]
+        context = tokens[max(0, t - cfg.vanilla.ctx_len) : t]
         assert abs(float(nll[t - 1]) - last_token_nll(model, params, context, tokens[t])) < 1e-5
 
 
@@ -41,9 +39,9 @@ def test_stride_one_batched_rows_are_independent():
     cfg = BASE
     model, params = make(cfg)
     tokens = jax.random.randint(jax.random.key(1), (3, 12), 0, cfg.n_token)
-    nll = strided(model, params, tokens, cfg.ctx_len, 1, 7)
+    nll = strided(model, params, tokens, cfg.vanilla.ctx_len, 1, 7)
     for b in range(3):
-        one = strided(model, params, tokens[b], cfg.ctx_len, 1, 7)
+        one = strided(model, params, tokens[b], cfg.vanilla.ctx_len, 1, 7)
         np.testing.assert_allclose(nll[b], one, rtol=1e-5, atol=1e-6)
 
 
@@ -70,13 +68,13 @@ def test_long_inputs_are_independent_segments_of_ctx_len():
     model, params = make(cfg)
     tokens = jax.random.randint(jax.random.key(3), (2, 13), 0, cfg.n_token)
     whole = forward(model, params, tokens)[0]
-    for s in range(0, 13, cfg.ctx_len):
-        part = forward(model, params, tokens[:, s : s + cfg.ctx_len])[0]
-        np.testing.assert_allclose(whole[:, s : s + cfg.ctx_len], part, rtol=1e-5, atol=1e-5)
+    for s in range(0, 13, cfg.vanilla.ctx_len):
+        part = forward(model, params, tokens[:, s : s + cfg.vanilla.ctx_len])[0]
+        np.testing.assert_allclose(whole[:, s : s + cfg.vanilla.ctx_len], part, rtol=1e-5, atol=1e-5)
 
 
 def test_vanilla_forward_is_plain_causal():
-    cfg = dataclasses.replace(BASE, ctx_len=8)
+    cfg = BASE.replace(vanilla=dict(ctx_len=8))
     model, params = make(cfg)
     tokens = jax.random.randint(jax.random.key(4), (1, 8), 0, cfg.n_token)
     a = forward(model, params, tokens)[0]

@@ -21,15 +21,15 @@ from longctx.models import (
 from longctx.models.attention import band_mask, band_plan
 from tests.model_utils import band_visibility, forward, make, masked, rel
 
-BASE = ModelConfig(arch="window", n_token=31, n_layer=2, n_head=2, d_model=16, d_head=8,
-                   d_inner=32, window=4, tgt_len=4, init_std=0.2,
-                   matmul_precision="highest")
+BASE = ModelConfig(arch="window", n_token=31, n_layer=2, n_head=2, d_model=16, d_head=8, d_inner=32,
+                   init_std=0.2, matmul_precision="highest").replace(window=dict(window=4),
+                                                                     xl=dict(tgt_len=4))
 
 
 @pytest.mark.parametrize("window, seq_len", [(4, 16), (3, 11), (5, 4), (1, 6), (4, 13)])
 def test_blocked_equals_dense_band_attention(window, seq_len):
-    cfg = dataclasses.replace(BASE, window=window, clamp_len=3 if window == 5 else -1,
-                              pre_lnorm=window == 3, untie_r=window == 4)
+    cfg = BASE.replace(clamp_len=3 if window == 5 else -1, pre_lnorm=window == 3, untie_r=window == 4,
+                       window=dict(window=window))
     model, params = make(cfg)
     tokens = jax.random.randint(jax.random.key(seq_len), (2, seq_len), 0, cfg.n_token)
     blocked, memory = forward(model, params, tokens)
@@ -50,7 +50,7 @@ def test_band_blocks_never_hold_a_full_score_matrix():
 def test_tokens_beyond_the_receptive_field_have_exactly_zero_effect():
     cfg = BASE  # W = 4, 2 layers: field (W-1)*n_layer = 6
     model, params = make(cfg)
-    field = (cfg.window - 1) * cfg.n_layer
+    field = (cfg.window.window - 1) * cfg.n_layer
     tokens = jax.random.randint(jax.random.key(0), (1, 20), 0, cfg.n_token)
     other = tokens.at[0, 3].set((tokens[0, 3] + 1) % cfg.n_token)
     a = np.asarray(forward(model, params, tokens)[0])
@@ -61,9 +61,9 @@ def test_tokens_beyond_the_receptive_field_have_exactly_zero_effect():
 
 
 def test_ring_buffer_decoding_reproduces_the_full_forward():
-    cfg = dataclasses.replace(BASE, same_length=False, clamp_len=2)
+    cfg = BASE.replace(clamp_len=2, xl=dict(same_length=False))
     model, params = make(cfg)
-    seq_len = 3 * cfg.window + 3
+    seq_len = 3 * cfg.window.window + 3
     tokens = jax.random.randint(jax.random.key(1), (2, seq_len), 0, cfg.n_token)
     full = forward(model, params, tokens)[0]
     traces = []  # one trace = one compiled version
@@ -75,8 +75,8 @@ def test_ring_buffer_decoding_reproduces_the_full_forward():
         outs.append(logits)
     assert len(traces) == 1
     assert len(cache.k) == len(cache.v) == cfg.n_layer  # per layer: keys [B, H, D, W]
-    assert cache.k[0].shape == (2, cfg.n_head, cfg.d_head, cfg.window)
-    assert cache.v[0].shape == (2, cfg.n_head, cfg.window, cfg.d_head)
+    assert cache.k[0].shape == (2, cfg.n_head, cfg.d_head, cfg.window.window)
+    assert cache.v[0].shape == (2, cfg.n_head, cfg.window.window, cfg.d_head)
     assert rel(jnp.stack(outs, 1), full) < 1e-5
 
 
@@ -84,7 +84,7 @@ def test_ring_buffer_decoding_reproduces_the_full_forward():
 def test_chunked_streaming_and_mixing_with_steps(chunk):
     cfg = dataclasses.replace(BASE, pre_lnorm=True)
     model, params = make(cfg)
-    seq_len = 4 * cfg.window + 1
+    seq_len = 4 * cfg.window.window + 1
     tokens = jax.random.randint(jax.random.key(2), (2, seq_len), 0, cfg.n_token)
     full = forward(model, params, tokens)[0]
     stream = jax.jit(window_stream_logits, static_argnums=(0, 3))

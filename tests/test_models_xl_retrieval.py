@@ -17,8 +17,9 @@ from longctx.models.retrieval import RetrievalState, far_distance
 from tests.model_utils import forward, make
 
 XL = ModelConfig(arch="xl", n_token=13, n_layer=2, n_head=2, d_model=16, d_head=8,
-                 d_inner=32, tgt_len=4, mem_len=4, init_std=0.2, matmul_precision="highest")
-CFG = XL.replace(arch="xl_retrieval", retrieval_k=3, store_len=8)
+                 d_inner=32, init_std=0.2, matmul_precision="highest").replace(
+    xl=dict(tgt_len=4, mem_len=4))
+CFG = XL.replace(arch="xl_retrieval", xl_retrieval=dict(retrieval_k=3, store_len=8))
 SEG = 4
 
 
@@ -53,7 +54,7 @@ def test_same_parameters_and_cost():
     assert arch.keys_per_query(CFG) == 4 + 4 + 3 and arch.span(CFG) == 4
     # the store scan: one score per stored row per query per head, on top of XL's count
     xl_flops = archs.get(XL).flops_per_token(XL, training=False)
-    scan = 2 * CFG.n_layer * CFG.store_len * CFG.n_head * CFG.d_head
+    scan = 2 * CFG.n_layer * CFG.xl_retrieval.store_len * CFG.n_head * CFG.d_head
     assert arch.flops_per_token(CFG, training=False) > xl_flops + scan
     assert "xl_retrieval" in archs.names() and "xl_retrieval" not in archs.studied()
 
@@ -106,7 +107,7 @@ def test_top_k_equals_dense_attention_over_the_chosen_rows(params):
     attention over memory + segment + every stored row at the far distance. With k < S
     the k rows of highest content score: the same with the others masked."""
     x = tokens(segments=5)
-    cfg_all = CFG.replace(retrieval_k=8)
+    cfg_all = CFG.replace(xl_retrieval=dict(retrieval_k=8))
     _, states = stream(cfg_all, params, x[:, :4 * SEG])
     state = states[-1]
     seg = x[:, 4 * SEG:]
@@ -115,7 +116,8 @@ def test_top_k_equals_dense_attention_over_the_chosen_rows(params):
     got_all, _ = forward(model, params, seg, state, jnp.zeros(2, bool))
     np.testing.assert_allclose(got_all, want_all, rtol=1e-5, atol=1e-5)
     got_k, _ = forward(build_model(CFG), params, seg, state, jnp.zeros(2, bool))
-    np.testing.assert_allclose(got_k, _dense(model, params, seg, state, k=CFG.retrieval_k),
+    np.testing.assert_allclose(got_k, _dense(model, params, seg, state,
+                                             k=CFG.xl_retrieval.retrieval_k),
                                rtol=1e-5, atol=1e-5)
     assert not np.allclose(got_k, got_all, atol=1e-4)
 
@@ -130,7 +132,7 @@ def _dense(model, params, seg, state: RetrievalState, k):
         from longctx.models.primitives import descending_pos_emb
         rw, rr = mod.r_w_bias, mod.r_r_bias
         h = mod.embed(seg, True)
-        m, t, s = cfg.mem_len, seg.shape[1], cfg.store_len
+        m, t, s = cfg.xl.mem_len, seg.shape[1], cfg.xl_retrieval.store_len
         far = sinusoid(jnp.asarray([far_distance(cfg)]), cfg.d_model)
         for i, layer in enumerate(mod.layers):
             src = jnp.concatenate([state.xl.hidden[i], h], axis=1)
@@ -186,10 +188,10 @@ def test_deterministic(params):
 
 
 @pytest.mark.parametrize("change,key", [
-    (dict(retrieval_k=9), "model.retrieval_k"),
-    (dict(attention_impl="pallas"), "model.attention_impl"),
-    (dict(same_length=True), "model.same_length"),
-    (dict(bptt_segments=2), "model.bptt_segments"),
+    (dict(xl_retrieval=dict(retrieval_k=9)), "model.xl_retrieval.retrieval_k"),
+    (dict(xl=dict(attention_impl="pallas")), "model.xl.attention_impl"),
+    (dict(xl=dict(same_length=True)), "model.xl.same_length"),
+    (dict(xl=dict(bptt_segments=2)), "model.xl.bptt_segments"),
 ])
 def test_config_rules(change, key):
     with pytest.raises(ConfigError, match=key):

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import SMOKE, run_cli, run_main, subprocess_env
 
-RMT = ["model.arch=rmt", "model.n_mem_tokens=4", "model.bptt_segments=2", "train.log_every=1",
+RMT = ["model.arch=rmt", "model.rmt.n_mem_tokens=4", "model.rmt.bptt_segments=2", "train.log_every=1",
        "eval.max_conversations=3", "eval.speed_tokens=32"]
 
 
@@ -77,7 +77,7 @@ def test_xl_with_gradients_through_memory_trains(data_dir, tmp_path, stop, capsy
     """XL with bptt_segments 2: rows of 2 segments; the ablation trains the same shapes."""
     workdir = tmp_path / stop
     run_main(["train", "--config", str(SMOKE), "--workdir", str(workdir),
-              f"data.data_dir={data_dir}", "model.bptt_segments=2",
-              f"model.bptt_stop_gradient={stop}", "train.num_steps=4"], capsys)
+              f"data.data_dir={data_dir}", "model.xl.bptt_segments=2",
+              f"model.xl.bptt_stop_gradient={stop}", "train.num_steps=4"], capsys)
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["arch"] == "xl" and summary["train_tokens"] == 4 * 4 * 32

@@ -63,9 +63,9 @@ def test_a_run_too_large_for_memory_is_refused_naming_the_key(tmp_path):
     devices = jax.local_devices()
     est = memory_fit.check_fits(smoke_config(tmp_path), devices)
     assert 0 < est.device < 64 * 2**20  # the smoke run: a few MiB
-    for overrides, key in ((["model.mem_len=1073741824"], "model.mem_len"),
-                           (["model.arch=window", "model.window=65536",
-                             "model.seq_len=1048576"], "model.seq_len"),
+    for overrides, key in ((["model.xl.mem_len=1073741824"], "model.xl.mem_len"),
+                           (["model.arch=window", "model.window.window=65536",
+                             "model.window.seq_len=1048576"], "model.window.seq_len"),
                            (["data.vocab_size=2000000000"], "data.vocab_size")):
         with pytest.raises(ConfigError) as err:
             memory_fit.check_fits(parse_overrides(smoke_config(tmp_path), overrides), devices)
@@ -83,7 +83,7 @@ def test_cli_refuses_before_writing_anything(tmp_path):
     cases = [
         (["--config", str(typo)], [f"{typo}', line {line}", "'train.num_step'"]),
         (["--config", str(SMOKE), f"data.data_dir={tmp_path / 'data'}",
-          "model.mem_len=1073741824"], ["'model.mem_len'", "memory"]),
+          "model.xl.mem_len=1073741824"], ["'model.xl.mem_len'", "memory"]),
     ]
     for args, words in cases:
         workdir = tmp_path / "run"

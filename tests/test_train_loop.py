@@ -68,9 +68,9 @@ def test_bad_config_gets_one_line_and_writes_nothing(tmp_path, capsys):
     proc = run_cli([*args, "train.batch_size=3"], devices=2, check=False, timeout=120)
     assert proc.returncode == 2, proc.stderr
     errors = [proc.stderr]
-    for bad in ("model.mem_len=-1", "model.colour=red"):  # in this process
+    for bad in ("model.xl.mem_len=-1", "model.colour=red"):  # in this process
         errors.append(run_main([*args, bad], capsys, code=2).err)
-    for err, key in zip(errors, ("train.batch_size", "model.mem_len", "model.colour"),
+    for err, key in zip(errors, ("train.batch_size", "model.xl.mem_len", "model.colour"),
                         strict=True):
         lines = [ln for ln in err.strip().splitlines() if ln.strip()]
         assert len(lines) == 1 and key in lines[0], err

@@ -102,7 +102,7 @@ def test_vanilla_stride_sets_the_cost(data_dir):
     dense = validation.pass_cost(cfg, convs, [])
     strided = validation.pass_cost(cfg.replace(eval=cfg.eval.replace(vanilla_stride=8)), convs, [])
     predicted = sum(c.ids.size - 1 for c in convs)
-    assert predicted * cfg.model.ctx_len <= dense < (predicted + 256) * cfg.model.ctx_len
+    assert predicted * cfg.model.vanilla.ctx_len <= dense < (predicted + 256) * cfg.model.vanilla.ctx_len
     assert 7 < dense / strided < 9
 
 

@@ -17,7 +17,7 @@ from longctx.rundir import load_run
 from longctx.train.loop import params_sha256, train
 from tests.conftest import SMOKE, run_cli, shared_path, smoke_config, subprocess_env
 
-RMT = ["model.arch=rmt", "model.n_mem_tokens=4", "model.bptt_segments=2", "train.num_steps=8",
+RMT = ["model.arch=rmt", "model.rmt.n_mem_tokens=4", "model.rmt.bptt_segments=2", "train.num_steps=8",
        "train.log_every=1"]
 
 
@@ -149,3 +149,20 @@ def test_unplaceable_or_misshapen_parameters_are_refused(data_dir, tiny_run, war
                    f"train.init_from={tiny_run}")
     assert "['layers_0']['ff_in']['bias'] is (64,) in" in msg
     assert "(128,) in this model" in msg
+
+
+def test_zero_steps_take_the_source_parameters_as_they_are(data_dir, tiny_run, tmp_path):
+    """train.num_steps=0 with init_from: a run of another mechanism over the source's
+    parameters, unchanged (step 0's checkpoint), e.g. to evaluate a trained XL with a
+    retrieval memory; without init_from, 0 steps are refused."""
+    train(smoke_config(data_dir, *RMT, "train.num_steps=0", f"train.init_from={tiny_run}"),
+          tmp_path / "z")
+    run, source = load_run(tmp_path / "z"), load_run(tiny_run)
+    assert run.step == 0
+    flat, src = _flat(run.params), _flat(source.params)
+    for name, value in src.items():
+        np.testing.assert_array_equal(flat[name], value, err_msg=name)
+    summary = json.loads((tmp_path / "z" / "summary.json").read_text())
+    assert summary["step"] == 0 and summary["done"] and summary["train_tokens"] == 0
+    with pytest.raises(Exception, match="train.num_steps"):
+        train(smoke_config(data_dir, *RMT, "train.num_steps=0"), tmp_path / "none")

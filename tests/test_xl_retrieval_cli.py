@@ -16,7 +16,8 @@ from longctx.config import from_dict
 from longctx.eval.flops import flops_per_token
 from tests.conftest import SMOKE, run_main, shared_path, smoke_config
 
-RETRIEVAL = ["model.arch=xl_retrieval", "model.retrieval_k=4", "model.store_len=64",
+RETRIEVAL = ["model.arch=xl_retrieval", "model.xl_retrieval.retrieval_k=4",
+             "model.xl_retrieval.store_len=64",
              "train.num_steps=4", "eval.max_conversations=3"]
 
 
@@ -58,7 +59,8 @@ def test_evaluates_with_the_store_counted(retrieval_run, tmp_path, capsys):
     assert result["run"]["arch"] == "xl_retrieval" and result["recall"]["buckets"]["all"]["count"]
     assert result["settings"]["streaming"].startswith("xl_retrieval: segments of 16")
     cfg = from_dict(json.loads((retrieval_run / "config.json").read_text())).model
-    scan = 2 * cfg.n_layer * cfg.store_len * cfg.n_head * cfg.d_head  # the store scan a token
+    # the store scan a token
+    scan = 2 * cfg.n_layer * cfg.xl_retrieval.store_len * cfg.n_head * cfg.d_head
     xl_flops = flops_per_token(cfg.replace(arch="xl"), training=False)
     assert result["run"]["flops_per_token"]["eval"] > xl_flops + scan
 
@@ -77,7 +79,8 @@ def test_chat_carries_the_store_and_resumes(retrieval_run, tmp_path, capsys, mon
 
 def test_bad_retrieval_knob_is_one_line(tmp_path, capsys):
     out = run_main(["train", "--config", str(SMOKE), "--workdir", str(tmp_path / "bad"),
-                    "model.arch=xl_retrieval", "model.retrieval_k=99", "model.store_len=8"],
+                    "model.arch=xl_retrieval", "model.xl_retrieval.retrieval_k=99",
+                    "model.xl_retrieval.store_len=8"],
                    capsys, code=2)
-    assert "model.retrieval_k" in out.err and len(out.err.strip().splitlines()) == 1
+    assert "model.xl_retrieval.retrieval_k" in out.err and len(out.err.strip().splitlines()) == 1
     assert not (tmp_path / "bad").exists()

@@ -42,7 +42,7 @@ def _import_txl(args: argparse.Namespace) -> int:
         with machine_limits(f"--workdir {lock.workdir}", "cannot write the run", cleanup):
             out = save_params_run(lock.workdir, cfg, params, tokenizer_dir=args.tokenizer)
     print(f"imported {path} ({model_cfg.n_layer} layers, d_model {model_cfg.d_model}, "
-          f"mem_len {model_cfg.mem_len}, tgt_len {model_cfg.tgt_len}) into {out}")
+          f"mem_len {model_cfg.xl.mem_len}, tgt_len {model_cfg.xl.tgt_len}) into {out}")
     return 0
 
 

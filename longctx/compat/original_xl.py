@@ -89,11 +89,12 @@ def model_config(ref: dict[str, Any], untie_r: bool = False, where: str = "refer
     span = max(1, mem_len)
     cfg = ModelConfig(
         arch="xl", **{k: integer(k) for k in ("n_token", "n_layer", "n_head", "d_model",
-                                             "d_head", "d_inner", "tgt_len")},
-        dropout=0.0, dropatt=0.0, mem_len=mem_len, clamp_len=integer("clamp_len", -1),
-        same_length=flag("same_length"), pre_lnorm=flag("pre_lnorm"), untie_r=untie_r,
-        matmul_precision="highest", window=span, ctx_len=span,
-    )
+                                             "d_head", "d_inner")},
+        dropout=0.0, dropatt=0.0, clamp_len=integer("clamp_len", -1),
+        pre_lnorm=flag("pre_lnorm"), untie_r=untie_r, matmul_precision="highest",
+    ).replace(xl={"tgt_len": integer("tgt_len"), "mem_len": mem_len,
+                  "same_length": flag("same_length")},
+              window={"window": span}, vanilla={"ctx_len": span})
     try:  # every range and rule a run's config must meet (info reads the run with them)
         check_run(Config(model=cfg))
     except ConfigError as exc:
@@ -191,7 +192,7 @@ def run_stream(cfg: ModelConfig, params: dict, stream: np.ndarray, n_segments: i
     return `seg{s}/logits`, `seg{s}/nll`, `seg{s}/mems_out/{i}` (valid rows, batch-first)."""
     model = build_model(cfg)
     stream = np.asarray(stream, np.int32)
-    batch, seg_len = stream.shape[0], cfg.tgt_len
+    batch, seg_len = stream.shape[0], cfg.xl.tgt_len
     if n_segments is None:
         n_segments = (stream.shape[1] - 1) // seg_len
     if n_segments < 1 or stream.shape[1] < n_segments * seg_len + 1:
@@ -212,7 +213,7 @@ def run_stream(cfg: ModelConfig, params: dict, stream: np.ndarray, n_segments: i
         logits, nll, memory = segment(memory, stream[:, lo:hi], stream[:, lo + 1 : hi + 1])
         out[f"seg{s}/logits"] = np.asarray(logits)
         out[f"seg{s}/nll"] = np.asarray(nll)
-        rows = min(cfg.mem_len, hi)
+        rows = min(cfg.xl.mem_len, hi)
         hidden = np.asarray(memory.hidden)
         for i in range(cfg.n_layer + 1):
             out[f"seg{s}/mems_out/{i}"] = hidden[i][:, hidden.shape[2] - rows :, :]

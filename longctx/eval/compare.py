@@ -9,7 +9,6 @@ marked with '*' (shown, not hidden).
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import re
@@ -19,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from longctx.config import Config
+from longctx.config import from_dict
 from longctx.data.buckets import BUCKET_NAMES
 from longctx.errors import UserError
 from longctx.eval import context_curve
@@ -67,23 +66,15 @@ def load_result(where: str | Path) -> RunResult:
     return RunResult(workdir, loaded["config"], check_eval(loaded["eval"], paths["eval"]))
 
 
-def _with_defaults(config: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
-    """`config` with every key it lacks taken from `defaults` (recursively): a run saved
-    before a field existed ran with that field's default."""
-    out = copy.deepcopy(config)
-    for key, value in defaults.items():
-        if key not in out:
-            out[key] = copy.deepcopy(value)
-        elif isinstance(value, dict) and isinstance(out[key], dict):
-            out[key] = _with_defaults(out[key], value)
-    return out
-
-
 def group_key(r: RunResult) -> str:
-    """The config without seed/bookkeeping keys (missing keys at their defaults, so a run
-    saved before a field existed groups with its later seeds), plus the evaluated dataset
-    and split."""
-    cfg = _with_defaults(r.config, Config().to_dict())
+    """The config without seed/bookkeeping keys and other architectures' sections (read as
+    `train` reads it: missing keys at their defaults and flat model keys in their
+    architecture's section, so a run saved before a field existed groups with its later
+    seeds), plus the evaluated dataset and split."""
+    cfg = from_dict(r.config).to_dict()
+    for arch in [k for k, v in cfg["model"].items() if isinstance(v, dict)]:
+        if arch != cfg["model"]["arch"]:
+            del cfg["model"][arch]  # another architecture's section changes nothing
     for path in _IGNORED:
         node = cfg
         for key in path[:-1]:
@@ -273,24 +264,27 @@ def memory_check(rows: list[Row]) -> list[str]:
     architecture with `Arch.has_memory`, one row) stands above the memory-free baseline's
     (`archs.BASELINE`, the window: the same attention span without memory) and above
     chance, in standard errors (the errors of independent means combined: z = difference /
-    sqrt(se_a² + se_baseline²)); empty without such a pair."""
+    sqrt(se_a² + se_baseline²)); every other mechanism also against the paper's memory
+    (`archs.MEMORY_REFERENCE`, XL) when it is in the table. Empty without such a pair."""
     by_arch: dict[str, list[Row]] = {}
     for row in rows:
         by_arch.setdefault(row.runs[0].ev.get("run", {}).get("arch", "?"), []).append(row)
-    if len(by_arch.get(archs.BASELINE, [])) != 1:
-        return []
     lines = []
-    for name, found in by_arch.items():
-        if name in archs.names() and archs.get(name).has_memory and len(found) == 1:
-            lines += _against_baseline(archs.get(name).label, found[0],
-                                       by_arch[archs.BASELINE][0])
+    for reference in (archs.BASELINE, archs.MEMORY_REFERENCE):
+        if len(by_arch.get(reference, [])) != 1:
+            continue
+        for name, found in by_arch.items():
+            if (name != reference and name in archs.names() and archs.get(name).has_memory
+                    and len(found) == 1):
+                lines += _against(archs.get(name).label, found[0], reference,
+                                  by_arch[reference][0])
     return lines
 
 
-def _against_baseline(label: str, mem: Row, base: Row) -> list[str]:
-    """memory_check's lines for one mechanism's row against the baseline's."""
+def _against(label: str, mem: Row, reference: str, base: Row) -> list[str]:
+    """memory_check's lines for one mechanism's row against a reference architecture's."""
     chance = _get(mem.runs[0].ev, "recall", "chance")
-    base_label = archs.get(archs.BASELINE).label
+    base_label = archs.get(reference).label
     lines = ["", f"{label} against the {base_label} and chance, by recall bucket (z = "
              "difference / combined standard error; |z| ≥ 3 is a clear effect):", ""]
     for b in BUCKET_NAMES:

@@ -7,7 +7,6 @@ runs and machines; they are kept apart from the reproducible numbers in eval.jso
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Sequence
 
@@ -52,7 +51,7 @@ def measure(cfg: ModelConfig, params, stride: int, convs: Sequence[np.ndarray],
     recompute at span W on a quarter of that (at least 2 W tokens per lane)."""
     own = time_streams(Scorer(cfg, params, stride), speed_streams(convs, tokens))
     span = archs.span(cfg)
-    vanilla_cfg = dataclasses.replace(cfg, arch="vanilla", ctx_len=span)
+    vanilla_cfg = cfg.replace(arch="vanilla", vanilla={"ctx_len": span})
     sub = max(2 * span, tokens // 4)
     recompute = time_streams(Scorer(vanilla_cfg, params, 1), speed_streams(convs, sub))
     return {

@@ -14,7 +14,6 @@ reply or a failed command leaves the conversation as it was.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 import jax
@@ -135,7 +134,7 @@ class Chat:
         self.conv = self.fresh()
 
     def _meta(self) -> dict:
-        return {"model": asdict(self.run.cfg.model)}
+        return {"model": self.run.cfg.model.to_dict()}
 
     def save(self, name: str) -> Path:
         return saved.save(self.conv, self.run.workdir, name,

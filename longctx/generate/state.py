@@ -143,6 +143,17 @@ def saved_names(workdir: str | Path) -> list[str]:
     return sorted(p.parent.name for p in folder.glob("*/meta.json")) if folder.is_dir() else []
 
 
+def _model_today(saved: Any) -> Any:
+    """A saved model config in today's layout (one saved before the architecture sections,
+    with flat keys, migrates as a run's config.json does); as saved if it does not read."""
+    from longctx.config import ConfigError, from_dict
+
+    try:
+        return from_dict({"model": saved}).model.to_dict() if isinstance(saved, dict) else saved
+    except ConfigError:
+        return saved
+
+
 def load(workdir: str | Path, name: str, template: Any, expect: dict[str, Any],
          vocab_size: int) -> Conversation:
     """Read `workdir/chats/name/`; `template` is an empty decode state giving the expected
@@ -168,7 +179,8 @@ def load(workdir: str | Path, name: str, template: Any, expect: dict[str, Any],
         raise _fail(meta_path, f"format {meta.get('format')!r} is not {FORMAT!r}",
                     "save it again with this version of longctx")
     for key, want in expect.items():
-        if meta.get(key) != want:
+        have = _model_today(meta.get(key)) if key == "model" else meta.get(key)
+        if have != want:
             raise _fail(meta_path, f"saved with a different {key} ({meta.get(key)!r}, this run "
                         f"has {want!r})", "load it with the run that saved it")
     digest = meta.get("state_sha256")

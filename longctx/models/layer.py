@@ -220,7 +220,7 @@ class DecoderLayer(nn.Module):
         src = jnp.concatenate([mem.astype(h.dtype), h], axis=1)
         q, k, v = self.project(src, n_query=h.shape[1])  # no queries for memory rows
         if how.fused:
-            span = self.cfg.mem_len if self.cfg.same_length else 0
+            span = self.cfg.xl.mem_len if self.cfg.xl.same_length else 0
             vec = pallas_attention.rel_attention(q, k, v, r, rw, rr, view, span=span)
         else:
             scores = A.rel_scores(q, k, r, rw, rr)

@@ -30,7 +30,7 @@ class Memory(Rows):
 
 def empty_memory(cfg: ModelConfig, batch_size: int) -> Memory:
     """An empty XL memory of mem_len rows per layer (valid = 0)."""
-    hidden = jnp.zeros((cfg.n_layer + 1, batch_size, cfg.mem_len, cfg.d_model), jnp.float32)
+    hidden = jnp.zeros((cfg.n_layer + 1, batch_size, cfg.xl.mem_len, cfg.d_model), jnp.float32)
     return Memory(hidden=hidden, valid=jnp.zeros((batch_size,), jnp.int32))
 
 

@@ -66,7 +66,7 @@ class MemoryTokens(Rows):
 
 def empty_memory_tokens(cfg: ModelConfig, batch_size: int) -> MemoryTokens:
     """The architecture's state of rows that start a conversation."""
-    return MemoryTokens(vectors=jnp.zeros((batch_size, cfg.n_mem_tokens, cfg.d_model),
+    return MemoryTokens(vectors=jnp.zeros((batch_size, cfg.rmt.n_mem_tokens, cfg.d_model),
                                           jnp.float32),
                         fresh=jnp.ones((batch_size,), bool))
 
@@ -75,7 +75,7 @@ def memory_param(mod: Decoder) -> jax.Array:
     """Inside `Decoder.setup`: the learnt initial memory [n_mem_tokens, d_model], drawn
     N(0, init_std) (see `rmt_init` for why small)."""
     c = mod.cfg
-    return mod.param(MEMORY_PARAM, init(c), (c.n_mem_tokens, c.d_model))
+    return mod.param(MEMORY_PARAM, init(c), (c.rmt.n_mem_tokens, c.d_model))
 
 
 def added_params(n_mem: int, d_model: int) -> int:
@@ -217,13 +217,13 @@ def _arch_segment(mod: Decoder, tokens: jax.Array, state: MemoryTokens, determin
 
 def rmt_forward(mod: Decoder, tokens: jax.Array, state: MemoryTokens,
                 reset: jax.Array | None, deterministic: bool) -> tuple[jax.Array, MemoryTokens]:
-    """The `rmt` architecture's forward, inside apply: tokens [B, T] with T <= tgt_len (one
-    segment) or a multiple of tgt_len (that many segments, the gradient through the memory
+    """The `rmt` architecture's forward, inside apply: tokens [B, T] with T <= seg_len (one
+    segment) or a multiple of it (that many segments, the gradient through the memory
     unless bptt_stop_gradient); reset [B]: rows that start a conversation first."""
     if reset is not None:
         state = state.replace(fresh=state.fresh | jnp.asarray(reset, bool))
     cfg = mod.cfg
-    if tokens.shape[1] <= cfg.tgt_len:
+    if tokens.shape[1] <= cfg.rmt.seg_len:
         return _arch_segment(mod, tokens, state, deterministic)
-    return scan_in_apply(mod, _arch_segment, state, tokens, cfg.tgt_len,
-                         stop_gradient=cfg.bptt_stop_gradient, deterministic=deterministic)
+    return scan_in_apply(mod, _arch_segment, state, tokens, cfg.rmt.seg_len,
+                         stop_gradient=cfg.rmt.bptt_stop_gradient, deterministic=deterministic)

@@ -55,14 +55,16 @@ class RetrievalState(Rows):
 
 def far_distance(cfg: ModelConfig) -> int:
     """The distance every retrieved key is given (before clamp_len applies)."""
-    return cfg.retrieval_distance if cfg.retrieval_distance > 0 else cfg.mem_len + cfg.tgt_len - 1
+    r = cfg.xl_retrieval.retrieval_distance
+    return r if r > 0 else cfg.xl.mem_len + cfg.xl.tgt_len - 1
 
 
 def empty_state(cfg: ModelConfig, batch_size: int) -> RetrievalState:
     """An empty XL memory and empty stores."""
     lead = (cfg.n_layer, batch_size, cfg.n_head)
-    keys = jnp.zeros(lead + (cfg.d_head, cfg.store_len), jnp.float32)
-    values = jnp.zeros(lead + (cfg.store_len, cfg.d_head), jnp.float32)
+    store = cfg.xl_retrieval.store_len
+    keys = jnp.zeros(lead + (cfg.d_head, store), jnp.float32)
+    values = jnp.zeros(lead + (store, cfg.d_head), jnp.float32)
     return RetrievalState(xl=empty_memory(cfg, batch_size), keys=keys, values=values,
                           filled=jnp.zeros((batch_size,), jnp.int32))
 
@@ -124,7 +126,7 @@ def retrieval_forward(mod: Decoder, tokens: jax.Array, state: RetrievalState,
         q, k, v = layer.project(src, n_query=seg_len)
         local = A.rel_scores(q, k, layer.rel_proj(pos_emb), lrw, lrr)  # [B, H, T, M+T]
         top, got_v, got_ok = retrieve(q, lrw, state.keys[i], state.values[i], state.filled,
-                                      cfg.retrieval_k)
+                                      cfg.xl_retrieval.retrieval_k)
         r_far = layer.rel_proj(far_emb)[0]  # [H, D]
         far_score = jnp.einsum("bqhd,hd->bhq", q + lrr.astype(q.dtype), r_far,
                                preferred_element_type=jnp.float32) * scale
@@ -148,7 +150,7 @@ def retrieval_forward(mod: Decoder, tokens: jax.Array, state: RetrievalState,
         xl=update_memory(memory, jnp.stack(hids)),
         keys=_push(state.keys, jnp.stack(leaving_k), axis=-1),
         values=_push(state.values, jnp.stack(leaving_v), axis=-2),
-        filled=jnp.minimum(cfg.store_len, state.filled + new_rows).astype(jnp.int32))
+        filled=jnp.minimum(cfg.xl_retrieval.store_len, state.filled + new_rows).astype(jnp.int32))
 
 
 def _push(store: jax.Array, rows: jax.Array, axis: int) -> jax.Array:

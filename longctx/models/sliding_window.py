@@ -21,12 +21,12 @@ if TYPE_CHECKING:
 
 
 def window_forward(mod: Decoder, tokens: jax.Array, deterministic: bool) -> jax.Array:
-    """[B, T] tokens -> logits [B, T, V] float32 under the causal band of width cfg.window."""
+    """[B, T] tokens -> logits [B, T, V] float32 under the causal band of width cfg.window.window."""
     cfg = mod.cfg
     seq_len = tokens.shape[1]
-    block, history, n_blocks = A.band_plan(seq_len, cfg.window)
+    block, history, n_blocks = A.band_plan(seq_len, cfg.window.window)
     padded = jnp.pad(tokens, [(0, 0), (0, n_blocks * block - seq_len)])
-    mask = jnp.asarray(A.band_mask(block, history, n_blocks, cfg.window))
+    mask = jnp.asarray(A.band_mask(block, history, n_blocks, cfg.window.window))
     h = mod.embed(padded, deterministic)
     pos_emb = mod.dropout(descending_pos_emb(cfg, (history + 1) * block), deterministic)
     h, _ = mod.run_layers(h, pos_emb, mask, deterministic=deterministic, band=(block, history))

@@ -34,17 +34,17 @@ def xl_visibility(cfg: ModelConfig, mem_valid: jax.Array, seg_len: int) -> jax.A
     j = jnp.arange(rows + seg_len)[None, :]
     dist = rows + i - j
     ok = dist >= 0
-    if cfg.same_length:
-        ok = ok & (dist < cfg.mem_len)
+    if cfg.xl.same_length:
+        ok = ok & (dist < cfg.xl.mem_len)
     keys = jnp.concatenate([mem_valid, jnp.ones((mem_valid.shape[0], seg_len), bool)], axis=1)
     return ok[None] & keys[:, None, :]
 
 
 def _check_rows(cfg: ModelConfig, memory: Memory) -> None:
-    if memory.hidden.shape[2] != cfg.mem_len or memory.hidden.shape[0] != cfg.n_layer + 1:
+    if memory.hidden.shape[2] != cfg.xl.mem_len or memory.hidden.shape[0] != cfg.n_layer + 1:
         raise ConfigError(
-            f"config key 'model.mem_len': memory has shape {memory.hidden.shape}, expected "
-            f"[{cfg.n_layer + 1}, B, {cfg.mem_len}, {cfg.d_model}]; build it with init_memory(cfg, B)"
+            f"config key 'model.xl.mem_len': memory has shape {memory.hidden.shape}, expected "
+            f"[{cfg.n_layer + 1}, B, {cfg.xl.mem_len}, {cfg.d_model}]; build it with init_memory(cfg, B)"
         )
 
 
@@ -59,14 +59,14 @@ def xl_forward(
     _check_rows(cfg, memory)
     memory = apply_reset(memory, reset, keep_grad=memory_grad)
     rows, seg_len = memory.hidden.shape[2], tokens.shape[1]
-    if cfg.attention_impl == "pallas":  # each row's first valid key; the kernel masks
+    if cfg.xl.attention_impl == "pallas":  # each row's first valid key; the kernel masks
         mask = rows - memory.valid
     else:
         mask = xl_visibility(cfg, key_valid(memory), seg_len)
     h = mod.embed(tokens, deterministic)
     pos_emb = mod.dropout(descending_pos_emb(cfg, rows + seg_len), deterministic)
     h, hids = mod.run_layers(h, pos_emb, mask, deterministic=deterministic,
-                             memory=memory.hidden, fused=cfg.attention_impl == "pallas")
+                             memory=memory.hidden, fused=cfg.xl.attention_impl == "pallas")
     logits = mod.output(h, deterministic)
     return logits, update_memory(memory, jnp.stack(hids), keep_grad=memory_grad)
 
@@ -100,7 +100,7 @@ class XLDecodeState(Rows):
 
 def xl_decode_init(cfg: ModelConfig, batch_size: int) -> XLDecodeState:
     """Decoding state with an empty memory (nothing seen yet)."""
-    k, v = empty_cache(cfg, batch_size, cfg.mem_len + cfg.tgt_len)
+    k, v = empty_cache(cfg, batch_size, cfg.xl.mem_len + cfg.xl.tgt_len)
     return XLDecodeState(k=k, v=v, valid=jnp.zeros((batch_size,), jnp.int32),
                          pos=jnp.zeros((), jnp.int32))
 
@@ -122,7 +122,7 @@ def xl_decode_from_memory(model: Decoder, params, memory: Memory) -> XLDecodeSta
     cfg = model.cfg
     _check_rows(cfg, memory)
     k, v = model.apply({"params": params}, memory, method=_project_memory)
-    before = (cfg.tgt_len, 0)
+    before = (cfg.xl.tgt_len, 0)
     return XLDecodeState(k=tuple(jnp.pad(x, [(0, 0)] * 3 + [before]) for x in k),
                          v=tuple(jnp.pad(x, [(0, 0)] * 2 + [before, (0, 0)]) for x in v),
                          valid=memory.valid,
@@ -132,13 +132,13 @@ def xl_decode_from_memory(model: Decoder, params, memory: Memory) -> XLDecodeSta
 def _xl_step(mod: Decoder, token: jax.Array, state: XLDecodeState):
     """Inside apply: one token per row -> (logits [B, V], its k, v per layer [B, H, D])."""
     cfg = mod.cfg
-    size, t = cfg.mem_len + cfg.tgt_len, state.pos
+    size, t = cfg.xl.mem_len + cfg.xl.tgt_len, state.pos
     dist = (t - jnp.arange(size)) % size  # distance of the position each slot holds
     # visible: back to the memory's oldest real row; dist 0 is this token's slot (its old
     # row is stale; the token's own key is scored apart by attend_one)
-    seen = (dist[None] <= (t % cfg.tgt_len + state.valid)[:, None]) & (dist > 0)[None]
-    if cfg.same_length:
-        seen = seen & (dist < cfg.mem_len)[None]
+    seen = (dist[None] <= (t % cfg.xl.tgt_len + state.valid)[:, None]) & (dist > 0)[None]
+    if cfg.xl.same_length:
+        seen = seen & (dist < cfg.xl.mem_len)[None]
     return mod.decode_token(token, state.k, state.v, distance_table(cfg, size), dist, seen)
 
 
@@ -151,12 +151,12 @@ def xl_decode_step(
     `jax.jit(xl_decode_step, static_argnums=0)`; shapes never change, so it compiles once."""
     cfg = model.cfg
     logits, k, v = model.apply({"params": params}, token, state, method=_xl_step)
-    slot = state.pos % (cfg.mem_len + cfg.tgt_len)
+    slot = state.pos % (cfg.xl.mem_len + cfg.xl.tgt_len)
     pos = state.pos + 1
-    grown = jnp.minimum(cfg.mem_len, state.valid + cfg.tgt_len)
+    grown = jnp.minimum(cfg.xl.mem_len, state.valid + cfg.xl.tgt_len)
     k, v = write_token(state.k, state.v, k, v, slot)
     return logits, XLDecodeState(
-        k=k, v=v, valid=jnp.where(pos % cfg.tgt_len == 0, grown, state.valid).astype(jnp.int32),
+        k=k, v=v, valid=jnp.where(pos % cfg.xl.tgt_len == 0, grown, state.valid).astype(jnp.int32),
         pos=pos)
 
 
@@ -165,7 +165,7 @@ def _xl_segment(mod: Decoder, tokens: jax.Array, state: XLDecodeState):
     the memory's cached k/v -> (logits [B, T, V], every layer's new k, v cache: the memory
     rows and the segment at their slots)."""
     cfg = mod.cfg
-    rows, seg_len = cfg.mem_len, cfg.tgt_len
+    rows, seg_len = cfg.xl.mem_len, cfg.xl.tgt_len
     mem_valid = jnp.arange(rows)[None, :] >= (rows - state.valid)[:, None]
     mask = xl_visibility(cfg, mem_valid, seg_len)
     pos_emb = descending_pos_emb(cfg, rows + seg_len)
@@ -190,12 +190,12 @@ def xl_decode_segment(
     tgt_len, not checked: it is traced) -> (logits [B, tgt_len, V], state at the next
     boundary). Equal to the segment forward, without re-projecting the memory rows."""
     cfg = model.cfg
-    if tokens.shape[1] != cfg.tgt_len:
-        raise ValueError(f"xl_decode_segment needs tgt_len={cfg.tgt_len} tokens per row, "
+    if tokens.shape[1] != cfg.xl.tgt_len:
+        raise ValueError(f"xl_decode_segment needs tgt_len={cfg.xl.tgt_len} tokens per row, "
                          f"got {tokens.shape[1]}")
     logits, k, v = model.apply({"params": params}, tokens, state, method=_xl_segment)
-    valid = jnp.minimum(cfg.mem_len, state.valid + cfg.tgt_len).astype(jnp.int32)
-    return logits, XLDecodeState(k=k, v=v, valid=valid, pos=state.pos + cfg.tgt_len)
+    valid = jnp.minimum(cfg.xl.mem_len, state.valid + cfg.xl.tgt_len).astype(jnp.int32)
+    return logits, XLDecodeState(k=k, v=v, valid=valid, pos=state.pos + cfg.xl.tgt_len)
 
 
 def xl_decode_feed(

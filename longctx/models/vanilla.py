@@ -25,7 +25,7 @@ def causal_visibility(seq_len: int) -> jax.Array:
 
 def vanilla_forward(mod: Decoder, tokens: jax.Array, deterministic: bool) -> jax.Array:
     """[B, T] -> logits [B, T, V]; segments of ctx_len never see each other."""
-    ctx = mod.cfg.ctx_len
+    ctx = mod.cfg.vanilla.ctx_len
     batch, seq_len = tokens.shape
     if seq_len <= ctx:
         return mod.masked_forward(tokens, causal_visibility(seq_len), deterministic)

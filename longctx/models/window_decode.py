@@ -38,7 +38,7 @@ class WindowCache(Rows):
 
 def window_decode_init(cfg: ModelConfig, batch_size: int) -> WindowCache:
     """An empty cache (nothing fed yet)."""
-    k, v = empty_cache(cfg, batch_size, cfg.window)
+    k, v = empty_cache(cfg, batch_size, cfg.window.window)
     return WindowCache(k=k, v=v, pos=jnp.zeros((), jnp.int32))
 
 
@@ -46,7 +46,7 @@ def _step(mod: Decoder, token: jax.Array, cache: WindowCache):
     """Inside apply: one token per row against the ring buffer -> (logits [B, V], the
     token's k, v per layer [B, H, D]; the caller writes them into the cache)."""
     cfg = mod.cfg
-    width, t = cfg.window, cache.pos
+    width, t = cfg.window.window, cache.pos
     dist = (t - jnp.arange(width)) % width  # distance of the position held in each slot
     # dist 0 is this token's slot: its old row (position t - W) is out of the window; the
     # token's own key is scored apart by attend_one
@@ -57,7 +57,7 @@ def _step(mod: Decoder, token: jax.Array, cache: WindowCache):
 def _feed(mod: Decoder, tokens: jax.Array, cache: WindowCache) -> tuple[jax.Array, WindowCache]:
     """Inside apply: a chunk [B, C] against the cache (keys: the W cached + the C new)."""
     cfg = mod.cfg
-    width, t = cfg.window, cache.pos
+    width, t = cfg.window.window, cache.pos
     chunk = tokens.shape[1]
     i = jnp.arange(chunk)[:, None]
     j = jnp.arange(width + chunk)[None, :]
@@ -82,7 +82,7 @@ def window_decode_step(
 ) -> tuple[jax.Array, WindowCache]:
     """Feed one token [B] -> (logits [B, V] float32, cache). Jit with static_argnums=0."""
     logits, k, v = model.apply({"params": params}, token, cache, method=_step)
-    k, v = write_token(cache.k, cache.v, k, v, cache.pos % model.cfg.window)
+    k, v = write_token(cache.k, cache.v, k, v, cache.pos % model.cfg.window.window)
     return logits, WindowCache(k=k, v=v, pos=cache.pos + 1)
 
 

@@ -2,8 +2,9 @@
 
 Every field that changes what the run computes (the `model`, `data`, `optim` and `train`
 sections, including batch size, seed and the run's length, which sets the learning-rate
-schedule) is fixed by its checkpoints; `FREE_KEYS` and `FREE_SECTIONS` (where things are
-written and how often, evaluation knobs) may differ. `train` uses this to refuse a resume
+schedule; of the architecture sections, the run's own `model.<arch>`) is fixed by its
+checkpoints; `FREE_KEYS` and `FREE_SECTIONS` (where things are written and how often,
+evaluation knobs) may differ. `train` uses this to refuse a resume
 with other settings, `load_run` to refuse an edited config.json.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from longctx.config import Config, ConfigError, from_dict
+from longctx.config import Config, ConfigError, flat_items, from_dict
 from longctx.rundir.readable import CheckpointMismatch, StepInfo, Unreadable
 
 # May differ between the saved run and a later command: where data lives, how often the
@@ -24,21 +25,18 @@ FREE_SECTIONS = ("checkpoint", "eval")
 
 def config_differences(saved: Config, new: Config) -> list[tuple[str, Any, Any]]:
     """(key, saved value, new value) of every trajectory field that differs."""
-    a, b = saved.to_dict(), new.to_dict()
+    a, b = flat_items(saved, own_section_only=True), flat_items(new, own_section_only=True)
     out = []
-    for section, values in a.items():
-        if section in FREE_SECTIONS or not isinstance(values, dict):
+    for dotted, old in a.items():
+        now = b.get(dotted, old)  # another architecture's section: model.arch differs
+        if dotted.split(".")[0] in FREE_SECTIONS or dotted in FREE_KEYS or old == now:
             continue
-        for key, old in values.items():
-            dotted, now = f"{section}.{key}", b[section][key]
-            if dotted in FREE_KEYS or old == now:
-                continue
-            if dotted == "model.n_token" and 0 in (old, now):
-                continue  # 0 = take it from the tokenizer: filled in later
-            if dotted == "train.num_steps" and min(a["train"]["train_tokens"],
-                                                   b["train"]["train_tokens"]) > 0:
-                continue  # a token budget overrides num_steps on both sides
-            out.append((dotted, old, now))
+        if dotted == "model.n_token" and 0 in (old, now):
+            continue  # 0 = take it from the tokenizer: filled in later
+        if dotted == "train.num_steps" and min(a["train.train_tokens"],
+                                               b["train.train_tokens"]) > 0:
+            continue  # a token budget overrides num_steps on both sides
+        out.append((dotted, old, now))
     return out
 
 

@@ -299,6 +299,8 @@ def _run_steps(run: _Run, stop: StopSignals) -> tuple[int, float]:
     try:
         # A stop signal counts once every process has seen it (at once on one process).
         stopping = stop.agreed(step, cfg.train.host_sync_every, run.topo.process_count)
+        if run.num_steps == 0 and step == 0:  # init_from, no training: the source's params
+            run.save(0)
         while step < run.num_steps and not stopping:
             profiler.before(step + 1)
             batch = parallel.shard_batch(next(run.lanes), run.topo.num_local)

@@ -1,6 +1,6 @@
 """Will a training run fit in memory? A rough estimate, checked before anything is allocated.
 
-A config that cannot fit (e.g. `model.mem_len=10**9`) would otherwise die in an
+A config that cannot fit (e.g. `model.xl.mem_len=10**9`) would otherwise die in an
 out-of-memory error after start-up; `check_fits` refuses it first with one line that names
 the key to lower. The estimate counts float32 bytes of what the training step holds:
 
@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from longctx.config import Config, ConfigError, ModelConfig
+from longctx.config import Config, ConfigError, ModelConfig, apply_override, lookup
 from longctx.models import archs
 
 F32 = 4
@@ -122,18 +122,16 @@ def _size(n: float) -> str:
 
 
 # The keys that size a run; the one whose default value would shrink it most is named.
-SIZE_KEYS = ("model.mem_len", "model.tgt_len", "model.seq_len", "model.window", "model.ctx_len",
-             "train.batch_size", "model.d_model", "model.d_inner", "model.n_layer",
-             "model.n_head", "model.d_head", "model.n_token", "data.vocab_size")
+SIZE_KEYS = ("model.xl.mem_len", "model.xl.tgt_len", "model.window.seq_len",
+             "model.window.window", "model.vanilla.ctx_len", "train.batch_size", "model.d_model",
+             "model.d_inner", "model.n_layer", "model.n_head", "model.d_head", "model.n_token",
+             "data.vocab_size", "model.rmt.seg_len", "model.rmt.n_mem_tokens")
 
 
 def _culprit(cfg: Config, need: Callable[[Config], int]) -> str:
     """The key of SIZE_KEYS whose default value would reduce `need(cfg)` the most."""
     def with_default(key: str) -> Config:
-        section, name = key.split(".")
-        sub = getattr(cfg, section)
-        default = getattr(type(sub)(), name)
-        return dataclasses.replace(cfg, **{section: dataclasses.replace(sub, **{name: default})})
+        return apply_override(dataclasses.replace(cfg), key, lookup(Config(), key))
 
     return max(SIZE_KEYS, key=lambda k: need(cfg) - need(with_default(k)))
 
@@ -141,8 +139,7 @@ def _culprit(cfg: Config, need: Callable[[Config], int]) -> str:
 def _refuse(cfg: Config, need: Callable[[Config], int], have: int, where: str,
             est: Estimate) -> None:
     key = _culprit(cfg, need)
-    section, name = key.split(".")
-    default = getattr(type(getattr(cfg, section))(), name)
+    default = lookup(Config(), key)
     also = "" if key == "train.batch_size" else " or train.batch_size"
     if est.activations > est.state and not cfg.model.remat:
         also += ", or set model.remat=true"

@@ -21,8 +21,8 @@ from longctx.models import archs
 @dataclass(frozen=True)
 class MatchedSpan:
     """One span W for every architecture: XL mem_len = W with segments of tgt_len <= W, the
-    window W (trained on sequences of seq_len), vanilla ctx_len = W; the synthetic data
-    places its probes in units of W."""
+    window W (trained on sequences of seq_len), vanilla ctx_len = W, recurrent memory
+    tokens on segments of tgt_len; the synthetic data places its probes in units of W."""
 
     span: int
     tgt_len: int
@@ -30,9 +30,9 @@ class MatchedSpan:
 
     def overrides(self) -> list[str]:
         w = self.span
-        return [f"model.mem_len={w}", f"model.window={w}", f"model.ctx_len={w}",
-                f"model.tgt_len={self.tgt_len}", f"model.seq_len={self.seq_len}",
-                f"data.span={w}"]
+        return [f"model.xl.mem_len={w}", f"model.window.window={w}", f"model.vanilla.ctx_len={w}",
+                f"model.xl.tgt_len={self.tgt_len}", f"model.rmt.seg_len={self.tgt_len}",
+                f"model.window.seq_len={self.seq_len}", f"data.span={w}"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,23 @@ class Shape:
 
 
 @dataclass(frozen=True)
+class Derived:
+    """A model that starts from another architecture's trained run of the same size and
+    seed (`train.init_from`) and trains `train_tokens` more; 0: the source's parameters as
+    they are, run by another mechanism (e.g. a trained XL with a retrieval memory)."""
+
+    arch: str
+    source: str
+    train_tokens: int = 0
+    settings: tuple[str, ...] = ()
+
+    def overrides(self, source_workdir: str) -> list[str]:
+        budget = ([f"train.train_tokens={self.train_tokens}"] if self.train_tokens
+                  else ["train.train_tokens=0", "train.num_steps=0"])
+        return [f"train.init_from={source_workdir}", *budget, *self.settings]
+
+
+@dataclass(frozen=True)
 class Preset:
     """One named size of a study (see the module docstring)."""
 
@@ -65,6 +82,8 @@ class Preset:
     # the architectures this size compares (registered names); None: the studied ones
     # (`archs.studied()`: every registered architecture with `Arch.in_studies`)
     archs: tuple[str, ...] | None = None
+    # models started from another architecture's run of this size (after those are trained)
+    derived: tuple[Derived, ...] = ()
 
     def overrides(self) -> list[str]:
         return [*self.span.overrides(), *self.shape.overrides(), *self.settings]
@@ -73,7 +92,13 @@ class Preset:
         """The architectures to train, each checked against the registry (ConfigError
         naming model.arch for an unknown one)."""
         names = archs.studied() if self.archs is None else self.archs
-        return tuple(archs.get(n).name for n in names)
+        out = tuple(archs.get(n).name for n in names)
+        for d in self.derived:
+            archs.get(d.arch)
+            if d.source not in out:
+                raise UserError(f"derived model {d.arch} starts from {d.source}, which this "
+                                f"size does not train ({', '.join(out)})")
+        return out
 
 
 def batch_overrides(base: Config, arch: str, tokens_per_step: int,
@@ -108,7 +133,9 @@ COMPARISON: dict[str, Preset] = {
         shape=Shape(n_layer=2, n_head=4, d_model=128, d_head=32, d_inner=512),
         settings=(*SYNTHETIC, *README_RECIPE, "train.train_tokens=1200000",
                   "optim.learning_rate=2e-3", "optim.end_learning_rate=1e-3",
-                  "optim.warmup_steps=50", *CPU_EVAL, "eval.context_lengths=16,32,64")),
+                  "optim.warmup_steps=50", *CPU_EVAL, "eval.context_lengths=16,32,64"),
+        # the trained XL with a retrieval memory, no retraining (experiments/RESULTS.md)
+        derived=(Derived("xl_retrieval", "xl"),)),
     # The CPU study: 3 seeds, about an hour. Every training fact inside W
     # (`data.train_near=1`; validation keeps the benchmark's distances), no dropout, and a
     # learning rate still high when copying appears (~2.3M tokens in).

@@ -13,6 +13,7 @@ The interface is `base.Arch`; the built-ins are `xl.py`, `window.py`, `vanilla.p
 from longctx.models.archs.base import Arch, CallShape, ScoringPlan, SegmentDecodeState
 from longctx.models.archs.registry import (
     BASELINE,
+    MEMORY_REFERENCE,
     check_run,
     get,
     names,
@@ -24,6 +25,6 @@ from longctx.models.archs.registry import (
     unregister,
 )
 
-__all__ = ["BASELINE", "Arch", "CallShape", "ScoringPlan", "SegmentDecodeState", "check_run", "get",
-           "names", "register", "resolved_steps", "span", "studied", "tokens_per_step",
-           "unregister"]
+__all__ = ["BASELINE", "MEMORY_REFERENCE", "Arch", "CallShape", "ScoringPlan",
+           "SegmentDecodeState", "check_run", "get", "names", "register", "resolved_steps",
+           "span", "studied", "tokens_per_step", "unregister"]

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from longctx.config import ModelConfig
+from longctx.config_knobs import Knobs, NoKnobs
 from longctx.models.state import NoState, Rows
 
 if TYPE_CHECKING:
@@ -109,8 +110,12 @@ class Arch:
     # lane's next row and `reset` marks where one starts: the state carries across) or
     # 'sequences' (the same mechanics; the state is not carried, each row stands alone).
     lane_mode: str = "sequences"
-    # Config keys of `model` this mechanism reads beyond the shared decoder shape.
-    knobs: tuple[str, ...] = ()
+    # Its own config section, `model.<name>`: a frozen `Knobs` dataclass defined in its
+    # module (read as `cfg.<name>.<knob>` from a ModelConfig `cfg`).
+    knobs: type[Knobs] = NoKnobs
+    # The flat model keys of configs saved before the sections that this mechanism took
+    # over: old name -> its knob (an old run's `"mem_len": 64` loads as model.xl.mem_len).
+    took_over: dict[str, str] = {}
     # None, or why this mechanism has no streaming decode (chat refuses it in one line).
     no_decode: str | None = None
 

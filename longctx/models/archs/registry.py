@@ -1,15 +1,17 @@
 """The registry of memory mechanisms: name -> `Arch`, and the config rules that need one.
 
-The built-in mechanisms (`xl`, `window`, `vanilla`) register on first use; another module
+The built-in mechanisms (`xl`, `window`, `vanilla`, `rmt`) register on first use; another module
 registers its own with `register(MyArch())` before a config names it (a test, a plug-in).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
 
-from longctx.config import Config, ConfigError, ModelConfig, validate
+from longctx.config import _MODEL_FIELDS, Config, ConfigError, ModelConfig, validate
+from longctx.config_knobs import Knobs, NoKnobs
 from longctx.config_rules import INT_MAX
 from longctx.models.archs.base import Arch
 
@@ -21,6 +23,9 @@ BUILTIN = ("longctx.models.archs.xl", "longctx.models.archs.window",
 # The memory-free baseline memory mechanisms are compared against: the same attention span
 # W at the same cost, without memory.
 BASELINE = "window"
+# The paper's memory (Transformer-XL): a new memory mechanism is also compared against it,
+# since reaching further than the window alone is what XL already does inside its view.
+MEMORY_REFERENCE = "xl"
 
 _ARCHS: dict[str, Arch] = {}
 _loaded = False
@@ -39,9 +44,22 @@ def register(arch: Arch) -> Arch:
     _load_builtin()  # the built-ins come first in `names()`
     if not arch.name or not arch.name.isidentifier():
         raise ValueError(f"an architecture needs a name that is an identifier, got {arch.name!r}")
+    if arch.name in _MODEL_FIELDS:
+        raise ValueError(f"architecture name {arch.name!r} is a shared model key; choose another")
+    if not (isinstance(arch.knobs, type) and issubclass(arch.knobs, Knobs)
+            and dataclasses.is_dataclass(arch.knobs) and arch.knobs.__dataclass_params__.frozen):
+        raise ValueError(f"{type(arch).__name__}.knobs must be a frozen dataclass subclassing "
+                         "longctx.config_knobs.Knobs")
+    own = {f.name for f in dataclasses.fields(arch.knobs)}
+    for old, knob in arch.took_over.items():
+        if knob not in own:
+            raise ValueError(f"{type(arch).__name__}.took_over maps {old!r} to {knob!r}, "
+                             f"not a field of {arch.knobs.__name__}")
     held = _ARCHS.get(arch.name)
     if held is not None and type(held) is not type(arch):
         raise ValueError(f"architecture {arch.name!r} is already registered ({type(held).__name__})")
+    if arch.knobs is not NoKnobs:
+        arch.knobs.section = f"model.{arch.name}"
     _ARCHS[arch.name] = arch
     return arch
 
@@ -101,7 +119,7 @@ def check_run(cfg: Config, num_devices: int = 1, num_processes: int = 1) -> Conf
     if steps > INT_MAX:
         raise ConfigError(f"config key 'train.train_tokens': needs {steps} steps, more than the "
                           "int32 step counter holds; use a smaller budget", "train.train_tokens")
-    if cfg.optim.grad_accum > steps:
+    if 0 < steps < cfg.optim.grad_accum:
         raise ConfigError(
             f"config key 'optim.grad_accum': {cfg.optim.grad_accum} batches per update but the run "
             f"has only {steps} steps, so the parameters would never change; use grad_accum <= "

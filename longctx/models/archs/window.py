@@ -4,36 +4,50 @@ attention), streaming the ring-buffer cache of `longctx.models.window_decode`.""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from longctx.config import ConfigError, ModelConfig
+from longctx.config_knobs import Knobs
 from longctx.models import sliding_window, window_decode
 from longctx.models.archs.base import Arch, CallShape, ScoringPlan
 from longctx.models.archs.registry import register
 from longctx.models.attention import band_plan
 
 
+@dataclass(frozen=True)
+class WindowKnobs(Knobs):
+    """`model.window`: the span and the training sequence."""
+
+    ranges: ClassVar[dict[str, str]] = {"window": "[1, inf)", "seq_len": "[1, inf)"}
+
+    window: int = 64  # the span W (keys i-W+1 .. i)
+    seq_len: int = 256  # the training sequence length (tokens per lane per step)
+
+
 class SlidingWindow(Arch):
     name = "window"
     description = "sliding window: every token attends to the W tokens before it"
-    knobs = ("window", "seq_len")
+    knobs = WindowKnobs
+    took_over = {"window": "window", "seq_len": "seq_len"}
 
     def check(self, cfg: ModelConfig) -> None:
-        if cfg.window > cfg.seq_len:
+        k = cfg.window
+        if k.window > k.seq_len:
             raise ConfigError(
-                f"config key 'model.window': {cfg.window} is longer than the training sequence "
-                f"(model.seq_len = {cfg.seq_len}), so the span would silently be seq_len; use "
-                "window <= seq_len", "model.window")
+                f"config key 'model.window.window': {k.window} is longer than the training "
+                f"sequence (model.window.seq_len = {k.seq_len}), so the span would silently be "
+                "seq_len; use window <= seq_len", "model.window.window")
 
     def span(self, cfg: ModelConfig) -> int:
-        return cfg.window
+        return cfg.window.window
 
     def tokens_per_step(self, cfg: ModelConfig) -> int:
-        return cfg.seq_len
+        return cfg.window.seq_len
 
     def call_shape(self, cfg: ModelConfig) -> CallShape:
         # blocks of C = min(W, seq_len) queries, each scoring itself and the m blocks before
-        block, history, n_blocks = band_plan(cfg.seq_len, cfg.window)
+        block, history, n_blocks = band_plan(cfg.window.seq_len, cfg.window.window)
         rows, keys = n_blocks * block, (history + 1) * block
         return CallShape(queries=rows, projected=rows, keys=keys, distances=keys)
 
@@ -42,13 +56,13 @@ class SlidingWindow(Arch):
 
     def receptive(self, cfg: ModelConfig) -> int:
         """Tokens of left context that fully determine a logit: n_layer (W - 1)."""
-        return cfg.n_layer * (cfg.window - 1)
+        return cfg.n_layer * (cfg.window.window - 1)
 
     def scoring(self, cfg: ModelConfig) -> ScoringPlan:
-        return ScoringPlan(chunk=cfg.window, context=self.receptive(cfg))
+        return ScoringPlan(chunk=cfg.window.window, context=self.receptive(cfg))
 
     def stream_mode(self, cfg: ModelConfig, stride: int) -> str:
-        return f"window: ring-buffer KV cache of {cfg.window}, chunks of {cfg.window}"
+        return f"window: ring-buffer KV cache of {cfg.window.window}, chunks of {cfg.window.window}"
 
     def stream_init(self, cfg: ModelConfig, rows: int) -> Any:
         return window_decode.window_decode_init(cfg, rows)
@@ -59,7 +73,7 @@ class SlidingWindow(Arch):
     # decoding: the ring buffer of W keys and values per layer
 
     def decode_block(self, cfg: ModelConfig) -> int:
-        return cfg.window
+        return cfg.window.window
 
     def decode_init(self, cfg: ModelConfig, batch_size: int) -> Any:
         return window_decode.window_decode_init(cfg, batch_size)
@@ -71,7 +85,7 @@ class SlidingWindow(Arch):
         return window_decode.window_feed(model, params, tokens, state)
 
     def span_in_use(self, cfg: ModelConfig, state: Any) -> tuple[int, int]:
-        return min(int(state.pos), cfg.window - 1), cfg.window - 1
+        return min(int(state.pos), cfg.window.window - 1), cfg.window.window - 1
 
     def decode_stats(self, cfg: ModelConfig, state: Any) -> dict[str, int]:
         return {}

@@ -12,12 +12,27 @@ code path."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from longctx.config import ConfigError, ModelConfig
+from longctx.config_knobs import Knobs
 from longctx.models import retrieval
 from longctx.models.archs.base import Arch, CallShape, ScoringPlan
 from longctx.models.archs.registry import register
+
+
+@dataclass(frozen=True)
+class RetrievalKnobs(Knobs):
+    """`model.xl_retrieval`: the store and what a query takes from it (its segments and
+    memory are XL's: `model.xl.tgt_len`, `model.xl.mem_len`)."""
+
+    ranges: ClassVar[dict[str, str]] = {"retrieval_k": "[1, inf)", "store_len": "[1, inf)",
+                                        "retrieval_distance": "[0, inf)"}
+
+    retrieval_k: int = 32  # stored keys each query attends to (top-k per head)
+    store_len: int = 2048  # rows each layer's store keeps (those that left the memory)
+    retrieval_distance: int = 0  # the distance retrieved keys are given; 0: mem_len + tgt_len - 1
 
 
 class XLRetrieval(Arch):
@@ -28,30 +43,33 @@ class XLRetrieval(Arch):
     description = ("Transformer-XL plus a store of the rows that left its memory; each query "
                    "attends to its top-k stored keys")
     lane_mode = "segments"
-    knobs = ("tgt_len", "mem_len", "retrieval_k", "store_len", "retrieval_distance")
+    knobs = RetrievalKnobs  # besides XL's section, which it reads for its segments and memory
+    took_over = {k: k for k in ("retrieval_k", "store_len", "retrieval_distance")}
 
     def check(self, cfg: ModelConfig) -> None:
-        if cfg.attention_impl != "reference":
-            raise ConfigError("config key 'model.attention_impl': xl_retrieval attends with the "
-                              f"'reference' path only, got {cfg.attention_impl!r}",
-                              "model.attention_impl")
-        if cfg.same_length:
-            raise ConfigError("config key 'model.same_length': xl_retrieval does not support "
-                              "same_length; set it false", "model.same_length")
-        if cfg.bptt_segments != 1:
-            raise ConfigError("config key 'model.bptt_segments': xl_retrieval trains one "
-                              f"segment a step; set it to 1 (got {cfg.bptt_segments})",
-                              "model.bptt_segments")
-        if cfg.retrieval_k > cfg.store_len:
-            raise ConfigError(f"config key 'model.retrieval_k': {cfg.retrieval_k} keys per query "
-                              f"but the store holds {cfg.store_len} rows; use retrieval_k <= "
-                              "model.store_len", "model.retrieval_k")
+        xl, r = cfg.xl, cfg.xl_retrieval
+        if xl.attention_impl != "reference":
+            raise ConfigError("config key 'model.xl.attention_impl': xl_retrieval attends with "
+                              f"the 'reference' path only, got {xl.attention_impl!r}",
+                              "model.xl.attention_impl")
+        if xl.same_length:
+            raise ConfigError("config key 'model.xl.same_length': xl_retrieval does not support "
+                              "same_length; set it false", "model.xl.same_length")
+        if xl.bptt_segments != 1:
+            raise ConfigError("config key 'model.xl.bptt_segments': xl_retrieval trains one "
+                              f"segment a step; set it to 1 (got {xl.bptt_segments})",
+                              "model.xl.bptt_segments")
+        if r.retrieval_k > r.store_len:
+            raise ConfigError(f"config key 'model.xl_retrieval.retrieval_k': {r.retrieval_k} keys "
+                              f"per query but the store holds {r.store_len} rows; use "
+                              "retrieval_k <= model.xl_retrieval.store_len",
+                              "model.xl_retrieval.retrieval_k")
 
     def span(self, cfg: ModelConfig) -> int:
-        return cfg.mem_len
+        return cfg.xl.mem_len
 
     def tokens_per_step(self, cfg: ModelConfig) -> int:
-        return cfg.tgt_len
+        return cfg.xl.tgt_len
 
     def carries_state(self, cfg: ModelConfig) -> bool:
         return True
@@ -60,23 +78,23 @@ class XLRetrieval(Arch):
 
     def call_shape(self, cfg: ModelConfig) -> CallShape:
         # XL's shape; the far distance's sinusoid goes through r_net as one more row
-        local = cfg.mem_len + cfg.tgt_len
-        return CallShape(queries=cfg.tgt_len, projected=local, keys=local, distances=local + 1)
+        local = cfg.xl.mem_len + cfg.xl.tgt_len
+        return CallShape(queries=cfg.xl.tgt_len, projected=local, keys=local, distances=local + 1)
 
     def keys_per_query(self, cfg: ModelConfig) -> int:
-        return cfg.mem_len + cfg.tgt_len + cfg.retrieval_k
+        return cfg.xl.mem_len + cfg.xl.tgt_len + cfg.xl_retrieval.retrieval_k
 
     def extra_flops(self, cfg: ModelConfig) -> float:
         """Per layer: the store scan (one content score per stored row per query per head,
         2 T S H D), the retrieved keys' weighted values (2 T k H D) and their one
         positional score per query and head (2 T H D)."""
-        t, hd = cfg.tgt_len, cfg.n_head * cfg.d_head
-        per_layer = 2 * t * cfg.store_len * hd + 2 * t * cfg.retrieval_k * hd + 2 * t * hd
+        t, hd, r = cfg.xl.tgt_len, cfg.n_head * cfg.d_head, cfg.xl_retrieval
+        per_layer = 2 * t * r.store_len * hd + 2 * t * r.retrieval_k * hd + 2 * t * hd
         return float(cfg.n_layer * per_layer)
 
     def state_floats(self, cfg: ModelConfig) -> int:
-        xl = (cfg.n_layer + 1) * cfg.mem_len * cfg.d_model
-        return xl + 2 * cfg.n_layer * cfg.store_len * cfg.n_head * cfg.d_head
+        xl = (cfg.n_layer + 1) * cfg.xl.mem_len * cfg.d_model
+        return xl + 2 * cfg.n_layer * cfg.xl_retrieval.store_len * cfg.n_head * cfg.d_head
 
     # ------------------------------------------------------------------ model
 
@@ -87,23 +105,23 @@ class XLRetrieval(Arch):
         return retrieval.retrieval_forward(mod, tokens, state, reset, deterministic)
 
     def scoring(self, cfg: ModelConfig) -> ScoringPlan:
-        return ScoringPlan(chunk=cfg.tgt_len)
+        return ScoringPlan(chunk=cfg.xl.tgt_len)
 
     def stream_mode(self, cfg: ModelConfig, stride: int) -> str:
-        return (f"xl_retrieval: segments of {cfg.tgt_len} with memory {cfg.mem_len}, top "
-                f"{cfg.retrieval_k} of a store of {cfg.store_len}")
+        return (f"xl_retrieval: segments of {cfg.xl.tgt_len} with memory {cfg.xl.mem_len}, top "
+                f"{cfg.xl_retrieval.retrieval_k} of a store of {cfg.xl_retrieval.store_len}")
 
     # ------------------------------------------------------------------ decoding
     # The default: the state at the last segment boundary plus the segment's tokens so far,
     # each step rerunning the segment forward (exact; O(tgt_len) per token).
 
     def decode_block(self, cfg: ModelConfig) -> int:
-        return cfg.tgt_len
+        return cfg.xl.tgt_len
 
     def decode_stats(self, cfg: ModelConfig, state: Any) -> dict[str, int]:
         return {"memory_rows": int(state.state.xl.valid[0]),
                 "store_rows": int(state.state.filled[0]),
-                "segment_position": int(state.pos) % cfg.tgt_len}
+                "segment_position": int(state.pos) % cfg.xl.tgt_len}
 
 
 register(XLRetrieval())
