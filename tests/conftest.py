@@ -1,8 +1,20 @@
-"""Shared test setup: offline, quiet, persistent JAX compilation cache."""
+"""Shared test setup: offline, quiet, fast XLA compilation, persistent JAX compilation cache."""
 
 import os
 from pathlib import Path
 
+# The tests' models are tiny: XLA spends far longer optimising their programs than running
+# them. These options halve the suite's CPU time (measured on tests/test_models_xl.py: 53 s
+# -> 25 s, cold cache). They change no semantics (float32 stays IEEE float32; no fast-math),
+# and every test process (this one, its xdist siblings and the `longctx` children started
+# through `subprocess_env`) compiles with the same options, so numbers compared bit for
+# bit across processes stay comparable. Users' runs keep XLA's defaults.
+FAST_COMPILE_XLA_FLAGS = ("--xla_backend_optimization_level=0 "
+                          "--xla_llvm_disable_expensive_passes=true "
+                          "--xla_cpu_use_fusion_emitters=false "
+                          "--xla_cpu_parallel_codegen_split_count=1")
+if FAST_COMPILE_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):  # xdist workers inherit it
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_XLA_FLAGS}".strip()
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -11,7 +23,7 @@ import jax  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 jax.config.update("jax_compilation_cache_dir", str(REPO / ".jax_cache"))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -54,10 +66,10 @@ def subprocess_env(devices: int = 1, **extra: str) -> dict:
     """Environment for a child `longctx` process: offline, shared compile cache, N fake devices."""
     env = dict(os.environ)
     env.update({
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        "XLA_FLAGS": f"{FAST_COMPILE_XLA_FLAGS} --xla_force_host_platform_device_count={devices}",
         "JAX_PLATFORMS": "cpu",
         "JAX_COMPILATION_CACHE_DIR": str(REPO / ".jax_cache"),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5",
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.2",
         "PYTHONPATH": str(REPO),
     })
     env.update(extra)

@@ -22,8 +22,8 @@ import io
 import json
 import os
 import re
+import secrets
 import shutil
-import tempfile
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -163,11 +163,15 @@ def _build(cfg: DataConfig, builder_cls: type[DialogueBuilder], root: Path) -> N
     splits = builder_cls.read(cfg)  # every source error surfaces here, before any write
     root.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_builds(root.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
-    lock = os.open(tmp, os.O_RDONLY)  # held until the end: marks the build as alive
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    tmp.chmod(0o755)  # mkdtemp makes it private; the dataset is shared like any folder
+    # The name is chosen before the folder exists, so that a Ctrl-C at any point after the
+    # `try` (even between creating the folder and taking its lock) still removes it.
+    tmp = root.parent / f".{root.name}.{secrets.token_hex(6)}.tmp"
+    lock = None
     try:
+        tmp.mkdir()  # a name taken already (never in practice) raises here
+        tmp.chmod(0o755)  # shared like any folder, whatever the umask
+        lock = os.open(tmp, os.O_RDONLY)  # held until the end: marks the build as alive
+        fcntl.flock(lock, fcntl.LOCK_EX)
         splits, tokenizer, extra = builder_cls.tokenize(cfg, splits, tmp / "tokenizer")
         records = {split: [to_record(c, render(c, tokenizer)) for c in convs]
                    for split, convs in splits.items()}
@@ -191,5 +195,15 @@ def _build(cfg: DataConfig, builder_cls: type[DialogueBuilder], root: Path) -> N
             if not (root / MANIFEST).is_file():  # not a concurrent build that finished first
                 raise
     finally:  # also on Ctrl-C: no half-written dataset is left
+        _remove(tmp)
+        if lock is not None:
+            os.close(lock)
+
+
+def _remove(tmp: Path, attempts: int = 3) -> None:
+    """Remove a build folder; again if a writer thread the interrupt did not stop added a
+    file while it was being removed."""
+    for _ in range(attempts):
         shutil.rmtree(tmp, ignore_errors=True)
-        os.close(lock)
+        if not tmp.exists():
+            return
