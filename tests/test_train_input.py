@@ -11,7 +11,7 @@ from longctx.config import ConfigError, parse_overrides
 from longctx.errors import UserError
 from longctx.models import archs, build_model, count_params, init_memory
 from longctx.train import memory_fit
-from longctx.train.parallel import process_layout
+from longctx.train.parallel import PEER_TIMEOUT_S, peer_timeout, process_layout
 from tests.conftest import SMOKE, run_cli, smoke_config
 
 
@@ -45,6 +45,19 @@ def test_good_process_flags(monkeypatch):
     assert process_layout("10.0.0.1:99", 2, 1) == ("10.0.0.1:99", 2, 1)
     monkeypatch.setenv("LONGCTX_NUM_PROCESSES", "4")
     assert process_layout("h:1", None, 3) == ("h:1", 4, 3)
+
+
+def test_peer_timeout_from_flag_environment_or_default(monkeypatch):
+    monkeypatch.delenv("LONGCTX_PEER_TIMEOUT", raising=False)
+    assert peer_timeout(None) == PEER_TIMEOUT_S == 30
+    monkeypatch.setenv("LONGCTX_PEER_TIMEOUT", "7")
+    assert peer_timeout(None) == 7
+    assert peer_timeout(12) == 12  # the flag wins
+    for flag, env, words in ((0, "7", "--peer-timeout 0"), (None, "-3", "LONGCTX_PEER_TIMEOUT -3"),
+                             (None, "soon", "LONGCTX_PEER_TIMEOUT='soon'")):
+        monkeypatch.setenv("LONGCTX_PEER_TIMEOUT", env)
+        with pytest.raises(UserError, match=words):
+            peer_timeout(flag)
 
 
 @pytest.mark.parametrize("overrides", [["model.arch=xl", "model.untie_r=true"],

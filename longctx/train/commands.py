@@ -18,6 +18,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="multi-host: how many processes in all (or LONGCTX_NUM_PROCESSES)")
     p.add_argument("--process-id", type=int, default=None,
                    help="multi-host: this process's index, 0..N-1 (or LONGCTX_PROCESS_ID)")
+    p.add_argument("--peer-timeout", type=int, default=None,
+                   help="multi-host: seconds after which a silent peer fails the run "
+                        "(or LONGCTX_PEER_TIMEOUT; default 30)")
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.num_steps=20")
     p.set_defaults(func=_train)
 
@@ -43,7 +46,7 @@ def _train(args: argparse.Namespace) -> int:
     from longctx.train.parallel import init_distributed
 
     cfg = parse_overrides(load_experiment(args.config), args.overrides)
-    init_distributed(args.coordinator, args.num_processes, args.process_id)
+    init_distributed(args.coordinator, args.num_processes, args.process_id, args.peer_timeout)
     summary = train(cfg, args.workdir)
     print(json.dumps(summary, sort_keys=True))
     return 0

@@ -90,14 +90,30 @@ def process_layout(coordinator: str | None, num_processes: int | None,
     return coordinator, num_processes, process_id
 
 
+PEER_TIMEOUT_S = 30  # the default heartbeat/shutdown timeout of a multi-host run
+
+
+def peer_timeout(flag: int | None) -> int:
+    """Seconds after which a silent peer fails the run: --peer-timeout, LONGCTX_PEER_TIMEOUT
+    or PEER_TIMEOUT_S."""
+    name = "--peer-timeout" if flag is not None else "LONGCTX_PEER_TIMEOUT"
+    value = flag if flag is not None else _env_int("LONGCTX_PEER_TIMEOUT")
+    if value is None:
+        return PEER_TIMEOUT_S
+    if value < 1:
+        raise UserError(f"{name} {value}: must be >= 1 second, e.g. {name.lstrip('-')}=30")
+    return value
+
+
 def init_distributed(coordinator: str | None, num_processes: int | None, process_id: int | None,
-                     timeout_s: int = 30) -> None:
+                     timeout_s: int | None = None) -> None:
     """Join a multi-host run (flags or LONGCTX_COORDINATOR / _NUM_PROCESSES / _PROCESS_ID).
 
-    Heartbeat and shutdown timeouts are short so that a dead peer makes the others fail
-    within a minute instead of hanging.
+    Heartbeat and shutdown timeouts are short (`peer_timeout`, 30 s by default) so that a
+    dead peer makes the others fail within about that time instead of hanging.
     """
     layout = process_layout(coordinator, num_processes, process_id)
+    timeout_s = peer_timeout(timeout_s)
     if layout is None:
         return
     coordinator, num_processes, process_id = layout
