@@ -355,13 +355,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="gradient stopped at every segment boundary (the ablation; for xl, "
                         "plain XL)")
     p.add_argument("--gate", type=float, default=None,
-                   help="rmt: a gated memory update starting at sigmoid(GATE) (default: the "
-                        "written memory replaces the read one)")
+                   help="rmt: a gated memory update starting at sigmoid(GATE), i.e. "
+                        "model.rmt.memory_gate=true model.rmt.memory_gate_bias=GATE "
+                        "(default: the written memory replaces the read one)")
     p.add_argument("--init-from", default=None,
                    help="a run directory whose parameters start the model (warm start; "
                         "rmt keeps its fresh initial memory)")
     p.add_argument("overrides", nargs="*", help="config section.key=value (README size's)")
     args = p.parse_args(argv)
+    if args.gate is not None and args.arch != "rmt":
+        p.error("--gate is a gated update of rmt's memory; use it with --arch rmt")
+    gate = ([] if args.gate is None else
+            ["model.rmt.memory_gate=true", f"model.rmt.memory_gate_bias={args.gate!r}"])
 
     from longctx.config import parse_overrides
     from longctx.data import prepare_dataset
@@ -370,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
 
     reach = _module("reach_study")
     cfg = parse_overrides(_module("dialogue_comparison").get_config(),
-                          [f"train.seed={args.seed}", *args.overrides])
+                          [f"train.seed={args.seed}", *gate, *args.overrides])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
@@ -383,11 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.arch == "xl":
         params = model.init(key, jnp.zeros((1, cfg.data.span), jnp.int32))["params"]
     else:
-        params = rmt_init(model, key, args.n_mem, args.seg or cfg.data.span)
-    if args.gate is not None:
-        from longctx.models.recurrent_memory import GATE_PARAM, gate_params
-
-        params = {**params, GATE_PARAM: gate_params(cfg.model.d_model, args.gate)}
+        params = rmt_init(model, key, args.n_mem, args.seg or cfg.data.span)  # gate: the knob
     if args.init_from:
         from longctx.rundir import load_run
 

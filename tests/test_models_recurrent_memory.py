@@ -247,11 +247,17 @@ def test_xl_reset_empties_memory():
 def test_gated_update_interpolates_between_read_and_written(rmt):
     """With a gate (zero weights, bias b), the next memory is read + sigmoid(b) (written -
     read), `written` being the ungated segment's memory; the logits are the ungated ones;
-    the gate's parameters are not the decoder's."""
+    the gate's parameters are not the decoder's. `rmt_init` adds them when the config says
+    model.rmt.memory_gate (bias memory_gate_bias), the rest drawn as without them."""
     from longctx.models.recurrent_memory import GATE_PARAM, gate_params
 
     model, params = rmt
-    gated = {**params, GATE_PARAM: gate_params(CFG.d_model, bias=0.7)}
+    gated = rmt_init(build_model(CFG.replace(rmt=dict(memory_gate=True, memory_gate_bias=0.7))),
+                     jax.random.key(0), N_MEM, SEG)
+    expect = {**params, GATE_PARAM: gate_params(CFG.d_model, bias=0.7)}
+    assert jax.tree.structure(gated) == jax.tree.structure(expect)
+    for a, b in zip(jax.tree.leaves(gated), jax.tree.leaves(expect), strict=True):
+        np.testing.assert_array_equal(a, b)
     assert jax.tree.structure(decoder_params(gated)) == jax.tree.structure(
         decoder_params(params))
     read = MemoryTokens(vectors=jax.random.normal(jax.random.key(3), (2, N_MEM, CFG.d_model)))

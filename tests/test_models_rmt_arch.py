@@ -1,6 +1,6 @@
 """The `rmt` architecture and `bptt_segments` (XL and RMT over several
 segments per call): shapes, parameters, causality, resets, the gradient across segments and
-its ablation, the scan equal to a loop of segments, determinism."""
+its ablation, the scan equal to a loop of segments, determinism, the gated memory update."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from longctx.config import ModelConfig
 from longctx.models import archs, build_model, count_params, init_memory
-from longctx.models.recurrent_memory import MEMORY_PARAM, MemoryTokens
+from longctx.models.recurrent_memory import GATE_PARAM, MEMORY_PARAM, MemoryTokens
 from tests.model_utils import make
 
 CFG = ModelConfig(arch="rmt", n_token=11, n_layer=2, n_head=2, d_model=16, d_head=8,
@@ -186,6 +186,45 @@ def test_bad_settings_are_refused():
 
     with pytest.raises(ConfigError, match="model.rmt.n_mem_tokens"):
         build_model(CFG.replace(rmt=dict(n_mem_tokens=0)))
+    with pytest.raises(ConfigError, match="model.rmt.memory_gate_bias': must be a finite"):
+        build_model(CFG.replace(rmt=dict(memory_gate=True, memory_gate_bias=float("nan"))))
     model, params = make(CFG)
     with pytest.raises(ValueError, match="does not split into segments of 4"):
         apply(model, params, tokens(n=6), init_memory(CFG, 2))
+
+
+def test_memory_gate_adds_its_parameters_and_interpolates(rmt):
+    """model.rmt.memory_gate: d_model^2 + d_model more parameters (the estimate says so),
+    made after the others, which stay as drawn without it; the next memory is read +
+    sigmoid(b) (written - read) while w = 0: the mean at b = 0, the memory read at b = -30
+    (the gate closed); off (the default) there is no gate parameter."""
+    from longctx.train.memory_fit import num_params
+
+    model, params = rmt
+    assert GATE_PARAM not in params
+    gated_cfg = CFG.replace(rmt=dict(memory_gate=True))
+    gated_model, gated = make(gated_cfg)
+    d = CFG.d_model
+    assert count_params(gated) - count_params(params) == d * d + d == 272
+    assert archs.get(gated_cfg).extra_params(gated_cfg) == 3 * d + d * d + d
+    assert num_params(gated_cfg, CFG.n_token) == count_params(gated)
+    assert num_params(CFG, CFG.n_token) == count_params(params)
+    np.testing.assert_array_equal(gated[GATE_PARAM]["w"], np.zeros((d, d)))
+    np.testing.assert_array_equal(gated[GATE_PARAM]["b"], np.zeros(d))
+    for p, q in zip(jax.tree.leaves(params), jax.tree.leaves(
+            {k: v for k, v in gated.items() if k != GATE_PARAM}), strict=True):
+        np.testing.assert_array_equal(p, q)
+
+    seg = tokens(n=SEG)
+    read = MemoryTokens(vectors=jax.random.normal(jax.random.key(5), (2, 3, d)),
+                        fresh=jnp.array([True, False]))
+    start = jnp.where(read.fresh[:, None, None], params[MEMORY_PARAM][None], read.vectors)
+    logits, written = apply(model, params, seg, read)
+    gated_logits, half = apply(gated_model, gated, seg, read)
+    np.testing.assert_array_equal(gated_logits, logits)  # the gate acts on the memory only
+    np.testing.assert_allclose(half.vectors, (start + written.vectors) / 2, rtol=1e-6,
+                               atol=1e-6)
+    closed_cfg = CFG.replace(rmt=dict(memory_gate=True, memory_gate_bias=-30.0))
+    _, closed = make(closed_cfg)
+    _, kept = apply(build_model(closed_cfg), closed, seg, read)
+    np.testing.assert_array_equal(kept.vectors, start)

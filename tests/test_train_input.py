@@ -61,7 +61,8 @@ def test_peer_timeout_from_flag_environment_or_default(monkeypatch):
 
 
 @pytest.mark.parametrize("overrides", [["model.arch=xl", "model.untie_r=true"],
-                                       ["model.arch=window"]])
+                                       ["model.arch=window"],
+                                       ["model.arch=rmt", "model.rmt.memory_gate=true"]])
 def test_parameter_estimate_is_exact(tmp_path, overrides):
     cfg = smoke_config(tmp_path, *overrides)
     m = dataclasses.replace(cfg.model, n_token=cfg.data.vocab_size)

@@ -82,6 +82,34 @@ def test_warm_start_trains_and_records_its_source(data_dir, tiny_run, warm_rmt):
                               _flat(source.params)["['word_emb']['embedding']"])
 
 
+def test_gated_rmt_starts_a_fresh_gate_and_trains_deterministically(data_dir, tiny_run,
+                                                                    tmp_path):
+    """model.rmt.memory_gate from the XL run: the gate (w = 0, b = memory_gate_bias) and the
+    initial memory are new, in the run's parameters as the estimate counts them, and
+    trained; the same config and seed train to the same parameters."""
+    from longctx.train.memory_fit import num_params
+
+    gated = [*RMT, "model.rmt.memory_gate=true", "model.rmt.memory_gate_bias=-1.5",
+             "optim.warmup_steps=1", "train.num_steps=2", "checkpoint.every_steps=1",
+             f"train.init_from={tiny_run}"]
+    for name in ("a", "b"):
+        train(smoke_config(data_dir, *gated), tmp_path / name)
+    a, b = (json.loads((tmp_path / n / "summary.json").read_text()) for n in ("a", "b"))
+    assert a["params_sha256"] == b["params_sha256"] and a["step"] == 2
+    run = load_run(tmp_path / "a")
+    xl = num_params(run.cfg.model.replace(arch="xl"), run.cfg.model.n_token)
+    assert a["num_params"] == num_params(run.cfg.model, run.cfg.model.n_token) == (
+        xl + 4 * 32 + 32 * 32 + 32)
+    start = _flat(load_run(tmp_path / "a", step=1).params)  # step 1's learning rate is 0
+    source = _flat(load_run(tiny_run).params)
+    gate = {"['memory_gate']['w']", "['memory_gate']['b']"}
+    assert set(start) == set(source) | {"['memory_init']"} | gate
+    np.testing.assert_array_equal(start["['memory_gate']['w']"], np.zeros((32, 32)))
+    np.testing.assert_array_equal(start["['memory_gate']['b']"], np.full(32, -1.5))
+    trained = _flat(run.params)
+    assert all(not np.array_equal(trained[name], start[name]) for name in gate)
+
+
 def test_warm_start_resumes_bit_exact_without_its_source(data_dir, tiny_run, warm_rmt, tmp_path):
     """Killed after step 6 (its checkpoint at 4), the source moved away, resumed: the same
     parameters as the uninterrupted run (which is the same config as `warm_rmt`: same

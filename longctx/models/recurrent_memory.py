@@ -10,8 +10,11 @@ fact can travel any number of segments, carried in m vectors of d_model, and a l
 later segment teaches earlier segments what to write when gradients flow through the
 memory (K segments per training row, a rematerialised scan).
 
-The only parameters added to the decoder's are the initial memory `memory_init`
-[m, d_model] (m * d_model scalars), which a new conversation starts from.
+The parameters added to the decoder's are the initial memory `memory_init` [m, d_model]
+(m * d_model scalars), which a new conversation starts from, and, with
+`model.rmt.memory_gate`, a gated memory update `memory_gate` (d_model^2 + d_model, see
+`gated_update`): the next memory interpolates per feature between the one read and the one
+written instead of being replaced by it.
 
 Two ways to drive it. As the `rmt` architecture (`longctx.models.archs.rmt`: `longctx
 train`, evaluate, chat), inside the Decoder's apply: `memory_init` is a Decoder parameter,
@@ -25,6 +28,7 @@ directions. Causal keeps every distance non-negative and the segment decodable t
 token with an ordinary key/value cache.
 
     params = rmt_init(model, key, n_mem, seg_len)         # decoder params + memory_init
+                                                          # (+ memory_gate: cfg.rmt.memory_gate)
     memory = rmt_initial_memory(params, batch)            # MemoryTokens(vectors [B, m, d])
     logits, memory = rmt_segment(model, params, tokens [B, T], memory, reset=None)
     ys, memory = rmt_segments(model, params, memory, tokens [B, K*T], seg_len, head, ...)
@@ -78,9 +82,20 @@ def memory_param(mod: Decoder) -> jax.Array:
     return mod.param(MEMORY_PARAM, init(c), (c.rmt.n_mem_tokens, c.d_model))
 
 
-def added_params(n_mem: int, d_model: int) -> int:
-    """Parameters the mechanism adds to the shared decoder: the initial memory."""
-    return n_mem * d_model
+def gate_param(mod: Decoder) -> dict | None:
+    """Inside `Decoder.setup`: the gated update's parameters when `model.rmt.memory_gate`
+    (`gate_params` at `memory_gate_bias`; created after every other parameter, so the
+    rest are drawn as without the gate), else None."""
+    c = mod.cfg
+    if not c.rmt.memory_gate:
+        return None
+    return mod.param(GATE_PARAM, lambda _key: gate_params(c.d_model, c.rmt.memory_gate_bias))
+
+
+def added_params(n_mem: int, d_model: int, gate: bool = False) -> int:
+    """Parameters the mechanism adds to the shared decoder: the initial memory and, with
+    the gate, its weights and biases."""
+    return n_mem * d_model + (d_model * d_model + d_model if gate else 0)
 
 
 def decoder_params(params: dict) -> dict:
@@ -124,7 +139,8 @@ def rmt_init(model: Decoder, key: jax.Array, n_mem: int, seg_len: int) -> dict:
     [n_mem, d_model] ~ N(0, init_std) like every weight. Small on purpose: a write row's
     residual stream then holds mostly what it reads from the segment. Drawn at N(0, 1)
     (as the 2022 code), the written memory varies with the segment an order of magnitude
-    less at initialisation, and training on the copy task stalls at chance."""
+    less at initialisation, and training on the copy task stalls at chance. With
+    `model.rmt.memory_gate`, also the gate (`gate_params` at `memory_gate_bias`)."""
     if n_mem <= 0:
         raise ValueError(f"recurrent memory needs n_mem > 0 memory tokens, got {n_mem}")
     dec_key, mem_key = jax.random.split(key)
@@ -133,7 +149,10 @@ def rmt_init(model: Decoder, key: jax.Array, n_mem: int, seg_len: int) -> dict:
     params = model.init({"params": dec_key}, tokens, jnp.zeros((1, n_mem, d)), True,
                         method=_segment)["params"]
     memory = model.cfg.init_std * jax.random.normal(mem_key, (n_mem, d), jnp.float32)
-    return {**params, MEMORY_PARAM: memory}
+    params = {**params, MEMORY_PARAM: memory}
+    if model.cfg.rmt.memory_gate:
+        params[GATE_PARAM] = gate_params(d, model.cfg.rmt.memory_gate_bias)
+    return params
 
 
 def rmt_initial_memory(params: dict, batch_size: int) -> MemoryTokens:
@@ -209,9 +228,13 @@ def rmt_segments(
 
 def _arch_segment(mod: Decoder, tokens: jax.Array, state: MemoryTokens, deterministic: bool
                   ) -> tuple[jax.Array, MemoryTokens]:
-    """Inside apply: one segment; fresh rows read the initial memory (`mod.extra`)."""
-    start = jnp.where(state.fresh[:, None, None], mod.extra[None], state.vectors)
+    """Inside apply: one segment; fresh rows read the initial memory (`mod.extra`: the
+    initial memory and the gate or None, `RecurrentMemory.setup`)."""
+    initial, gate = mod.extra
+    start = jnp.where(state.fresh[:, None, None], initial[None], state.vectors)
     logits, vectors = _segment(mod, tokens, start, deterministic)
+    if gate is not None:
+        vectors = gated_update(gate, start, vectors)
     return logits, MemoryTokens(vectors=vectors, fresh=jnp.zeros_like(state.fresh))
 
 

@@ -1,6 +1,7 @@
 """Recurrent memory tokens (`rmt`): n_mem_tokens vectors read at the front of every segment
 and written at its back, gradients through them over bptt_segments segments per training
-row (Bulatov et al. 2022). The maths is in `longctx.models.recurrent_memory`."""
+row (Bulatov et al. 2022), optionally a gated memory update (memory_gate). The maths is in
+`longctx.models.recurrent_memory`."""
 
 from __future__ import annotations
 
@@ -19,13 +20,21 @@ class RMTKnobs(Knobs):
     """`model.rmt`: segments, memory tokens and training."""
 
     ranges: ClassVar[dict[str, str]] = {"seg_len": "[1, inf)", "n_mem_tokens": "[1, inf)",
-                                        "bptt_segments": "[1, inf)"}
+                                        "bptt_segments": "[1, inf)",
+                                        "memory_gate_bias": "[-30, 30]"}
 
     seg_len: int = 64  # segment length: tokens a lane consumes per segment (the span)
     n_mem_tokens: int = 16  # memory vectors each segment reads and writes
     # segments of seg_len per training row, gradients through the memory across them
     bptt_segments: int = 1
     bptt_stop_gradient: bool = False  # stop the gradient at every segment boundary
+    # the next memory = read + g (written - read), g = sigmoid(written w + b) per feature,
+    # instead of the written memory alone (adds d_model^2 + d_model parameters)
+    memory_gate: bool = False
+    # b at initialisation (w starts at 0, so g starts at sigmoid(bias)); 0 (g = 0.5)
+    # chained the relay one segment further in experiments/RESULTS.md, -2 learnt none;
+    # at -30 the gate is shut and at 30 open to float32's precision (sigmoid(30) = 1)
+    memory_gate_bias: float = 0.0
 
 
 class RecurrentMemory(Arch):
@@ -33,7 +42,8 @@ class RecurrentMemory(Arch):
     label = "RMT"
     has_memory = True
     description = ("recurrent memory tokens: n_mem_tokens vectors read and written by every "
-                   "segment, gradients through them over bptt_segments")
+                   "segment, gradients through them over bptt_segments, optionally a gated "
+                   "memory update (memory_gate)")
     lane_mode = "segments"
     in_studies = False  # not in the main comparison until it reaches (RESULTS, issue 20)
     knobs = RMTKnobs
@@ -70,13 +80,13 @@ class RecurrentMemory(Arch):
         return float(c.n_layer * per_layer)
 
     def extra_params(self, cfg: ModelConfig) -> int:
-        return cfg.rmt.n_mem_tokens * cfg.d_model
+        return rm.added_params(cfg.rmt.n_mem_tokens, cfg.d_model, cfg.rmt.memory_gate)
 
     def state_floats(self, cfg: ModelConfig) -> int:
         return cfg.rmt.n_mem_tokens * cfg.d_model
 
     def setup(self, mod) -> Any:
-        return rm.memory_param(mod)
+        return rm.memory_param(mod), rm.gate_param(mod)
 
     def init_state(self, cfg: ModelConfig, batch_size: int):
         return rm.empty_memory_tokens(cfg, batch_size)
