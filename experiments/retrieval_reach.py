@@ -1,7 +1,8 @@
 """Does a retrieval memory let a trained Transformer-XL reach past 2W, with no retraining?
 
-Scores the forced-choice recall of every validation probe of one trained XL run twice over
-the same parameters: as XL, and as `xl_retrieval` (XL's memory plus a store of the rows
+Scores the forced-choice recall of every validation probe of one trained XL run (or an
+`xl_retrieval` run, e.g. one fine-tuned with its store from an XL run by `train.init_from`)
+twice over the same parameters: as XL, and as `xl_retrieval` (XL's memory plus a store of the rows
 that left it, each query attending to its top-k stored keys at a clamped distance:
 Unlimiformer's training-free setting) for each k given. Prints recall by distance bucket
 with standard errors and z = (recall - chance) / stderr, and writes the table to
@@ -75,11 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     from longctx.rundir import load_run
 
     run = load_run(args.workdir)
-    if run.cfg.model.arch != "xl":
-        print(f"--workdir {args.workdir}: an xl run is needed, got {run.cfg.model.arch}",
-              file=sys.stderr)
+    if run.cfg.model.arch not in ("xl", "xl_retrieval"):  # the same parameters
+        print(f"--workdir {args.workdir}: an xl or xl_retrieval run is needed, got "
+              f"{run.cfg.model.arch}", file=sys.stderr)
         return 2
-    variants = [] if args.no_xl else [("xl", run.cfg.model)]
+    variants = [] if args.no_xl else [("xl", run.cfg.model.replace(arch="xl"))]
     for k in args.k:
         m = run.cfg.model.replace(arch="xl_retrieval", xl_retrieval=dict(
             retrieval_k=k, store_len=args.store, retrieval_distance=args.distance))
