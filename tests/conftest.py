@@ -31,6 +31,7 @@ jax.config.update("jax_include_full_tracebacks_in_locations", False)
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 import fcntl  # noqa: E402
+import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
@@ -163,6 +164,19 @@ def _train_tiny(tmp_path_factory, data_dir: Path, name: str, *overrides: str) ->
 def tiny_run(tmp_path_factory, data_dir) -> Path:
     """A trained smoke XL run directory, shared by the evaluation and chat tests."""
     return _train_tiny(tmp_path_factory, data_dir, "tiny_xl", "model.arch=xl")
+
+
+def warm_started_run(tmp_path_factory, data_dir: Path, source: Path, name: str,
+                     *overrides: str) -> Path:
+    """A smoke run started from `source`'s parameters (`train.init_from`), trained once per
+    session under `name` (shared by the xdist workers: copy it before changing it)."""
+    return _train_tiny(tmp_path_factory, data_dir, name, *overrides, f"train.init_from={source}")
+
+
+def run_info(workdir: Path, capsys) -> dict:
+    """`longctx info --workdir WORKDIR`'s JSON (the command's `main`, in this process)."""
+    return json.loads(run_main(["info", "--workdir", str(workdir)], capsys).out.strip()
+                      .splitlines()[-1])
 
 
 @pytest.fixture(scope="session")

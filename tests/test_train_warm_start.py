@@ -15,7 +15,7 @@ import pytest
 from longctx.errors import UserError
 from longctx.rundir import load_run
 from longctx.train.loop import params_sha256, train
-from tests.conftest import SMOKE, run_cli, shared_path, smoke_config, subprocess_env
+from tests.conftest import SMOKE, run_cli, run_info, smoke_config, subprocess_env, warm_started_run
 
 RMT = ["model.arch=rmt", "model.rmt.n_mem_tokens=4", "model.rmt.bptt_segments=2", "train.num_steps=8",
        "train.log_every=1"]
@@ -26,19 +26,10 @@ def _flat(params) -> dict:
             for p, x in jax.tree_util.tree_flatten_with_path(params)[0]}
 
 
-def _info(workdir) -> dict:
-    return json.loads(run_cli(["info", "--workdir", str(workdir)]).stdout.strip()
-                      .splitlines()[-1])
-
-
 @pytest.fixture(scope="module")
 def warm_rmt(tmp_path_factory, data_dir, tiny_run):
     """An rmt run trained 8 steps from the tiny XL run (in this process)."""
-
-    def build(root):
-        train(smoke_config(data_dir, *RMT, f"train.init_from={tiny_run}"), root / "run")
-
-    return shared_path(tmp_path_factory, "warm_rmt", build) / "run"
+    return warm_started_run(tmp_path_factory, data_dir, tiny_run, "warm_rmt", *RMT)
 
 
 def test_shared_parameters_come_from_the_source_at_step_0(data_dir, tiny_run, tmp_path):
@@ -65,14 +56,14 @@ def _first_loss(workdir) -> float:
     return json.loads((workdir / "metrics.jsonl").read_text().splitlines()[0])["loss"]
 
 
-def test_warm_start_trains_and_records_its_source(data_dir, tiny_run, warm_rmt):
+def test_warm_start_trains_and_records_its_source(data_dir, tiny_run, warm_rmt, capsys):
     summary = json.loads((warm_rmt / "summary.json").read_text())
     source = load_run(tiny_run)
     record = {"path": str(tiny_run.absolute()), "step": source.step, "arch": "xl",
               "params_sha256": params_sha256(source.params)}
     assert summary["init_from"] == record and summary["step"] == 8 and summary["arch"] == "rmt"
-    assert _info(warm_rmt)["init_from"] == record
-    assert _info(tiny_run)["init_from"] is None
+    assert run_info(warm_rmt, capsys)["init_from"] == record
+    assert run_info(tiny_run, capsys)["init_from"] is None
     rows = [json.loads(line) for line in (warm_rmt / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if "loss" in r]
     assert len(losses) == 8 and all(np.isfinite(losses))

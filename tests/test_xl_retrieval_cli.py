@@ -14,7 +14,7 @@ import pytest
 
 from longctx.config import from_dict
 from longctx.eval.flops import flops_per_token
-from tests.conftest import SMOKE, run_main, shared_path, smoke_config
+from tests.conftest import SMOKE, run_info, run_main, warm_started_run
 
 RETRIEVAL = ["model.arch=xl_retrieval", "model.xl_retrieval.retrieval_k=4",
              "model.xl_retrieval.store_len=64",
@@ -27,24 +27,15 @@ def _chat(workdir, script: str, capsys, monkeypatch) -> str:
                     capsys).out
 
 
-def _info(workdir, capsys) -> dict:
-    return json.loads(run_main(["info", "--workdir", str(workdir)], capsys).out.strip()
-                      .splitlines()[-1])
-
-
 @pytest.fixture(scope="module")
 def retrieval_run(tmp_path_factory, data_dir, tiny_run):
     """An xl_retrieval run trained 4 steps from the tiny XL run (shared: copy to change)."""
-    from longctx.train.loop import train
-
-    def build(root):
-        train(smoke_config(data_dir, *RETRIEVAL, f"train.init_from={tiny_run}"), root / "run")
-
-    return shared_path(tmp_path_factory, "tiny_xl_retrieval", build) / "run"
+    return warm_started_run(tmp_path_factory, data_dir, tiny_run, "tiny_xl_retrieval",
+                            *RETRIEVAL)
 
 
 def test_starts_from_xl_with_its_parameters(retrieval_run, tiny_run, capsys):
-    info, xl = _info(retrieval_run, capsys), _info(tiny_run, capsys)
+    info, xl = run_info(retrieval_run, capsys), run_info(tiny_run, capsys)
     assert info["arch"] == "xl_retrieval" and info["step"] == 4
     assert info["num_params"] == xl["num_params"]  # retrieval adds no parameters
     assert info["init_from"]["path"] == str(tiny_run) and info["init_from"]["arch"] == "xl"
