@@ -125,7 +125,7 @@ GPU_SPAN = MatchedSpan(span=512, tgt_len=256, seq_len=2048)
 
 # The main comparison (experiments/dialogue_comparison.py).
 COMPARISON: dict[str, Preset] = {
-    # README: one seed each; train + evaluate + compare in about 10 minutes on 2 cores, and
+    # README: one seed each; train + evaluate + compare in about 16 minutes on 2 cores, and
     # memory shows: XL recalls facts 1-2W back far above the window and chance.
     # Validation keeps the benchmark's distances and plain acknowledgements.
     "readme": Preset(
