@@ -44,11 +44,14 @@ def test_the_help_check_finds_a_missing_one():
     ["train", "--workdir", "D", "model.n_layer=2", "--config", "X", "train.seed=1"],
     ["train", "model.n_layer=2", "--config", "X", "train.seed=1", "--workdir", "D"],
     ["train", "--config", "X", "--workdir", "D", "model.n_layer=2", "train.seed=1"],
+    ["train", "--config", "X", "model.n_layer=2", "--peer-timeout", "12", "train.seed=1",
+     "--workdir", "D"],
 ])
 def test_train_options_and_overrides_in_any_order(argv):
     args = build_parser().parse_args(argv)
     assert (args.config, args.workdir) == ("X", "D")
     assert args.overrides == ["model.n_layer=2", "train.seed=1"]
+    assert args.peer_timeout == (12 if "--peer-timeout" in argv else None)
 
 
 def test_other_commands_take_options_between_overrides():
