@@ -178,3 +178,23 @@ def test_a_new_memory_mechanism_is_also_checked_against_xl(tmp_path):
     vs_xl = [x for x in lines if "XL+retrieval − XL z" in x]
     # (0.7 - 0.15) / hypot(0.03, 0.02) = 15.3
     assert len(vs_xl) == 1 and "XL+retrieval − XL z = +15.3" in vs_xl[0], lines
+
+
+def test_runs_started_from_each_seeds_source_group_as_seeds(tmp_path):
+    """Derived runs (`train.init_from`) of seeds 0 and 1 start from different source paths
+    (each seed's own trained XL) and still form one row; a source of another architecture
+    is another experiment."""
+    dirs = []
+    for name, seed, source_arch in (("r-s0", 0, "xl"), ("r-s1", 1, "xl"), ("w-s0", 0, "window")):
+        ev = _eval_json("xl_retrieval", 64, 0.9, 25, 10.0, 0.7, 0.5, CURVE_XL0, 1000.0)
+        source = tmp_path / f"{source_arch}-seed{seed}"
+        ev["run"]["init_from"] = {"arch": source_arch, "step": 7, "path": str(source),
+                                  "params_sha256": f"{seed}" * 64}
+        d = _run(tmp_path, name, "xl_retrieval", seed, ev)
+        cfg = json.loads((d / "config.json").read_text())
+        cfg["train"]["init_from"] = str(source)
+        (d / "config.json").write_text(json.dumps(cfg))
+        dirs.append(d)
+    compare(dirs, tmp_path / "out")
+    rows = list(csv.DictReader((tmp_path / "out" / "results.csv").open()))
+    assert [r["seeds"] for r in rows] == ["2", "1"]

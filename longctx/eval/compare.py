@@ -80,6 +80,12 @@ def group_key(r: RunResult) -> str:
         for key in path[:-1]:
             node = node.get(key, {})
         node.pop(path[-1], None)
+    if cfg["train"].get("init_from"):
+        # each seed starts from its own seed's source run: the source's architecture and
+        # step (eval.json's record), not its path, tell experiments apart
+        source = r.ev.get("run", {}).get("init_from") or {}
+        if source.get("arch") is not None:
+            cfg["train"]["init_from"] = {"arch": source["arch"], "step": source.get("step")}
     return json.dumps([cfg, dataset_key(r)], sort_keys=True)
 
 
