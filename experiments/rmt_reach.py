@@ -284,13 +284,12 @@ def cost_table(seg_mems: list[tuple[int, int]]) -> str:
     from longctx.models.recurrent_memory import added_params
 
     for seg, n_mem in seg_mems:
+        forward, training = (rmt_flops_per_token(m, seg, n_mem, t) for t in (False, True))
         rows.append((f"rmt seg {seg}, m {n_mem}", base + added_params(n_mem, m.d_model),
-                     rmt_flops_per_token(m, seg, n_mem, False),
-                     rmt_flops_per_token(m, seg, n_mem, True)))
+                     forward, training))
         # the gate (model.rmt.memory_gate): one [m, d] x [d, d] product per segment
         # (training: the same multiple of the forward as the rest of rmt's step)
         gate_flops = 2 * n_mem * m.d_model * m.d_model / seg
-        forward, training = (rmt_flops_per_token(m, seg, n_mem, t) for t in (False, True))
         rows.append((f"rmt seg {seg}, m {n_mem}, gated update",
                      base + added_params(n_mem, m.d_model, gate=True), forward + gate_flops,
                      training + gate_flops * training / forward))
