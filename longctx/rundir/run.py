@@ -43,7 +43,9 @@ def load_run(workdir: str | Path, step: int | None = None) -> Run:
     for _ in range(_RELISTS):  # a running train may rotate steps away while we read
         try:
             return _load_latest(workdir, cfg, step)
-        except (readable.StepsVanished, FileNotFoundError) as exc:
+        # a step folder deleted while the checkpoint manager lists it surfaces as
+        # FileNotFoundError or, mid-deletion, NotADirectoryError
+        except (readable.StepsVanished, FileNotFoundError, NotADirectoryError) as exc:
             changed = exc
     raise UserError(f"{workdir}: its checkpoints kept changing while being read "
                     f"({readable.one_line(changed)}); rerun in a moment")
