@@ -1,5 +1,7 @@
-"""Does memory help on real conversations? XL vs window vs vanilla trained on Multi-Session
-Chat, evaluated on MSC validation and, with the same models and tokenizer, on QMSum.
+"""Does memory help on real conversations? XL vs window vs vanilla (and, per size, the
+memory mechanisms: recurrent memory tokens, XL with a retrieval memory) trained on
+Multi-Session Chat, evaluated on MSC validation and, with the same models and tokenizer,
+on QMSum.
 
 Fair as in experiments/dialogue_comparison.py: one tokenizer and dataset (MSC, trained on
 its training split), the same token budget and tokens per optimiser step, one module tree
@@ -11,13 +13,19 @@ recurrence NLL (docs/eval_json.md): content words by distance to their previous 
     python experiments/real_dialogue_study.py --size cpu      # downloads MSC and QMSum
     python experiments/real_dialogue_study.py --size cpu \\
         --msc /path/msc/msc_dialogue/session_3/test.txt --qmsum /path/QMSum/data/ALL/jsonl/train.jsonl
+    python experiments/real_dialogue_study.py --size cpu-memory --no-qmsum --msc FILE
+
+A size's `archs` are trained first, then its `derived` models, each from the run of its
+source architecture with the same seed (`train.init_from`; e.g. the trained XL run with a
+retrieval memory, 0 steps). `--no-qmsum` skips the QMSum evaluation and tables.
 
 Every (model, seed) trains in its own run directory under --root (finished runs skipped,
 unfinished resumed); each is evaluated on MSC validation (`eval.json`) and on the QMSum
 file's validation meetings (`--source`, `eval_qmsum.json`, the MSC run's own tokenizer);
 then `longctx compare` writes one section per corpus, and this script prints (and writes
 to ROOT/results/study.md) perplexity by session (MSC: sessions 1-3), by part (QMSum: each
-meeting cut into 4 equal parts) and recurrence NLL by distance, mean ± std over seeds.
+meeting cut into 4 equal parts) and recurrence NLL by distance, mean ± std over seeds, for
+every model it ran; ROOT/timings.json keeps each stage's wall-clock seconds.
 Without --msc / --qmsum the builders download the official releases into the data_dir
 (once, checked; on a machine without a network pass the files). `longctx train --config
 experiments/real_dialogue_study.py --workdir DIR` trains the cpu size's XL by hand.
@@ -37,13 +45,13 @@ import numpy as np
 from longctx.config import Config, parse_overrides
 from longctx.train import presets
 
-SIZES = presets.REAL_DIALOGUE  # tiny, cpu (longctx/train/presets.py)
+SIZES = presets.REAL_DIALOGUE  # tiny, cpu, cpu-memory (longctx/train/presets.py)
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "tests" / "data"
 # Per size: the default (MSC, QMSum) files (None: --msc / --qmsum, else download the
 # releases) and the QMSum split evaluated (the samples' 3 meetings: 'all').
-SOURCES = {"tiny": (SAMPLES / "msc_sample.jsonl", SAMPLES / "qmsum_sample.jsonl"), "cpu": None}
-QMSUM_SPLIT = {"tiny": "all", "cpu": "validation"}
+SOURCES = {"tiny": (SAMPLES / "msc_sample.jsonl", SAMPLES / "qmsum_sample.jsonl")}
+QMSUM_SPLIT = {"tiny": "all"}  # other sizes: "validation"
 RECURRENCE = ("new", "inside", "1-2x", "2-4x", ">4x")
 
 
@@ -84,6 +92,28 @@ def _longctx(*args: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "longctx.cli", *args])
     if proc.returncode != 0:
         raise SystemExit(f"failed ({proc.returncode}): longctx {' '.join(args)}")
+
+
+def _timed(timings: dict[str, float], key: str, work, *args, **kwargs):
+    """`work(*args, **kwargs)`, its wall-clock seconds in timings[key] when it did anything
+    (a finished run skipped by the sweep keeps the time recorded when it ran; each run's
+    own training time is its summary.json's session_seconds)."""
+    t0 = time.time()
+    out = work(*args, **kwargs)
+    if not (isinstance(out, list) and all(r.status == "skipped" for r in out)):
+        timings[key] = time.time() - t0
+    return out
+
+
+def _load_timings(root: Path) -> dict[str, float]:
+    path = root / "timings.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _save_timings(root: Path, timings: dict[str, float]) -> None:
+    """Each stage's wall-clock seconds, kept across resumed invocations (ROOT/timings.json)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "timings.json").write_text(json.dumps(timings, indent=1) + "\n")
 
 
 # ----------------------------------------------------------------------------- tables
@@ -182,15 +212,18 @@ def main(argv: list[str] | None = None) -> int:
                         "default: download the release)")
     parser.add_argument("--qmsum", default=None, help="QMSum JSON-lines file (evaluation; "
                         "default: download the release)")
+    parser.add_argument("--no-qmsum", action="store_true",
+                        help="evaluate on MSC only (no QMSum evaluation or tables)")
     parser.add_argument("overrides", nargs="*", help="extra section.key=value for every run")
     args = parser.parse_args(argv)
 
     from longctx.train.sweep import run_sweep
 
     size = SIZES[args.size]
-    defaults = SOURCES[args.size] or (None, None)
+    defaults = SOURCES.get(args.size, (None, None))
     msc, qmsum = (args.msc or defaults[0]), (args.qmsum or defaults[1])
-    for flag, path in (("--msc", msc), ("--qmsum", qmsum)):
+    checked = (("--msc", msc),) if args.no_qmsum else (("--msc", msc), ("--qmsum", qmsum))
+    for flag, path in checked:
         if path is not None and not Path(path).is_file():
             raise SystemExit(f"{flag} '{path}': not found; pass the corpus file")
     root = Path(args.root or f"runs/real_{args.size}")
@@ -198,39 +231,62 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [f"name=real_dialogue_{args.size}", "data.name=msc",
                  *([f"data.source={Path(msc).resolve()}"] if msc else []),
                  *size.overrides(), *args.overrides]
-    if msc is None or qmsum is None:
-        _download(overrides, msc is None, qmsum is None)
+    want_qmsum = qmsum is None and not args.no_qmsum
+    if msc is None or want_qmsum:
+        _download(overrides, msc is None, want_qmsum)
     msc_name = msc or "MSC (downloaded)"
     qmsum_name = qmsum or "QMSum (downloaded)"
     qmsum_source = ["--source", str(qmsum)] if qmsum else []
     start = time.time()
+    timings = _load_timings(root)
     names = size.arch_names()  # the size's architectures (default: the studied ones)
-    print(f"[1/4] training {len(names)} models x {len(seeds)} seeds on {msc_name} under {root}",
-          flush=True)
+    print(f"[1/4] training {len(names)} models x {len(seeds)} seeds"
+          f"{f' (then {len(size.derived)} derived)' if size.derived else ''} on {msc_name} "
+          f"under {root}", flush=True)
     runs = []
     for arch in names:
         common = overrides + batch_overrides(arch, size.tokens_per_step, overrides)
-        runs += run_sweep(__file__, root, {"train.seed": seeds, "model.arch": [arch]}, common,
-                          parallel=args.parallel)
+        runs += _timed(timings, f"train {arch}", run_sweep, __file__, root,
+                       {"train.seed": seeds, "model.arch": [arch]}, common,
+                       parallel=args.parallel)
+    for d in size.derived:  # started from the same seed's trained source run
+        common = overrides + batch_overrides(d.arch, size.tokens_per_step, overrides)
+        for seed in seeds:
+            source = next(r.workdir for r in runs if f"train.seed={seed}" in r.overrides
+                          and f"model.arch={d.source}" in r.overrides)
+            runs += _timed(timings, f"train {d.arch} seed {seed}", run_sweep,
+                           __file__, root, {"train.seed": [seed], "model.arch": [d.arch]},
+                           common + d.overrides(str(source)), parallel=1)
     failed = [r.workdir for r in runs if r.status == "failed"]
     if failed:
         raise SystemExit(f"training failed for {', '.join(map(str, failed))}")
+    _save_timings(root, timings)
     print(f"[2/4] evaluating on MSC validation ({time.time() - start:.0f}s so far)", flush=True)
     for run in runs:
         if not (run.workdir / "eval.json").exists():
-            _longctx("evaluate", "--workdir", str(run.workdir), "--no-speed")
-    print(f"[3/4] evaluating on QMSum {QMSUM_SPLIT[args.size]} ({qmsum_name}, the MSC tokenizer; "
-          f"{time.time() - start:.0f}s so far)", flush=True)
-    for run in runs:
-        if not (run.workdir / "eval_qmsum.json").exists():
-            _longctx("evaluate", "--workdir", str(run.workdir), "--dataset", "qmsum",
-                     *qmsum_source, "--split", QMSUM_SPLIT[args.size], "--no-speed",
-                     "--out", str(run.workdir / "eval_qmsum.json"))
+            _timed(timings, f"evaluate {run.workdir.name}", _longctx,
+                   "evaluate", "--workdir", str(run.workdir), "--no-speed")
+            _save_timings(root, timings)
+    corpora = [("eval.json", "MSC validation")]
+    if args.no_qmsum:
+        print("[3/4] no QMSum evaluation (--no-qmsum)", flush=True)
+    else:
+        split = QMSUM_SPLIT.get(args.size, "validation")
+        print(f"[3/4] evaluating on QMSum {split} ({qmsum_name}, the MSC tokenizer; "
+              f"{time.time() - start:.0f}s so far)", flush=True)
+        for run in runs:
+            if not (run.workdir / "eval_qmsum.json").exists():
+                _timed(timings, f"evaluate qmsum {run.workdir.name}", _longctx,
+                       "evaluate", "--workdir", str(run.workdir), "--dataset", "qmsum",
+                       *qmsum_source, "--split", split, "--no-speed",
+                       "--out", str(run.workdir / "eval_qmsum.json"))
+                _save_timings(root, timings)
+        corpora.append(("eval_qmsum.json", "QMSum"))
     print(f"[4/4] comparing ({time.time() - start:.0f}s so far)", flush=True)
-    files = [str(r.workdir / n) for n in ("eval.json", "eval_qmsum.json") for r in runs]
+    files = [str(r.workdir / n) for n, _ in corpora for r in runs]
     _longctx("compare", *files, "--out", str(root / "results"))
     text = []
-    for name, corpus in (("eval.json", "MSC validation"), ("eval_qmsum.json", "QMSum")):
+    for name, corpus in corpora:
         evals: dict[str, list[dict]] = {}
         for r in runs:
             ev = json.loads((r.workdir / name).read_text())
@@ -238,8 +294,10 @@ def main(argv: list[str] | None = None) -> int:
         text.append(study_tables(evals, corpus))  # each arch's list in seed order
     study = "\n".join(text)
     print(study)
+    evaluated = "MSC only" if args.no_qmsum else f"QMSum: {qmsum_name}"
     (root / "results" / "study.md").write_text(f"# Real dialogue study ({args.size})\n\n"
-                                               f"Trained on {msc_name}; QMSum: {qmsum_name}.\n\n{study}")
+                                               f"Trained on {msc_name}; {evaluated}.\n\n{study}")
+    _save_timings(root, timings)
     print(f"done in {time.time() - start:.0f}s; tables and plots in {root / 'results'}")
     return 0
 

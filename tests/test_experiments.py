@@ -29,7 +29,7 @@ def test_every_size_matches_span_tokens_per_step_and_parameters(size):
     assert len(shapes) == 1  # one module tree: identical parameter counts
 
 
-@pytest.mark.parametrize("size", ["tiny", "cpu"])
+@pytest.mark.parametrize("size", ["tiny", "cpu", "cpu-memory"])
 def test_real_study_sizes_match_span_and_tokens_per_step(size):
     exp = load_script("real_dialogue_study")
     spec = exp.SIZES[size]
@@ -41,6 +41,67 @@ def test_real_study_sizes_match_span_and_tokens_per_step(size):
         spec.tokens_per_step}
     assert len({(c.model.n_layer, c.model.d_model, c.train.train_tokens)
                 for c in configs.values()}) == 1
+
+
+def test_real_study_memory_size_trains_rmt_through_4w_and_derives_retrieval_from_xl():
+    """cpu-memory: the cpu size's model and budget; RMT's gradient through its memory spans
+    K = 4 segments of W at 2 rows a step; XL+retrieval is the trained XL, not retrained."""
+    from longctx.config import parse_overrides
+    from longctx.models.archs import check_run
+
+    exp = load_script("real_dialogue_study")
+    spec, cpu = exp.SIZES["cpu-memory"], exp.SIZES["cpu"]
+    configs = size_configs(exp, spec)
+    assert set(configs) == {"xl", "window", "rmt"}
+    def recipe(c):
+        return (c.model.n_layer, c.model.d_model, c.model.d_inner, c.model.dropout,
+                c.model.xl, c.train.train_tokens, c.train.batch_size, c.optim, c.data)
+
+    assert recipe(configs["xl"]) == recipe(size_configs(exp, cpu)["xl"])  # the cpu size's
+    rmt = configs["rmt"]
+    assert (rmt.model.rmt.seg_len, rmt.model.rmt.bptt_segments, rmt.model.rmt.n_mem_tokens,
+            rmt.train.batch_size) == (64, 4, 16, 2)
+    (derived,) = spec.derived
+    cfg = parse_overrides(exp.get_config(), [
+        *spec.overrides(), f"model.arch={derived.arch}", *derived.overrides("/runs/xl"),
+        *exp.batch_overrides(derived.arch, spec.tokens_per_step, spec.overrides())])
+    check_run(cfg)
+    assert (derived.source, cfg.train.init_from, cfg.train.num_steps) == ("xl", "/runs/xl", 0)
+    assert archs.span(cfg.model) == 64
+
+
+def test_real_study_tiny_runs_every_model_on_msc_only(tmp_path):
+    """--no-qmsum: the tiny size end to end on the MSC sample, every model it names (the
+    derived XL+retrieval started from the same seed's XL) in every study table, no QMSum
+    evaluation."""
+    import json
+
+    exp = load_script("real_dialogue_study")
+    root = tmp_path / "study"
+    assert exp.main(["--size", "tiny", "--no-qmsum", "--root", str(root),
+                     "--qmsum", str(tmp_path / "absent.jsonl"),  # not read with --no-qmsum
+                     "train.train_tokens=1024", "eval.max_conversations=1"]) == 0
+    names = ("xl", "window", "vanilla", "rmt", "xl_retrieval")
+    for arch in names:
+        ev = json.loads((root / f"seed-0_arch-{arch}" / "eval.json").read_text())
+        assert ev["run"]["arch"] == arch
+        assert not (root / f"seed-0_arch-{arch}" / "eval_qmsum.json").exists()
+    summary = json.loads((root / "seed-0_arch-xl_retrieval" / "summary.json").read_text())
+    xl = json.loads((root / "seed-0_arch-xl" / "summary.json").read_text())
+    assert summary["step"] == 0 and summary["init_from"]["path"] == str(root / "seed-0_arch-xl")
+    assert summary["params_sha256"] == xl["params_sha256"]  # the XL's parameters as they are
+    study = (root / "results" / "study.md").read_text()
+    assert "QMSum" not in study.split("\n", 3)[3]  # no QMSum tables
+    tables = study.split("### ")[1:]
+    assert [t.split("\n")[0].split(":")[0] for t in tables] == ["MSC validation"] * len(tables)
+    for table in tables:  # each model a row (paired tables: each against the window)
+        rows = [line.split(" | ")[0].strip("| ") for line in table.splitlines()[4:] if line]
+        paired = "paired" in table.split("\n")[0]
+        want = [f"{a} − window" for a in names if a != "window"] if paired else list(names)
+        assert rows == want, table
+    timings = json.loads((root / "timings.json").read_text())
+    assert all(any(k.startswith(f"train {a}") for k in timings) for a in names)
+    assert {f"evaluate seed-0_arch-{a}" for a in names} <= set(timings)
 
 
 def _recurrence_eval(nll: dict[str, float], count: int = 10) -> dict:

@@ -172,14 +172,18 @@ COMPARISON: dict[str, Preset] = {
 
 # The real dialogue study (experiments/real_dialogue_study.py), trained on MSC.
 REAL_DIALOGUE: dict[str, Preset] = {
-    # End-to-end check on the 8-episode / 3-meeting samples in tests/data (a smoke model).
+    # End-to-end check on the 8-episode / 3-meeting samples in tests/data (a smoke model),
+    # every kind of model the study runs: the studied ones, recurrent memory tokens (2
+    # segments a row) and the trained XL with a retrieval memory.
     "tiny": Preset(
         seeds=(0,), tokens_per_step=256, span=MatchedSpan(32, 32, 64),
         shape=Shape(n_layer=2, n_head=2, d_model=32, d_head=16, d_inner=64),
         settings=("data.vocab_size=400", "train.train_tokens=8192", "optim.warmup_steps=4",
                   "checkpoint.every_steps=16", "train.log_every=8",
+                  "model.rmt.n_mem_tokens=4", "model.rmt.bptt_segments=2",
                   "eval.max_conversations=2", "eval.vanilla_stride=16",
-                  "eval.context_lengths=16,32")),
+                  "eval.context_lengths=16,32"),
+        archs=("xl", "window", "vanilla", "rmt"), derived=(Derived("xl_retrieval", "xl"),)),
     # The CPU study (experiments/RESULTS.md): 3 seeds, the main CPU study's shape. MSC's
     # 451 training episodes are ~0.5M tokens (vocab 2048), so 1.2M tokens is ~2.4 epochs:
     # dropout 0.1 against overfitting. About 50 minutes on one core per job.
@@ -191,3 +195,14 @@ REAL_DIALOGUE: dict[str, Preset] = {
                   "optim.warmup_steps=50", "checkpoint.every_steps=500", "train.log_every=50",
                   *CPU_EVAL, "eval.context_lengths=16,32,64,128,256")),
 }
+# The memory mechanisms of issue 20 on MSC: the cpu size's shape, recipe and budget with
+# XL, the window, recurrent memory tokens (16 vectors; K = 4 segments of W a row, so the
+# gradient through the memory spans 4W, the distances the recurrence buckets reach, at
+# 2 rows x 256 = the same 512 tokens per step) and the trained XL run with a retrieval
+# memory (no retraining). No vanilla: it was the earlier study's memoryless control.
+REAL_DIALOGUE["cpu-memory"] = Preset(
+    seeds=(0, 1, 2), tokens_per_step=512, span=REAL_DIALOGUE["cpu"].span,
+    shape=REAL_DIALOGUE["cpu"].shape,
+    settings=(*REAL_DIALOGUE["cpu"].settings, "model.rmt.n_mem_tokens=16",
+              "model.rmt.bptt_segments=4"),
+    archs=("xl", "window", "rmt"), derived=(Derived("xl_retrieval", "xl"),))
