@@ -95,9 +95,9 @@ def _longctx(*args: str) -> None:
 
 
 def _timed(timings: dict[str, float], key: str, work, *args, **kwargs):
-    """`work(*args, **kwargs)`, its wall-clock seconds in timings[key] when it did anything
-    (a finished run skipped by the sweep keeps the time recorded when it ran; each run's
-    own training time is its summary.json's session_seconds)."""
+    """`work(*args, **kwargs)`, its wall-clock seconds in timings[key] when it did anything:
+    the time of the latest invocation that trained or evaluated something for `key` (each
+    run's own training time is its summary.json's session_seconds)."""
     t0 = time.time()
     out = work(*args, **kwargs)
     if not (isinstance(out, list) and all(r.status == "skipped" for r in out)):
