@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -50,10 +49,13 @@ def get_config() -> Config:
 
 
 def _longctx(*args: str) -> None:
-    cmd = [sys.executable, "-m", "longctx.cli", *args]
-    proc = subprocess.run(cmd)
-    if proc.returncode != 0:
-        raise SystemExit(f"failed ({proc.returncode}): longctx {' '.join(args)}")
+    """`longctx ARGS` in this process (no interpreter start or JAX import per command, and
+    a model config's compiled scoring functions are shared); exits on a failure."""
+    from longctx.cli import main as longctx_main
+
+    status = longctx_main(list(args))
+    if status != 0:
+        raise SystemExit(f"failed ({status}): longctx {' '.join(args)}")
 
 
 def main(argv: list[str] | None = None) -> int:

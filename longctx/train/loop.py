@@ -144,7 +144,8 @@ class _Run:
     manager: Any
     stateful: bool  # the architecture carries state between steps: it is checkpointed
     p_step: Any
-    traces: list[int]  # how many times the step was traced: more than 1 means a recompile
+    traces: list[int]  # how many times the step was traced in this process
+    traces_before: int  # ... before this run started (a step shared with an earlier run)
     state: Any  # TrainState, replicated on the local devices
     mem_dev: Any  # this process's lanes' memory, sharded over the local devices
     lane_ids: np.ndarray
@@ -200,12 +201,11 @@ def _build_or_restore(cfg: Config, workdir: Path, ds: Any, topo: parallel.Topolo
         if topo.is_primary:
             log.info(f"resumed from step {start} ({workdir})")
 
-    schedule = learning_rate_schedule(cfg.optim, max(num_steps // cfg.optim.grad_accum, 1))
-    p_step, traces = _compile_step(make_train_step(model, optimizer, schedule,
-                                                   cfg.optim.grad_accum))
+    p_step, traces = _step_for(cfg, model, optimizer, num_steps)
     state, mem_dev = _to_devices(host, start, topo)
     return _Run(cfg=cfg, workdir=workdir, topo=topo, num_steps=num_steps, start=start,
                 lanes=lanes, manager=manager, stateful=stateful, p_step=p_step, traces=traces,
+                traces_before=traces[0],
                 state=state, mem_dev=mem_dev,
                 lane_ids=topo.process_lanes.reshape(topo.num_local, -1))
 
@@ -218,16 +218,32 @@ def _to_devices(host: _HostState, start: int, topo: parallel.Topology) -> tuple[
     return state, parallel.to_devices(parallel.memory_to_devices(host.memory, topo))
 
 
-def _compile_step(step_fn: Any) -> tuple[Any, list[int]]:
-    """The step pmapped over the local devices (state and memory donated), and a counter
-    of its traces (Python runs once per trace)."""
-    traces = [0]
+# The pmapped steps of this process, by what they close over (model config, optimiser
+# config, number of steps): a second training of the same config in one process (a
+# notebook, a script that trains several seeds, the tests) reuses the traced step instead
+# of tracing and lowering it again. Bounded: the oldest is dropped past _MAX_STEPS.
+_STEPS: dict[tuple, tuple[Any, list[int]]] = {}
+_MAX_STEPS = 4
 
-    def counted_step(*args):
-        traces[0] += 1
-        return step_fn(*args)
 
-    return jax.pmap(counted_step, axis_name="data", donate_argnums=(0, 1)), traces
+def _step_for(cfg: Config, model: Any, optimizer: Any, num_steps: int) -> tuple[Any, list[int]]:
+    """The step of `cfg` pmapped over the local devices (state and memory donated), and a
+    counter of its traces (Python runs once per trace), shared by the process's runs of
+    the same model, optimiser and number of steps."""
+    key = (cfg.model, tuple(sorted(vars(cfg.optim).items())), num_steps)
+    if key not in _STEPS:
+        schedule = learning_rate_schedule(cfg.optim, max(num_steps // cfg.optim.grad_accum, 1))
+        step_fn = make_train_step(model, optimizer, schedule, cfg.optim.grad_accum)
+        traces = [0]
+
+        def counted_step(*args):
+            traces[0] += 1
+            return step_fn(*args)
+
+        while len(_STEPS) >= _MAX_STEPS:
+            _STEPS.pop(next(iter(_STEPS)))
+        _STEPS[key] = (jax.pmap(counted_step, axis_name="data", donate_argnums=(0, 1)), traces)
+    return _STEPS[key]
 
 
 @dataclass
@@ -367,7 +383,9 @@ def _finish(run: _Run, step: int, started: float) -> dict:
         "num_params": count_params(final.params),
         "params_sha256": params_sha256(final.params),
         "session_seconds": round(time.time() - started, 2),
-        "step_traces": run.traces[0],  # 1: static shapes, the step compiled once in this process
+        # traces of the step in this run: 1 (static shapes: compiled once), or 0 when an
+        # earlier run of this process with the same config had traced it; more: a recompile
+        "step_traces": run.traces[0] - run.traces_before,
     }
     started_from = warm_start.read_record(run.workdir)
     if started_from is not None:
