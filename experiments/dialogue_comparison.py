@@ -122,11 +122,22 @@ def _run_jobs(jobs: list[Job], root: Path, size: presets.Preset, parallel: int,
             with lock:
                 failed.append(job)
 
-    # Sources first: a pool takes jobs in order, so a derived job waits only for a source
-    # that is running or done.
     with ThreadPoolExecutor(max_workers=max(parallel, 1)) as pool:
-        list(pool.map(one, sorted(jobs, key=lambda j: j.derived is not None)))
+        list(pool.map(one, _order(jobs, parallel)))
     return failed
+
+
+def _order(jobs: list[Job], parallel: int) -> list[Job]:
+    """The order the pool takes the jobs in: the base models as listed, each derived model
+    `parallel` places after its source. The pool takes jobs in order, so a derived job
+    waits only for a source that is already running or done, and it starts as soon as a
+    worker frees up after that (the longest chain, source then derived, starts early)."""
+    order = [j for j in jobs if j.derived is None]
+    for job in (j for j in jobs if j.derived is not None):
+        source = next(k for k, j in enumerate(order)
+                      if (j.arch, j.seed) == (job.derived.source, job.seed))
+        order.insert(min(source + max(parallel, 1), len(order)), job)
+    return order
 
 
 def _say(line: str, log_dir: Path | None) -> None:

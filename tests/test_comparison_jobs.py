@@ -20,6 +20,12 @@ def test_derived_model_waits_for_its_source_and_a_failure_stays_local(tmp_path, 
                         [*common, *exp.batch_overrides("xl_retrieval", 128, common)],
                         derived=presets.Derived("xl_retrieval", "xl"))
     broken = exp.Job("window", "0", [*common, "train.batch_size=2", "model.window.window=-4"])
+    # sources first; a derived model `parallel` places after its source, so it never
+    # holds a worker while its source waits in the queue
+    assert [j.arch for j in exp._order([retrieval, xl, broken], 2)] == [
+        "xl", "window", "xl_retrieval"]
+    assert [j.arch for j in exp._order([retrieval, xl, broken], 1)] == [
+        "xl", "xl_retrieval", "window"]
     timings: dict[str, float] = {}
     # the derived job first in the list: the scheduler still starts sources first
     failed = exp._run_jobs([retrieval, xl, broken], tmp_path, presets.COMPARISON["gpu-quick"],
