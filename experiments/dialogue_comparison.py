@@ -90,8 +90,13 @@ def _run_jobs(jobs: list[Job], root: Path, size: presets.Preset, parallel: int,
     failed: list[Job] = []
     lock = threading.Lock()
 
+    stop = threading.Event()  # Ctrl-C: no job starts after it
+
     def one(job: Job) -> None:
         overrides = job.overrides
+        if stop.is_set():
+            job.trained.set_result(None)
+            return
         try:
             if job.derived is not None:
                 source = by_key[(job.derived.source, job.seed)].trained.result()
@@ -106,7 +111,7 @@ def _run_jobs(jobs: list[Job], root: Path, size: presets.Preset, parallel: int,
                 timings[f"train {job.arch}"] = (timings.get(f"train {job.arch}", 0)
                                                 + time.time() - t0)
             if job.run.status == "failed":
-                raise RuntimeError("training failed")
+                raise RuntimeError("stopped (Ctrl-C)" if stop.is_set() else "training failed")
             job.trained.set_result(job.run.workdir)
             _say(f"trained {job.run.workdir.name} ({time.time() - t0:.0f}s)", log_dir)
             if not (job.run.workdir / "eval.json").exists():
@@ -122,8 +127,14 @@ def _run_jobs(jobs: list[Job], root: Path, size: presets.Preset, parallel: int,
             with lock:
                 failed.append(job)
 
-    with ThreadPoolExecutor(max_workers=max(parallel, 1)) as pool:
+    pool = ThreadPoolExecutor(max_workers=max(parallel, 1))
+    try:
         list(pool.map(one, _order(jobs, parallel)))
+    except KeyboardInterrupt:  # the running trainings got it too: they save and stop
+        stop.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return failed
 
 
@@ -180,7 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[1/2] training and evaluating {len(jobs)} models ({len(names)} architectures x "
           f"{len(seeds)} seeds, {len(jobs) - len(names) * len(seeds)} derived), "
           f"{max(args.parallel, 1)} at a time, under {root}", flush=True)
-    failed = _run_jobs(jobs, root, size, args.parallel, timings)
+    try:
+        failed = _run_jobs(jobs, root, size, args.parallel, timings)
+    except KeyboardInterrupt:
+        print(f"interrupted: finished runs are kept, the others saved where they stopped; "
+              f"the same command resumes them ({root})", flush=True)
+        return 130
     if failed:
         raise SystemExit("failed: " + ", ".join(f"{j.arch} seed {j.seed}" for j in failed))
     print(f"[2/2] comparing ({time.time() - start:.0f}s so far)", flush=True)
