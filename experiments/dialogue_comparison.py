@@ -13,17 +13,23 @@ parameter counts (one shared module tree), and a matched span W: XL `mem_len = W
 It builds the dataset, trains every (model, seed) in its own run directory under --root
 (finished runs are skipped, unfinished ones resumed), evaluates each (`longctx evaluate`),
 prints the results table (`longctx compare`) and writes each stage's wall-clock seconds to
-ROOT/timings.json. As an experiment file, `get_config()` returns the
-README size's XL config: `longctx train --config experiments/dialogue_comparison.py
---workdir DIR model.arch=window` trains one model by hand.
+ROOT/timings.json. `--parallel N` trains and evaluates N models at a time, each in its own
+process (their output in ROOT/logs/); a derived model starts once its source is trained.
+Every run's numbers are the same at any N (each run is its own deterministic process).
+As an experiment file, `get_config()` returns the README size's XL config: `longctx train
+--config experiments/dialogue_comparison.py --workdir DIR model.arch=window` trains one
+model by hand.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from longctx.config import Config, parse_overrides
@@ -48,14 +54,106 @@ def get_config() -> Config:
     return parse_overrides(cfg, SIZES["readme"].overrides())
 
 
-def _longctx(*args: str) -> None:
-    """`longctx ARGS` in this process (no interpreter start or JAX import per command, and
-    a model config's compiled scoring functions are shared); exits on a failure."""
-    from longctx.cli import main as longctx_main
+class Job:
+    """One model of one seed: train it (skipped when done, resumed when not), evaluate it.
+    A derived model starts after its source's training. (A plain class: `longctx train
+    --config` imports this file under another name, where a dataclass cannot resolve.)"""
 
-    status = longctx_main(list(args))
-    if status != 0:
-        raise SystemExit(f"failed ({status}): longctx {' '.join(args)}")
+    def __init__(self, arch: str, seed: str, overrides: list[str],
+                 derived: presets.Derived | None = None) -> None:
+        self.arch, self.seed, self.overrides, self.derived = arch, seed, overrides, derived
+        self.run = None  # the SweepRun once trained
+        self.trained: Future = Future()  # set to the run's workdir (None: it failed)
+
+
+def _evaluate(workdir: Path, extra: tuple[str, ...], log_dir: Path | None) -> bool:
+    """`longctx evaluate` in a child process (runs beside each other when --parallel > 1;
+    output to LOG_DIR/NAME.evaluate.log then); True when it succeeded."""
+    cmd = [sys.executable, "-m", "longctx.cli", "evaluate", "--workdir", str(workdir), *extra]
+    if log_dir is None:
+        return subprocess.run(cmd).returncode == 0
+    with open(log_dir / f"{workdir.name}.evaluate.log", "w") as log:
+        return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode == 0
+
+
+def _run_jobs(jobs: list[Job], root: Path, size: presets.Preset, parallel: int,
+              timings: dict[str, float]) -> list[Job]:
+    """Train and evaluate every job, `parallel` at a time, each derived job after its
+    source's training; returns the jobs that failed (a derived job fails with its source)."""
+    import jax
+
+    from longctx.train.sweep import run_sweep
+
+    jax.local_devices()  # the backend started once, here, before the jobs' threads use it
+    log_dir = root / "logs" if parallel > 1 else None
+    by_key = {(j.arch, j.seed): j for j in jobs}
+    failed: list[Job] = []
+    lock = threading.Lock()
+
+    stop = threading.Event()  # Ctrl-C: no job starts after it
+
+    def one(job: Job) -> None:
+        overrides = job.overrides
+        if stop.is_set():
+            job.trained.set_result(None)
+            return
+        try:
+            if job.derived is not None:
+                source = by_key[(job.derived.source, job.seed)].trained.result()
+                if source is None:
+                    raise RuntimeError(f"its source {job.derived.source} seed {job.seed} failed")
+                overrides = overrides + job.derived.overrides(str(source))
+            t0 = time.time()
+            (job.run,) = run_sweep(__file__, root, {"train.seed": [job.seed],
+                                                    "model.arch": [job.arch]}, overrides,
+                                   log_dir=log_dir)
+            with lock:  # seconds of every seed's training of this architecture
+                timings[f"train {job.arch}"] = (timings.get(f"train {job.arch}", 0)
+                                                + time.time() - t0)
+            if job.run.status == "failed":
+                raise RuntimeError("stopped (Ctrl-C)" if stop.is_set() else "training failed")
+            job.trained.set_result(job.run.workdir)
+            _say(f"trained {job.run.workdir.name} ({time.time() - t0:.0f}s)", log_dir)
+            if not (job.run.workdir / "eval.json").exists():
+                t0 = time.time()
+                if not _evaluate(job.run.workdir, size.evaluate_args, log_dir):
+                    raise RuntimeError("evaluation failed")
+                timings[f"evaluate {job.run.workdir.name}"] = time.time() - t0
+                _say(f"evaluated {job.run.workdir.name} ({time.time() - t0:.0f}s)", log_dir)
+        except Exception as exc:  # noqa: BLE001 (every job is reported; the others go on)
+            if not job.trained.done():
+                job.trained.set_result(None)
+            print(f"{job.arch} seed {job.seed}: {exc}", flush=True)
+            with lock:
+                failed.append(job)
+
+    pool = ThreadPoolExecutor(max_workers=max(parallel, 1))
+    try:
+        list(pool.map(one, _order(jobs, parallel)))
+    except KeyboardInterrupt:  # the running trainings got it too: they save and stop
+        stop.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return failed
+
+
+def _order(jobs: list[Job], parallel: int) -> list[Job]:
+    """The order the pool takes the jobs in: the base models as listed, each derived model
+    `parallel` places after its source. The pool takes jobs in order, so a derived job
+    waits only for a source that is already running or done, and it starts as soon as a
+    worker frees up after that (the longest chain, source then derived, starts early)."""
+    order = [j for j in jobs if j.derived is None]
+    for job in (j for j in jobs if j.derived is not None):
+        source = next(k for k, j in enumerate(order)
+                      if (j.arch, j.seed) == (job.derived.source, job.seed))
+        order.insert(min(source + max(parallel, 1), len(order)), job)
+    return order
+
+
+def _say(line: str, log_dir: Path | None) -> None:
+    """A progress line; with logs in files, the line that says where they are."""
+    print(line + (f" (logs: {log_dir})" if log_dir else ""), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,14 +161,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", choices=sorted(SIZES), default="readme")
     parser.add_argument("--root", default=None, help="default: runs/dialogue_<size>")
     parser.add_argument("--seeds", default=None, help="comma list (default: the size's)")
-    parser.add_argument("--parallel", type=int, default=1, help="trainings at a time")
+    parser.add_argument("--parallel", type=int, default=1,
+                        help="models trained or evaluated at a time (their output then goes "
+                             "to ROOT/logs/)")
     parser.add_argument("--tokens-per-step", type=int, default=None,
                         help="default: the size's (the same for every model)")
     parser.add_argument("overrides", nargs="*", help="extra section.key=value for every run")
     args = parser.parse_args(argv)
 
+    from longctx.cli import main as longctx_main
     from longctx.data.dataset import prepare_dataset
-    from longctx.train.sweep import run_sweep
 
     size = SIZES[args.size]
     root = Path(args.root or f"runs/dialogue_{args.size}")
@@ -83,35 +183,28 @@ def main(argv: list[str] | None = None) -> int:
     prepare_dataset(parse_overrides(get_config(), overrides).data)  # once, before the runs
     timings["data"] = time.time() - t0
     names = size.arch_names()  # the size's architectures (default: the studied ones)
-    print(f"[1/3] training {len(names)} models x {len(seeds)} seeds under {root}", flush=True)
-    runs = []
-    for arch in names:  # each with its own batch: the same tokens per step for all
-        common = overrides + batch_overrides(arch, per_step, overrides)
-        t0 = time.time()
-        runs += run_sweep(__file__, root, {"train.seed": seeds, "model.arch": [arch]}, common,
-                          parallel=args.parallel)
-        timings[f"train {arch}"] = time.time() - t0
-    for d in size.derived:  # started from a trained run of the same seed
-        for seed in seeds:
-            source = next(r.workdir for r in runs if f"train.seed={seed}" in r.overrides
-                          and f"model.arch={d.source}" in r.overrides)
-            common = overrides + batch_overrides(d.arch, per_step, overrides)
-            t0 = time.time()
-            runs += run_sweep(__file__, root, {"train.seed": [seed], "model.arch": [d.arch]},
-                              common + d.overrides(str(source)), parallel=1)
-            timings[f"train {d.arch}"] = time.time() - t0
-    failed = [r.workdir for r in runs if r.status == "failed"]
+    # each with its own batch: the same tokens per step for all
+    jobs = [Job(arch, seed, overrides + batch_overrides(arch, per_step, overrides))
+            for arch in names for seed in seeds]
+    jobs += [Job(d.arch, seed, overrides + batch_overrides(d.arch, per_step, overrides),
+                 derived=d) for d in size.derived for seed in seeds]
+    print(f"[1/2] training and evaluating {len(jobs)} models ({len(names)} architectures x "
+          f"{len(seeds)} seeds, {len(jobs) - len(names) * len(seeds)} derived), "
+          f"{max(args.parallel, 1)} at a time, under {root}", flush=True)
+    try:
+        failed = _run_jobs(jobs, root, size, args.parallel, timings)
+    except KeyboardInterrupt:
+        print(f"interrupted: finished runs are kept, the others saved where they stopped; "
+              f"the same command resumes them ({root})", flush=True)
+        return 130
     if failed:
-        raise SystemExit(f"training failed for {', '.join(map(str, failed))}")
-    print(f"[2/3] evaluating ({time.time() - start:.0f}s so far)", flush=True)
-    for run in runs:
-        if not (run.workdir / "eval.json").exists():
-            t0 = time.time()
-            _longctx("evaluate", "--workdir", str(run.workdir), *size.evaluate_args)
-            timings[f"evaluate {run.workdir.name}"] = time.time() - t0
-    print(f"[3/3] comparing ({time.time() - start:.0f}s so far)", flush=True)
+        raise SystemExit("failed: " + ", ".join(f"{j.arch} seed {j.seed}" for j in failed))
+    print(f"[2/2] comparing ({time.time() - start:.0f}s so far)", flush=True)
     t0 = time.time()
-    _longctx("compare", *(str(r.workdir) for r in runs), "--out", str(root / "results"))
+    status = longctx_main(["compare", *(str(j.run.workdir) for j in jobs),
+                           "--out", str(root / "results")])
+    if status != 0:
+        raise SystemExit(f"failed ({status}): longctx compare")
     timings["compare"] = time.time() - t0
     timings["total"] = time.time() - start
     (root / "timings.json").write_text(json.dumps(timings, indent=1) + "\n")

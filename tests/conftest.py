@@ -23,7 +23,11 @@ import jax  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 jax.config.update("jax_compilation_cache_dir", str(REPO / ".jax_cache"))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+# Every compiled program is cached, however quick to compile: a new process (each `longctx`
+# child) otherwise compiles again each small program its eager start-up runs (parameter
+# and optimiser initialisation: ~7 s of a fresh smoke training's start on this machine, 1.7 s
+# from the cache).
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 # Lowering writes each operation's full Python traceback into the program as its location;
 # the suite does not read them, and building them took ~30% of a model test file's time.
 jax.config.update("jax_include_full_tracebacks_in_locations", False)
@@ -73,7 +77,7 @@ def subprocess_env(devices: int = 1, **extra: str) -> dict:
         "XLA_FLAGS": f"{FAST_COMPILE_XLA_FLAGS} --xla_force_host_platform_device_count={devices}",
         "JAX_PLATFORMS": "cpu",
         "JAX_COMPILATION_CACHE_DIR": str(REPO / ".jax_cache"),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.2",
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
         "JAX_INCLUDE_FULL_TRACEBACKS_IN_LOCATIONS": "false",
         "PYTHONPATH": str(REPO),
     })
@@ -208,6 +212,7 @@ def tiny_vanilla_run(tmp_path_factory, data_dir) -> Path:
 # longest first: pytest-xdist hands whole files to its workers in collection order, so
 # starting these first keeps one long file from running alone at the end.
 SLOW_FILES = ("test_train_parallel.py", "test_gpu_scripts.py", "test_arch_plugin.py",
+              "test_comparison_jobs.py",
               "test_train_resume.py", "test_machine_limits.py", "test_train_resume_safety.py",
               "test_train_signals.py", "test_train_loop.py", "test_damaged_run_files.py",
               "test_generate_chat.py", "test_run_owner.py", "test_eval_evaluate.py")

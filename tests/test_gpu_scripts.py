@@ -69,7 +69,7 @@ def _bash(script: str, args: list[str], env: dict, timeout: float) -> str:
 def test_gpu_study_script_end_to_end_tiny(tmp_path, data_dir):
     env = subprocess_env(PYTHON=sys.executable, GPU_STUDY_ROOT=str(tmp_path / "root"),
                          OUT=str(tmp_path / "out"),
-                         GPU_STUDY_ARGS=f"{TINY_STUDY} data.data_dir={data_dir}")
+                         GPU_STUDY_ARGS=f"--parallel 2 {TINY_STUDY} data.data_dir={data_dir}")
     stdout = _bash("gpu_study.sh", [], env, timeout=TIMEOUT)
     table = [line for line in stdout.split("== gpu_study")[-1].splitlines()
              if line.startswith("| dialogue_comparison_gpu-quick |")]
@@ -80,6 +80,9 @@ def test_gpu_study_script_end_to_end_tiny(tmp_path, data_dir):
     assert {"data", "train xl", "train window", "train vanilla", "compare", "total"} <= set(
         timings)
     assert (report / "results" / "results.md").is_file()
+    # two models at a time, each run's output in its own log
+    logs = sorted(p.name for p in (tmp_path / "root" / "logs").iterdir())
+    assert len(logs) == 6 and sum(name.endswith(".evaluate.log") for name in logs) == 3, logs
     evals = sorted(report.glob("runs/*/eval.json"))
     assert len(evals) == 3
     for path in evals:

@@ -93,7 +93,7 @@ def _train_args(workdir, data_dir):
 
 
 def test_a_full_disk_during_a_save_keeps_the_last_checkpoint_and_resumes_exactly(
-        data_dir, tiny_run, tmp_path):
+        data_dir, tiny_run, tmp_path, capsys):
     """Room for one checkpoint, not two: the save of step 8 fails; step 4 stays, nothing of
     step 8 is left, and the rerun with space back ends as the uninterrupted run."""
     step_bytes = _du(tiny_run / "checkpoints" / "4")
@@ -115,11 +115,10 @@ def test_a_full_disk_during_a_save_keeps_the_last_checkpoint_and_resumes_exactly
         assert _temporaries(workdir) == []
         if mounted:
             _remount(disk, "size=16m")
-        proc = _cli(_train_args(workdir, data_dir))
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        out = run_main(_train_args(workdir, data_dir), capsys).out  # the rerun, in this process
         if mounted:
-            assert "resumed from step 4" in proc.stdout
-        resumed = json.loads(proc.stdout.strip().splitlines()[-1])
+            assert "resumed from step 4" in out
+        resumed = json.loads(out.strip().splitlines()[-1])
     uninterrupted = json.loads((tiny_run / "summary.json").read_text())
     assert resumed["params_sha256"] == uninterrupted["params_sha256"]
 

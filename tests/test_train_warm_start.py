@@ -15,7 +15,7 @@ import pytest
 from longctx.errors import UserError
 from longctx.rundir import load_run
 from longctx.train.loop import params_sha256, train
-from tests.conftest import SMOKE, run_cli, run_info, smoke_config, subprocess_env, warm_started_run
+from tests.conftest import SMOKE, run_cli, run_info, run_main, smoke_config, subprocess_env, warm_started_run
 
 RMT = ["model.arch=rmt", "model.rmt.n_mem_tokens=4", "model.rmt.bptt_segments=2", "train.num_steps=8",
        "train.log_every=1"]
@@ -101,7 +101,8 @@ def test_gated_rmt_starts_a_fresh_gate_and_trains_deterministically(data_dir, ti
     assert all(not np.array_equal(trained[name], start[name]) for name in gate)
 
 
-def test_warm_start_resumes_bit_exact_without_its_source(data_dir, tiny_run, warm_rmt, tmp_path):
+def test_warm_start_resumes_bit_exact_without_its_source(data_dir, tiny_run, warm_rmt, tmp_path,
+                                                         capsys):
     """Killed after step 6 (its checkpoint at 4), the source moved away, resumed: the same
     parameters as the uninterrupted run (which is the same config as `warm_rmt`: same
     config and seed, same numbers)."""
@@ -113,7 +114,7 @@ def test_warm_start_resumes_bit_exact_without_its_source(data_dir, tiny_run, war
     proc = run_cli(args, check=False, env=subprocess_env(1, LONGCTX_FAULT="step:6"))
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     source.rename(tmp_path / "gone")
-    run_cli(args)
+    run_main(args, capsys)  # the resume, in this process
     resumed = json.loads((tmp_path / "killed" / "summary.json").read_text())
     clean = json.loads((warm_rmt / "summary.json").read_text())
     assert resumed["step"] == 8

@@ -8,7 +8,8 @@ architecture's decode (`Arch.decode_*`):
   compiled loop over a fixed-size buffer; returns the logits after the last token.
 - `reply_step(state, token, key, knobs)`: feed the token just sampled and sample the next one.
 Every call has the same shapes whatever the history, so nothing recompiles per token or per
-turn (`compiled_variants` counts the compiled versions; tests check it stays at one each).
+turn (`compiled_variants` counts the compiled versions; tests check it stays at one each),
+and every Stream of one model config in a process shares them (traced once).
 """
 
 from __future__ import annotations
@@ -25,6 +26,57 @@ from longctx.errors import UserError
 from longctx.generate.sampler import split_and_sample
 from longctx.models import archs, build_model
 
+# The jitted functions of each model config, shared by every Stream of the process (a
+# second chat, a notebook's next reply, a benchmark's next repeat: traced and compiled
+# once), with their trace counts. Bounded: the oldest config is dropped past _MAX_CONFIGS.
+_JITS: dict[ModelConfig, tuple[dict[str, Any], dict[str, int]]] = {}
+_MAX_CONFIGS = 8
+
+
+def _compiled(cfg: ModelConfig) -> tuple[dict[str, Any], dict[str, int]]:
+    """`cfg`'s jitted feed_block, feed_steps, reply_step and sample (closing over the model
+    only: parameters and state are arguments), and a count of each one's traces."""
+    if cfg in _JITS:
+        return _JITS[cfg]
+    arch, model = archs.get(cfg), build_model(cfg)
+    step = partial(arch.decode_step, model)
+    traces: dict[str, int] = {}
+
+    def jit(name: str, fn: Any, donate: tuple[int, ...] = ()) -> Any:
+        traces[name] = 0
+
+        def traced(*args: Any) -> Any:
+            traces[name] += 1
+            return fn(*args)
+
+        return jax.jit(traced, donate_argnums=donate)
+
+    def block(params, state, tokens):
+        """A whole block at a block boundary (XL: segment mode, on the cached k/v)."""
+        logits, state = arch.decode_feed_block(model, params, tokens, state)
+        return logits[:, -1], state
+
+    def steps(params, state, tokens, count):
+        """Feed tokens[0, :count] one at a time (count traced, tokens [1, chunk] padded)."""
+        init = (jnp.zeros((1, cfg.n_token), jnp.float32), state)
+        return jax.lax.fori_loop(0, count, lambda i, carry: step(params, tokens[:, i], carry[1]),
+                                 init)
+
+    def reply(params, state, token, key, knobs):
+        logits, state = step(params, token, state)
+        nxt, key = split_and_sample(logits, key, knobs)
+        return nxt, state, key, logits
+
+    # the state a reply step is given is consumed: its cache is updated in place instead of
+    # copied every token (callers keep only the state it returns)
+    fns = {"feed_block": jit("feed_block", block), "feed_steps": jit("feed_steps", steps),
+           "reply_step": jit("reply_step", reply, donate=(1,)),
+           "sample": jit("sample", split_and_sample)}
+    while len(_JITS) >= _MAX_CONFIGS:
+        _JITS.pop(next(iter(_JITS)))
+    _JITS[cfg] = (fns, traces)
+    return _JITS[cfg]
+
 
 class Stream:
     """Incremental decoding of one conversation stream (batch 1) for any architecture that
@@ -37,28 +89,11 @@ class Stream:
             raise UserError(f"model.arch '{cfg.arch}': chat and streaming decode need a run of "
                             f"an architecture that decodes ({able}); {self.arch.no_decode}")
         self.cfg, self.params = cfg, params
-        self.model = build_model(cfg)
         # Known tokens go in blocks of `chunk` (an XL segment, a window of W tokens).
         self.chunk = self.arch.decode_block(cfg)
-        self._step = partial(self.arch.decode_step, self.model)
-        self._traces: dict[str, int] = {}
-        self._feed_block = self._jit("feed_block", self._block_fn())
-        self._feed_steps = self._jit("feed_steps", self._steps_fn)
-        # the state a reply step is given is consumed: its cache is updated in place
-        # instead of copied every token (callers keep only the state it returns)
-        self._reply_step = self._jit("reply_step", self._reply_fn, donate=(1,))
-        self._sample = self._jit("sample", split_and_sample)
-
-    def _jit(self, name: str, fn: Any, donate: tuple[int, ...] = ()) -> Any:
-        """jax.jit of `fn` that counts its traces (one trace = one compiled version). The
-        wrapper is a fresh function, so no other caller's compilations are counted."""
-        self._traces[name] = 0
-
-        def traced(*args: Any) -> Any:
-            self._traces[name] += 1
-            return fn(*args)
-
-        return jax.jit(traced, donate_argnums=donate)
+        fns, self._traces = _compiled(cfg)
+        self._feed_block, self._feed_steps = fns["feed_block"], fns["feed_steps"]
+        self._reply_step, self._sample = fns["reply_step"], fns["sample"]
 
     # ------------------------------------------------------------------ state
 
@@ -79,33 +114,6 @@ class Stream:
         """The architecture's own numbers about the state (XL: memory rows, segment
         position)."""
         return self.arch.decode_stats(self.cfg, state)
-
-    # ------------------------------------------------------------------ jitted pieces
-
-    def _block_fn(self):
-        model, arch = self.model, self.arch
-
-        def block(params, state, tokens):
-            """A whole block at a block boundary (XL: segment mode, on the cached k/v)."""
-            logits, state = arch.decode_feed_block(model, params, tokens, state)
-            return logits[:, -1], state
-        return block
-
-    def _steps_fn(self, params, state, tokens, count):
-        """Feed tokens[0, :count] one at a time (count traced, tokens [1, chunk] padded)."""
-        vocab = self.cfg.n_token
-
-        def body(i, carry):
-            _, st = carry
-            return self._step(params, tokens[:, i], st)
-
-        init = (jnp.zeros((1, vocab), jnp.float32), state)
-        return jax.lax.fori_loop(0, count, body, init)
-
-    def _reply_fn(self, params, state, token, key, knobs):
-        logits, state = self._step(params, token, state)
-        nxt, key = split_and_sample(logits, key, knobs)
-        return nxt, state, key, logits
 
     # ------------------------------------------------------------------ public calls
 
@@ -146,6 +154,6 @@ class Stream:
         return self._reply_step(self.params, state, token, key, knobs)
 
     def compiled_variants(self) -> dict[str, int]:
-        """How many versions of each jitted function were compiled (1 each = no
-        recompilation; 0 = not called yet)."""
+        """How many versions of each jitted function were compiled in this process for this
+        model config (1 each = no recompilation; 0 = not called yet)."""
         return dict(self._traces)

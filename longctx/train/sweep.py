@@ -113,8 +113,11 @@ def _plan(config: str, root: Path, grid: dict[str, list[str]], common: list[str]
 
 
 def run_sweep(config: str, root: Path, grid: dict[str, list[str]], common: list[str],
-              parallel: int = 1, timeout: float | None = None) -> list[SweepRun]:
-    """Run every grid point (every cell checked first, so a typo fails before training)."""
+              parallel: int = 1, timeout: float | None = None,
+              log_dir: Path | None = None) -> list[SweepRun]:
+    """Run every grid point (every cell checked first, so a typo fails before training).
+    Each run's output goes to this process's, or with `log_dir` to LOG_DIR/NAME.train.log
+    (appended: a resumed run continues its log), so runs beside each other do not mix."""
     runs = _plan(config, root, grid, common)
 
     def launch(run: SweepRun) -> SweepRun:
@@ -126,7 +129,13 @@ def run_sweep(config: str, root: Path, grid: dict[str, list[str]], common: list[
         if logging.getLogger("longctx").isEnabledFor(logging.DEBUG):
             cmd.append("-v")  # `longctx -v sweep`: the runs show library notes too
         try:
-            proc = subprocess.run(cmd, timeout=timeout)
+            if log_dir is None:
+                proc = subprocess.run(cmd, timeout=timeout)
+            else:
+                log_dir.mkdir(parents=True, exist_ok=True)
+                with open(log_dir / f"{run.workdir.name}.train.log", "a") as log:
+                    proc = subprocess.run(cmd, timeout=timeout, stdout=log,
+                                          stderr=subprocess.STDOUT)
             ok = proc.returncode == 0
         except subprocess.TimeoutExpired:
             ok = False
