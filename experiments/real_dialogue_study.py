@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -89,9 +88,13 @@ def _download(overrides: list[str], msc: bool, qmsum: bool) -> None:
 
 
 def _longctx(*args: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "longctx.cli", *args])
-    if proc.returncode != 0:
-        raise SystemExit(f"failed ({proc.returncode}): longctx {' '.join(args)}")
+    """`longctx ARGS` in this process (no interpreter start or JAX import per evaluation,
+    and one model config's compiled scoring functions serve every seed); exits on failure."""
+    from longctx.cli import main as longctx_main
+
+    status = longctx_main(list(args))
+    if status != 0:
+        raise SystemExit(f"failed ({status}): longctx {' '.join(args)}")
 
 
 def _timed(timings: dict[str, float], key: str, work, *args, **kwargs):

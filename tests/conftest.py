@@ -212,7 +212,7 @@ def tiny_vanilla_run(tmp_path_factory, data_dir) -> Path:
 # longest first: pytest-xdist hands whole files to its workers in collection order, so
 # starting these first keeps one long file from running alone at the end.
 SLOW_FILES = ("test_train_parallel.py", "test_gpu_scripts.py", "test_arch_plugin.py",
-              "test_comparison_jobs.py",
+              "test_comparison_jobs.py", "test_experiments.py",
               "test_train_resume.py", "test_machine_limits.py", "test_train_resume_safety.py",
               "test_train_signals.py", "test_train_loop.py", "test_damaged_run_files.py",
               "test_generate_chat.py", "test_run_owner.py", "test_eval_evaluate.py")
