@@ -5,7 +5,7 @@ budget (`train.train_tokens`; each model turns it into its own number of steps),
 parameter counts (one shared module tree), and a matched span W: XL `mem_len = W` with
 `tgt_len <= W`, `window = W`, `ctx_len = W`.
 
-    python experiments/dialogue_comparison.py --size readme   # ~16 min on 2 quiet CPU cores
+    python experiments/dialogue_comparison.py --size readme --parallel 2  # ~13 min, 2 quiet cores
     python experiments/dialogue_comparison.py --size cpu      # 3 seeds, ~1 hour
     python experiments/dialogue_comparison.py --size gpu-quick  # ~8 min of one H200
     python experiments/dialogue_comparison.py --size gpu      # on an accelerator
