@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -168,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="default: the size's (the same for every model)")
     parser.add_argument("overrides", nargs="*", help="extra section.key=value for every run")
     args = parser.parse_args(argv)
+    # Ctrl-C stops the study even where it was started with SIGINT ignored (a background
+    # job of a script), as its trainings do: they install their own handler.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     from longctx.cli import main as longctx_main
     from longctx.data.dataset import prepare_dataset

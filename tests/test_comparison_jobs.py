@@ -55,8 +55,7 @@ def test_ctrl_c_stops_the_running_models_and_starts_no_other(tmp_path, data_dir)
            "gpu-quick", "--root", str(root), "--parallel", "2", *TINY_STUDY.split(),
            f"data.data_dir={data_dir}", "train.train_tokens=200000", "train.log_every=1"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         logs = [root / "logs" / f"seed-0_arch-{a}.train.log" for a in ("xl", "window")]
         deadline = time.monotonic() + 200
