@@ -73,20 +73,25 @@ def test_warm_start_trains_and_records_its_source(data_dir, tiny_run, warm_rmt, 
                               _flat(source.params)["['word_emb']['embedding']"])
 
 
-def test_gated_rmt_starts_a_fresh_gate_and_trains_deterministically(data_dir, tiny_run,
-                                                                    tmp_path):
+def test_gated_rmt_starts_a_fresh_gate_and_resumes_bit_exact(data_dir, tiny_run, tmp_path,
+                                                             capsys):
     """model.rmt.memory_gate from the XL run: the gate (w = 0, b = memory_gate_bias) and the
     initial memory are new, in the run's parameters as the estimate counts them, and
-    trained; the same config and seed train to the same parameters."""
+    trained; a run SIGKILLed after step 1 and resumed ends with the uninterrupted run's
+    parameters (gate included)."""
     from longctx.train.memory_fit import num_params
 
     gated = [*RMT, "model.rmt.memory_gate=true", "model.rmt.memory_gate_bias=-1.5",
              "optim.warmup_steps=1", "train.num_steps=2", "checkpoint.every_steps=1",
-             f"train.init_from={tiny_run}"]
-    for name in ("a", "b"):
-        train(smoke_config(data_dir, *gated), tmp_path / name)
+             "checkpoint.async_save=false", f"train.init_from={tiny_run}"]
+    train(smoke_config(data_dir, *gated), tmp_path / "a")
+    args = ["train", "--config", str(SMOKE), "--workdir", str(tmp_path / "b"),
+            f"data.data_dir={data_dir}", *gated]
+    proc = run_cli(args, check=False, env=subprocess_env(1, LONGCTX_FAULT="step:1"))
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert "resumed from step 1" in run_main(args, capsys).out  # in this process
     a, b = (json.loads((tmp_path / n / "summary.json").read_text()) for n in ("a", "b"))
-    assert a["params_sha256"] == b["params_sha256"] and a["step"] == 2
+    assert a["params_sha256"] == b["params_sha256"] and a["step"] == b["step"] == 2
     run = load_run(tmp_path / "a")
     xl = num_params(run.cfg.model.replace(arch="xl"), run.cfg.model.n_token)
     assert a["num_params"] == num_params(run.cfg.model, run.cfg.model.n_token) == (
