@@ -77,21 +77,21 @@ def test_gated_rmt_starts_a_fresh_gate_and_resumes_bit_exact(data_dir, tiny_run,
                                                              capsys):
     """model.rmt.memory_gate from the XL run: the gate (w = 0, b = memory_gate_bias) and the
     initial memory are new, in the run's parameters as the estimate counts them, and
-    trained; a run SIGKILLed after step 1 and resumed ends with the uninterrupted run's
-    parameters (gate included)."""
+    trained; a run SIGKILLed after step 2 (its checkpoint at 1) and resumed ends with the
+    uninterrupted run's parameters (gate included)."""
     from longctx.train.memory_fit import num_params
 
     gated = [*RMT, "model.rmt.memory_gate=true", "model.rmt.memory_gate_bias=-1.5",
-             "optim.warmup_steps=1", "train.num_steps=2", "checkpoint.every_steps=1",
-             "checkpoint.async_save=false", f"train.init_from={tiny_run}"]
+             "optim.warmup_steps=1", "train.num_steps=3", "checkpoint.every_steps=1",
+             "checkpoint.keep=3", "checkpoint.async_save=false", f"train.init_from={tiny_run}"]
     train(smoke_config(data_dir, *gated), tmp_path / "a")
     args = ["train", "--config", str(SMOKE), "--workdir", str(tmp_path / "b"),
             f"data.data_dir={data_dir}", *gated]
-    proc = run_cli(args, check=False, env=subprocess_env(1, LONGCTX_FAULT="step:1"))
+    proc = run_cli(args, check=False, env=subprocess_env(1, LONGCTX_FAULT="step:2"))
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert "resumed from step 1" in run_main(args, capsys).out  # in this process
     a, b = (json.loads((tmp_path / n / "summary.json").read_text()) for n in ("a", "b"))
-    assert a["params_sha256"] == b["params_sha256"] and a["step"] == b["step"] == 2
+    assert a["params_sha256"] == b["params_sha256"] and a["step"] == b["step"] == 3
     run = load_run(tmp_path / "a")
     xl = num_params(run.cfg.model.replace(arch="xl"), run.cfg.model.n_token)
     assert a["num_params"] == num_params(run.cfg.model, run.cfg.model.n_token) == (
