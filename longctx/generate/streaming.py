@@ -14,7 +14,7 @@ and every Stream of one model config in a process shares them (traced once).
 
 from __future__ import annotations
 
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 import jax
@@ -26,18 +26,13 @@ from longctx.errors import UserError
 from longctx.generate.sampler import split_and_sample
 from longctx.models import archs, build_model
 
-# The jitted functions of each model config, shared by every Stream of the process (a
-# second chat, a notebook's next reply, a benchmark's next repeat: traced and compiled
-# once), with their trace counts. Bounded: the oldest config is dropped past _MAX_CONFIGS.
-_JITS: dict[ModelConfig, tuple[dict[str, Any], dict[str, int]]] = {}
-_MAX_CONFIGS = 8
 
-
+@lru_cache(maxsize=8)
 def _compiled(cfg: ModelConfig) -> tuple[dict[str, Any], dict[str, int]]:
     """`cfg`'s jitted feed_block, feed_steps, reply_step and sample (closing over the model
-    only: parameters and state are arguments), and a count of each one's traces."""
-    if cfg in _JITS:
-        return _JITS[cfg]
+    only: parameters and state are arguments), and a count of each one's traces. Cached:
+    every Stream of one model config in the process shares them (a second chat, a
+    notebook's next reply, a benchmark's next repeat: traced and compiled once)."""
     arch, model = archs.get(cfg), build_model(cfg)
     step = partial(arch.decode_step, model)
     traces: dict[str, int] = {}
@@ -72,10 +67,7 @@ def _compiled(cfg: ModelConfig) -> tuple[dict[str, Any], dict[str, int]]:
     fns = {"feed_block": jit("feed_block", block), "feed_steps": jit("feed_steps", steps),
            "reply_step": jit("reply_step", reply, donate=(1,)),
            "sample": jit("sample", split_and_sample)}
-    while len(_JITS) >= _MAX_CONFIGS:
-        _JITS.pop(next(iter(_JITS)))
-    _JITS[cfg] = (fns, traces)
-    return _JITS[cfg]
+    return fns, traces
 
 
 class Stream:

@@ -17,14 +17,15 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
-from longctx.config import Config, ConfigError
+from longctx.config import Config, ConfigError, OptimConfig
 from longctx.errors import UserError
 from longctx.rundir.lock import RunLock
 from longctx.train import checkpoint, memory_fit, parallel, profiling, resume, validation, warm_start
@@ -201,7 +202,7 @@ def _build_or_restore(cfg: Config, workdir: Path, ds: Any, topo: parallel.Topolo
         if topo.is_primary:
             log.info(f"resumed from step {start} ({workdir})")
 
-    p_step, traces = _step_for(cfg, model, optimizer, num_steps)
+    p_step, traces = _step_for(cfg, num_steps)
     state, mem_dev = _to_devices(host, start, topo)
     return _Run(cfg=cfg, workdir=workdir, topo=topo, num_steps=num_steps, start=start,
                 lanes=lanes, manager=manager, stateful=stateful, p_step=p_step, traces=traces,
@@ -218,32 +219,30 @@ def _to_devices(host: _HostState, start: int, topo: parallel.Topology) -> tuple[
     return state, parallel.to_devices(parallel.memory_to_devices(host.memory, topo))
 
 
-# The pmapped steps of this process, by what they close over (model config, optimiser
-# config, number of steps): a second training of the same config in one process (a
-# notebook, a script that trains several seeds, the tests) reuses the traced step instead
-# of tracing and lowering it again. Bounded: the oldest is dropped past _MAX_STEPS.
-_STEPS: dict[tuple, tuple[Any, list[int]]] = {}
-_MAX_STEPS = 4
-
-
-def _step_for(cfg: Config, model: Any, optimizer: Any, num_steps: int) -> tuple[Any, list[int]]:
+def _step_for(cfg: Config, num_steps: int) -> tuple[Any, list[int]]:
     """The step of `cfg` pmapped over the local devices (state and memory donated), and a
-    counter of its traces (Python runs once per trace), shared by the process's runs of
-    the same model, optimiser and number of steps."""
-    key = (cfg.model, tuple(sorted(vars(cfg.optim).items())), num_steps)
-    if key not in _STEPS:
-        schedule = learning_rate_schedule(cfg.optim, max(num_steps // cfg.optim.grad_accum, 1))
-        step_fn = make_train_step(model, optimizer, schedule, cfg.optim.grad_accum)
-        traces = [0]
+    counter of its traces (Python runs once per trace). Shared by the process's runs of the
+    same model, optimiser and number of steps (what the step closes over): a second
+    training in one process (a notebook, a script that trains several seeds, the tests)
+    reuses the traced step instead of tracing and lowering it again."""
+    return _pmapped_step(cfg.model, tuple(sorted(asdict(cfg.optim).items())), num_steps)
 
-        def counted_step(*args):
-            traces[0] += 1
-            return step_fn(*args)
 
-        while len(_STEPS) >= _MAX_STEPS:
-            _STEPS.pop(next(iter(_STEPS)))
-        _STEPS[key] = (jax.pmap(counted_step, axis_name="data", donate_argnums=(0, 1)), traces)
-    return _STEPS[key]
+@lru_cache(maxsize=4)
+def _pmapped_step(model_cfg: Any, optim_items: tuple, num_steps: int) -> tuple[Any, list[int]]:
+    from longctx.models import build_model
+
+    optim = OptimConfig(**dict(optim_items))
+    schedule = learning_rate_schedule(optim, max(num_steps // optim.grad_accum, 1))
+    step_fn = make_train_step(build_model(model_cfg), make_optimizer(optim, num_steps),
+                              schedule, optim.grad_accum)
+    traces = [0]
+
+    def counted_step(*args):
+        traces[0] += 1
+        return step_fn(*args)
+
+    return jax.pmap(counted_step, axis_name="data", donate_argnums=(0, 1)), traces
 
 
 @dataclass

@@ -125,8 +125,9 @@ GPU_SPAN = MatchedSpan(span=512, tgt_len=256, seq_len=2048)
 
 # The main comparison (experiments/dialogue_comparison.py).
 COMPARISON: dict[str, Preset] = {
-    # README: one seed each; train + evaluate + compare in about 16 minutes on 2 cores, and
-    # memory shows: XL recalls facts 1-2W back far above the window and chance.
+    # README: one seed each; train + evaluate + compare in about 13 minutes on 2 cores
+    # (--parallel 2), and memory shows: XL recalls facts 1-2W back far above the window
+    # and chance.
     # Validation keeps the benchmark's distances and plain acknowledgements.
     "readme": Preset(
         seeds=(0,), tokens_per_step=512, span=MatchedSpan(64, 64, 256),
