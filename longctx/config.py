@@ -136,6 +136,9 @@ class DataConfig(_Strict):
     num_train: int = 200  # synthetic conversations in the training split
     num_validation: int = 40  # synthetic conversations in the validation split
     vocab_size: int = 2048  # BPE vocabulary trained on the training split
+    # '' = train the tokenizer; else take an existing one (a run directory, a built dataset's
+    # folder or a tokenizer folder), so runs trained on another dataset can warm-start here
+    tokenizer_from: str = ""
     seed: int = 0  # dataset generation seed (independent of the training seed)
     # share of synthetic answers that repeat the fact's own statement instead of a
     # paraphrase: 0 = the benchmark as designed; > 0 adds a plain copy (induction) signal

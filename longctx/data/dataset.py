@@ -3,8 +3,9 @@
 On disk, under `data_cfg.data_dir`::
 
     <dir_name>/                 e.g. synthetic-1.0.0-n200-40-w64-v2048-s0
-        dataset.json            what was built (config, counts); written last
-        tokenizer/              PreTrainedTokenizerFast.save_pretrained
+        dataset.json            what was built (config, counts, tokenizer sha256); written last
+        tokenizer/              PreTrainedTokenizerFast.save_pretrained (or the files of
+                                the tokenizer `data.tokenizer_from` names, copied)
         tfds/<builder>/1.0.0/   array_record shards + TFDS metadata
 
 Everything is written into a temporary sibling folder and renamed into place, so a
@@ -35,7 +36,7 @@ from longctx.data.builders import builder_class
 from longctx.data.builders.base import SPLITS, DialogueBuilder
 from longctx.data.conversation import Conversation
 from longctx.data.render import TokenizedConversation, from_record, record_text, render, to_record, value_ids
-from longctx.data.tokenizer import load_tokenizer, special_ids
+from longctx.data.tokenizer import files_sha256, load_tokenizer, special_ids
 from longctx.errors import UserError
 
 MANIFEST = "dataset.json"
@@ -186,6 +187,7 @@ def _build(cfg: DataConfig, builder_cls: type[DialogueBuilder], root: Path) -> N
             "version": str(builder_cls.VERSION),
             "conversations": {s: len(c) for s, c in splits.items()},
             "tokens": {s: int(sum(len(r["ids"]) for r in recs)) for s, recs in records.items()},
+            "tokenizer_sha256": files_sha256(tmp / "tokenizer"),
             **extra,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -3,12 +3,16 @@
 Every model compared on a dataset shares its tokenizer, so it is trained once when the
 dataset is built and saved beside it with `save_pretrained` (training copies the folder
 into each run directory). Training is deterministic: the same texts give the same
-`tokenizer.json`, byte for byte.
+`tokenizer.json`, byte for byte. A dataset can instead take an existing tokenizer
+(`data.tokenizer_from`: its files copied byte for byte), so that a run trained on one
+dataset can be warm-started on another (`train.init_from` checks the tokenizer's files).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -101,3 +105,48 @@ def special_ids(tokenizer) -> dict[str, int]:
         raise UserError(f"{where}: not a longctx tokenizer (special tokens {ids}, expected ids "
                         f"0..{len(SPECIAL_TOKENS) - 1} in the order {', '.join(SPECIAL_TOKENS)})")
     return ids
+
+
+TOKENIZER_FROM = "config key 'data.tokenizer_from'"
+_GIVE = ("give a run directory, a built dataset's folder (each holds tokenizer/) or a "
+         "tokenizer folder (holds tokenizer.json)")
+
+
+def files_sha256(folder: str | Path) -> str:
+    """SHA-256 over a folder's files (names and bytes, sorted): a tokenizer's identity."""
+    digest = hashlib.sha256()
+    for f in sorted(p for p in Path(folder).iterdir() if p.is_file()):
+        digest.update(f.name.encode())
+        digest.update(f.read_bytes())
+    return digest.hexdigest()
+
+
+def given_tokenizer_dir(path: str | Path) -> Path:
+    """The tokenizer folder `data.tokenizer_from` names (absolute): the folder itself when
+    it holds tokenizer.json, else its tokenizer/ subfolder (a run or dataset directory)."""
+    where = Path(path).expanduser().absolute()
+    if not where.exists():
+        raise UserError(f"{TOKENIZER_FROM}: {where}: no such directory; {_GIVE}")
+    if not where.is_dir():
+        raise UserError(f"{TOKENIZER_FROM}: {where} is a file, not a directory; {_GIVE}")
+    for folder in (where, where / "tokenizer"):
+        if (folder / "tokenizer.json").is_file():
+            return folder
+    raise UserError(f"{TOKENIZER_FROM}: {where} holds neither tokenizer.json nor "
+                    f"tokenizer/tokenizer.json; {_GIVE}")
+
+
+def copy_tokenizer(path: str | Path, out_dir: str | Path):
+    """The tokenizer `data.tokenizer_from` names, checked to be a longctx tokenizer (one
+    line otherwise), its files copied byte for byte into `out_dir`; loaded from there."""
+    src = given_tokenizer_dir(path)
+    try:
+        special_ids(load_tokenizer(src))
+    except UserError as exc:
+        reason = str(exc).split(": ", 1)[-1].split("; ")[0]
+        raise UserError(f"{TOKENIZER_FROM}: {src}: {reason}; {_GIVE}") from None
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in sorted(p for p in src.iterdir() if p.is_file()):
+        shutil.copyfile(f, out / f.name)
+    return load_tokenizer(out)

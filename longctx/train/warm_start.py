@@ -14,7 +14,6 @@ directory's `init_from.json` (source path, its step, its parameters' SHA-256), w
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import jax
 import numpy as np
 
 from longctx.config import Config
+from longctx.data.tokenizer import files_sha256
 from longctx.errors import UserError
 from longctx.rundir.layout import TOKENIZER, checkpoint_dir
 
@@ -84,15 +84,6 @@ def _check_vocabulary(run: Any, cfg: Config, tokenizer_dir: Path) -> None:
     if files_sha256(src_tok) != files_sha256(tokenizer_dir):
         raise UserError(f"{_KEY}: {src_tok} is another tokenizer than this run's dataset's "
                         f"({tokenizer_dir}); {fix}")
-
-
-def files_sha256(folder: Path) -> str:
-    """SHA-256 over a folder's files (names and bytes, sorted): a tokenizer's identity."""
-    digest = hashlib.sha256()
-    for f in sorted(p for p in folder.iterdir() if p.is_file()):
-        digest.update(f.name.encode())
-        digest.update(f.read_bytes())
-    return digest.hexdigest()
 
 
 def merge(fresh: Any, source: Source) -> Any:

@@ -24,7 +24,7 @@ from etils import epath
 
 from longctx.config import DataConfig
 from longctx.data.conversation import Conversation, validate
-from longctx.data.tokenizer import train_tokenizer
+from longctx.data.tokenizer import copy_tokenizer, files_sha256, given_tokenizer_dir, train_tokenizer
 from longctx.errors import UserError
 
 SPLITS = ("train", "validation")
@@ -91,10 +91,10 @@ class DialogueBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     @classmethod
     def tokenize(cls, cfg: DataConfig, splits: dict[str, list[Conversation]], out_dir: Path
                  ) -> tuple[dict[str, list[Conversation]], Any, dict[str, Any]]:
-        """Train the tokenizer on the training split (saved in `out_dir`); return the final
-        splits, the tokenizer and extra manifest entries (the synthetic set adjusts)."""
-        return splits, train_tokenizer(training_texts(splits["train"]), cfg.vocab_size,
-                                       out_dir), {}
+        """Train the tokenizer on the training split, or copy the given one (saved in
+        `out_dir`, `make_tokenizer`); return the final splits, the tokenizer and extra
+        manifest entries (the synthetic set adjusts)."""
+        return splits, make_tokenizer(cfg, splits["train"], out_dir), {}
 
 
 class FileCorpusBuilder(DialogueBuilder, skip_registration=True):
@@ -115,12 +115,30 @@ class FileCorpusBuilder(DialogueBuilder, skip_registration=True):
     @classmethod
     def dir_name(cls, cfg: DataConfig) -> str:
         path = source_path(cfg, cls)
-        return f"{cls.PREFIX}-{cls.VERSION}-v{cfg.vocab_size}-{file_sha256(path)[:12]}"  # edits rebuild it
+        return f"{cls.PREFIX}-{cls.VERSION}-{vocab_tag(cfg)}-{file_sha256(path)[:12]}"  # edits rebuild it
 
     @classmethod
     def read(cls, cfg: DataConfig) -> dict[str, list[Conversation]]:
         path = source_path(cfg, cls)
         return split_by_hash(read_conversations(path, cls.parse), path)
+
+
+def vocab_tag(cfg: DataConfig) -> str:
+    """The dataset folder name's tokenizer part: `v<vocab_size>` for a tokenizer trained
+    on the data, `tok<sha256[:12]>` of the files of one given by `data.tokenizer_from`
+    (the vocabulary size is then the given tokenizer's), so that datasets built with
+    different tokenizers never share a folder."""
+    if not cfg.tokenizer_from:
+        return f"v{cfg.vocab_size}"
+    return f"tok{files_sha256(given_tokenizer_dir(cfg.tokenizer_from))[:12]}"
+
+
+def make_tokenizer(cfg: DataConfig, train_convs: list[Conversation], out_dir: Path):
+    """The dataset's tokenizer, saved in `out_dir`: trained on `train_convs`, or the one
+    `data.tokenizer_from` names, copied byte for byte."""
+    if cfg.tokenizer_from:
+        return copy_tokenizer(cfg.tokenizer_from, out_dir)
+    return train_tokenizer(training_texts(train_convs), cfg.vocab_size, out_dir)
 
 
 def training_texts(convs: list[Conversation]) -> Iterator[str]:

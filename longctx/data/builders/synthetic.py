@@ -8,12 +8,12 @@ from typing import Any
 
 from longctx.config import DataConfig
 from longctx.data import synthetic_dialogues
-from longctx.data.builders.base import DialogueBuilder, training_texts
+from longctx.data.builders.base import DialogueBuilder, make_tokenizer, vocab_tag
 from longctx.data.conversation import Conversation
 from longctx.data.render import value_ids
 from longctx.data.slots import SLOTS
 from longctx.data.synthetic_dialogues import NUM_CANDIDATES
-from longctx.data.tokenizer import encode_texts, train_tokenizer
+from longctx.data.tokenizer import encode_texts
 from longctx.errors import UserError
 
 RATIO_TOLERANCE = 0.05
@@ -34,7 +34,7 @@ class SyntheticDialogues(DialogueBuilder, skip_registration=True):
         near += f"to{cfg.train_near_max:g}" if near and cfg.train_near_max != 1.0 else ""
         ack = f"-ack{cfg.train_ack:g}" if cfg.train_ack > 0 else ""
         return (f"synthetic-{cls.VERSION}-n{cfg.num_train}-{cfg.num_validation}"
-                f"-w{cfg.span}-v{cfg.vocab_size}-s{cfg.seed}{echo}{near}{ack}")
+                f"-w{cfg.span}-{vocab_tag(cfg)}-s{cfg.seed}{echo}{near}{ack}")
 
     @classmethod
     def read(cls, cfg: DataConfig, values: dict[str, tuple[str, ...]] | None = None,
@@ -60,13 +60,13 @@ class SyntheticDialogues(DialogueBuilder, skip_registration=True):
         * distances were planned with the tokenizer's real characters per token (within
           RATIO_TOLERANCE), so the probes fill the distance buckets as planned.
 
-        Two to four rounds in practice.
+        Two to four rounds in practice. A tokenizer given by `data.tokenizer_from` is
+        copied, not trained, in every round: only the values and the ratio adjust to it.
         """
         pool = {slot.name: slot.values for slot in SLOTS}
         ratio = synthetic_dialogues.CHARS_PER_TOKEN
         for _ in range(MAX_ROUNDS):
-            tokenizer = train_tokenizer(training_texts(splits["train"]), cfg.vocab_size,
-                                        out_dir)
+            tokenizer = make_tokenizer(cfg, splits["train"], out_dir)
             pool = {slot: _common_lengths(tokenizer, values) for slot, values in pool.items()}
             measured = _chars_per_token(tokenizer, splits["train"])
             settled = abs(measured / ratio - 1) <= RATIO_TOLERANCE
