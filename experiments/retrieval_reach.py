@@ -9,6 +9,13 @@ with standard errors and z = (recall - chance) / stderr, and writes the table to
 `--out` (JSON). Nothing is written into the run directory.
 
     python experiments/retrieval_reach.py --workdir runs/xl_readme --k 8 32 --store 2048
+
+`--data-from RUN` scores the validation split of RUN's dataset instead of the run's own
+(same tokenizer files required): a run fine-tuned on other training data (e.g. facts
+planned farther back, built with `data.tokenizer_from`) is then scored on exactly the
+probes of the run it started from. The validation split is not independent of the
+training-split options: the synthetic build plans every distance with the characters
+per token measured on the training split, so another `data.train_near_max` shifts it.
 """
 
 from __future__ import annotations
@@ -43,6 +50,21 @@ def recall_of(run, model_cfg) -> tuple[dict, float]:
     return rec, time.perf_counter() - start
 
 
+def other_data(run, source: Path) -> str:
+    """Give `run` the data section of the run at `source` (in place); '' or what is wrong."""
+    import dataclasses
+
+    from longctx.data.tokenizer import files_sha256
+    from longctx.rundir.layout import TOKENIZER, read_config
+
+    if not (source / TOKENIZER).is_dir() or not (Path(run.workdir) / TOKENIZER).is_dir():
+        return "both runs need a tokenizer/ folder, to check they share the tokenizer"
+    if files_sha256(source / TOKENIZER) != files_sha256(Path(run.workdir) / TOKENIZER):
+        return f"another tokenizer than {run.workdir}'s; give a run on the same tokenizer"
+    run.cfg = dataclasses.replace(run.cfg, data=read_config(source).data)
+    return ""
+
+
 def table(rows: list[dict]) -> str:
     """Markdown: recall (stderr, z vs chance) per bucket, one row per variant."""
     buckets = list(rows[0]["recall"]["buckets"])
@@ -70,12 +92,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--distance", type=int, default=0,
                         help="retrieval_distance (0: mem_len + tgt_len - 1)")
     parser.add_argument("--no-xl", action="store_true", help="skip the plain XL row")
+    parser.add_argument("--data-from", default="",
+                        help="score the validation split of this run's dataset (its data "
+                        "section; the same tokenizer files as --workdir's)")
     parser.add_argument("--out", default="", help="write the rows as JSON here")
     args = parser.parse_args(argv)
 
     from longctx.rundir import load_run
 
     run = load_run(args.workdir)
+    if args.data_from:
+        problem = other_data(run, Path(args.data_from))
+        if problem:
+            print(f"--data-from {args.data_from}: {problem}", file=sys.stderr)
+            return 2
     if run.cfg.model.arch not in ("xl", "xl_retrieval"):  # the same parameters
         print(f"--workdir {args.workdir}: an xl or xl_retrieval run is needed, got "
               f"{run.cfg.model.arch}", file=sys.stderr)

@@ -1,0 +1,40 @@
+"""experiments/retrieval_reach.py `--data-from`: a run is scored on another run's dataset
+only when both share the tokenizer files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from longctx.rundir import load_run
+from tests.conftest import load_script
+
+
+def _copy_with(run, where, **data):
+    """A copy of `run` whose config.json has other data settings."""
+    shutil.copytree(run, where)
+    cfg = json.loads((where / "config.json").read_text())
+    cfg["data"].update(data)
+    (where / "config.json").write_text(json.dumps(cfg))
+    return where
+
+
+def test_data_from_takes_the_other_runs_data_when_the_tokenizer_is_shared(tiny_run, tmp_path):
+    reach = load_script("retrieval_reach")
+    other = _copy_with(tiny_run, tmp_path / "other", train_near=1.0, train_near_max=2.0)
+    run = load_run(tiny_run)
+    assert run.cfg.data.train_near_max == 1.0
+    assert reach.other_data(run, other) == ""
+    assert run.cfg.data.train_near == 1.0 and run.cfg.data.train_near_max == 2.0
+    assert run.cfg.model == load_run(tiny_run).cfg.model  # only the data section changes
+
+    tok = json.loads((other / "tokenizer" / "tokenizer.json").read_text())
+    vocab = tok["model"]["vocab"]
+    a, b = sorted(vocab, key=vocab.get)[-2:]
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    (other / "tokenizer" / "tokenizer.json").write_text(json.dumps(tok))
+    run = load_run(tiny_run)
+    assert "another tokenizer" in reach.other_data(run, other)
+    assert run.cfg.data.train_near_max == 1.0  # left as it was
+    shutil.rmtree(other / "tokenizer")
+    assert "tokenizer/ folder" in reach.other_data(run, other)
