@@ -38,3 +38,32 @@ def test_data_from_takes_the_other_runs_data_when_the_tokenizer_is_shared(tiny_r
     assert run.cfg.data.train_near_max == 1.0  # left as it was
     shutil.rmtree(other / "tokenizer")
     assert "tokenizer/ folder" in reach.other_data(run, other)
+
+
+def test_confusion_pairs_set_the_true_value_against_the_other_speakers(data_dir):
+    """experiments/retrieval_confusion.py: each pair is (the answer's value, the other
+    speaker's stated value of the same slot), equal in length and different."""
+    import numpy as np
+
+    from longctx.data import prepare_dataset
+    from tests.conftest import smoke_config
+
+    confusion = load_script("retrieval_confusion")
+    ds = prepare_dataset(smoke_config(data_dir).data)
+    convs = ds.conversations("validation")
+    values = {}
+
+    def value_tokens(slot):
+        return values.setdefault(slot, [ds.encode_value(v) for v in ds.slot_values(slot)])
+
+    other, rand, distances = confusion.pairs(convs, value_tokens, np.random.default_rng(0))
+    assert len(other) == len(rand) == len(distances) > 10
+    for req, alt in zip(other, rand, strict=True):
+        conv = convs[req.stream]
+        probe = next(p for p in conv.probes if p.answer_value_span[0] == req.pos)
+        twin = next(p for p in conv.probes if p.slot == probe.slot and p.speaker != probe.speaker)
+        true, wrong = req.candidates
+        np.testing.assert_array_equal(true, conv.ids[slice(*probe.answer_value_span)])
+        np.testing.assert_array_equal(wrong, conv.ids[slice(*twin.fact_value_span)])
+        assert true.size == wrong.size and not np.array_equal(true, wrong)
+        assert alt.pos == req.pos and alt.candidates[1].size == true.size
