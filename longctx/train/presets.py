@@ -183,7 +183,7 @@ REAL_DIALOGUE: dict[str, Preset] = {
                   "checkpoint.every_steps=16", "train.log_every=8",
                   "model.rmt.n_mem_tokens=4", "model.rmt.bptt_segments=2",
                   "eval.max_conversations=2", "eval.vanilla_stride=16",
-                  "eval.context_lengths=16,32"),
+                  "eval.context_lengths=16,32", "model.xl_retrieval.store_len=256"),
         # vanilla, the memoryless control, is the cpu size's (its path is the same)
         archs=("xl", "window", "rmt"), derived=(Derived("xl_retrieval", "xl"),)),
     # The CPU study (experiments/RESULTS.md): 3 seeds, the main CPU study's shape. MSC's
