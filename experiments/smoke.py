@@ -23,4 +23,5 @@ def get_config() -> Config:
     cfg.optim.warmup_steps = 2
     cfg.checkpoint.every_steps = 4
     cfg.checkpoint.keep = 3
+    cfg.eval.speed_tokens = 64  # the speed check's streams: enough to time, not to wait on
     return cfg

@@ -20,7 +20,9 @@ TINY = TINY_STUDY.split()[2:]  # the overrides, without --tokens-per-step
 
 def test_derived_model_waits_for_its_source_and_a_failure_stays_local(tmp_path, data_dir):
     exp = load_script("dialogue_comparison")
-    common = [*TINY, f"data.data_dir={data_dir}", "eval.context_lengths=8"]
+    # a store of 256 rows holds these 32-token conversations whole (2048 only costs time)
+    common = [*TINY, f"data.data_dir={data_dir}", "eval.context_lengths=8",
+              "model.xl_retrieval.store_len=256"]
     xl = exp.Job("xl", "0", [*common, *exp.batch_overrides("xl", 128, common)])
     retrieval = exp.Job("xl_retrieval", "0",
                         [*common, *exp.batch_overrides("xl_retrieval", 128, common)],

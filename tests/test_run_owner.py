@@ -156,7 +156,7 @@ def test_readers_load_a_run_while_its_training_rotates_every_step(data_dir, tmp_
     workdir = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "longctx.cli", "train", "--config",
                              str(SMOKE), "--workdir", str(workdir), f"data.data_dir={data_dir}",
-                             "train.num_steps=36", "checkpoint.every_steps=1",
+                             "train.num_steps=20", "checkpoint.every_steps=1",
                              "checkpoint.keep=1", "train.host_sync_every=1"],
                             cwd=REPO, env=subprocess_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)

@@ -56,10 +56,12 @@ def _start_process(pid, port, workdir, data_dir, extra_env=None):
                             text=True)
 
 
-def test_two_processes_match_one_process_with_two_devices(device_runs, data_dir, tmp_path):
-    single_dir = device_runs[2]  # also built the dataset, so both processes only read it
+def _run_pair(workdir, data_dir, process_1_env=None) -> list[tuple[str, str]]:
+    """Train the smoke run as two processes of one device each; both must exit 0. Returns
+    their (stdout, stderr)."""
     port = _free_port()
-    procs = [_start_process(i, port, tmp_path / "multi", data_dir) for i in range(2)]
+    procs = [_start_process(0, port, workdir, data_dir),
+             _start_process(1, port, workdir, data_dir, process_1_env)]
     try:
         outs = [p.communicate(timeout=300) for p in procs]
     finally:
@@ -67,11 +69,7 @@ def test_two_processes_match_one_process_with_two_devices(device_runs, data_dir,
             p.kill()
     for p, (_out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]
-    np.testing.assert_allclose(_curve(tmp_path / "multi"), _curve(single_dir),
-                               rtol=1e-5, atol=1e-5)
-    single = json.loads((single_dir / "summary.json").read_text())
-    multi = json.loads((tmp_path / "multi" / "summary.json").read_text())
-    assert multi["params_sha256"] == single["params_sha256"]
+    return outs
 
 
 def test_a_dead_peer_makes_the_other_exit_within_its_peer_timeout(data_dir, tmp_path):
@@ -96,37 +94,24 @@ def test_a_dead_peer_makes_the_other_exit_within_its_peer_timeout(data_dir, tmp_
 
 
 @pytest.mark.timeout(900)  # two two-process runs (gloo start-up), after the shared device runs
-def test_a_stop_signal_to_one_process_stops_both_at_one_common_save(device_runs, data_dir,
-                                                                    tmp_path):
-    """SIGTERM reaches only process 1 (a preempted host) after step 3: both processes agree
-    to stop at the next agreement step (train.host_sync_every = 4), save it together and
-    exit cleanly; resuming both ends exactly where the uninterrupted run does."""
+def test_two_processes_stop_together_and_resume_to_the_two_device_numbers(device_runs, data_dir,
+                                                                          tmp_path):
+    """Two processes of one device each are one run of two devices. SIGTERM reaches only
+    process 1 (a preempted host) after step 3: both processes agree to stop at the next
+    agreement step (train.host_sync_every = 4), save it together and exit cleanly; resumed,
+    the two processes end with the loss curve and parameters of the one process with two
+    devices (`two_device_run`, never interrupted)."""
     workdir = tmp_path / "multi"
-    port = _free_port()
-    procs = [_start_process(0, port, workdir, data_dir),
-             _start_process(1, port, workdir, data_dir, {"LONGCTX_FAULT": "term:3"})]
-    try:
-        outs = [p.communicate(timeout=300) for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    for p, (_out, err) in zip(procs, outs, strict=True):
-        assert p.returncode == 0, err[-3000:]
+    outs = _run_pair(workdir, data_dir, {"LONGCTX_FAULT": "term:3"})
+    for _out, err in outs:
         assert "Traceback" not in err, err[-3000:]
     summaries = [json.loads(out.strip().splitlines()[-1]) for out, _err in outs]
     assert [s["step"] for s in summaries] == [4, 4] and not summaries[0]["done"]
     assert "SIGTERM to another process: saved step 4" in outs[0][0]
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["4"]
 
-    port = _free_port()
-    procs = [_start_process(i, port, workdir, data_dir) for i in range(2)]
-    try:
-        outs = [p.communicate(timeout=300) for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    for p, (_out, err) in zip(procs, outs, strict=True):
-        assert p.returncode == 0, err[-3000:]
+    _run_pair(workdir, data_dir)
+    np.testing.assert_allclose(_curve(workdir), _curve(device_runs[2]), rtol=1e-5, atol=1e-5)
     single = json.loads((device_runs[2] / "summary.json").read_text())
     multi = json.loads((workdir / "summary.json").read_text())
     assert multi["done"] and multi["params_sha256"] == single["params_sha256"]
