@@ -110,3 +110,21 @@ def test_bad_tokenizer_from_is_refused_in_one_line(tiny_run, tmp_path, case):
     assert expected in message
     built = tmp_path / "data"
     assert not built.exists() or not any(p for p in built.iterdir() if p.name != "downloads")
+
+
+@pytest.mark.parametrize("given", [False, True])
+def test_values_that_do_not_settle_get_the_fix_that_applies(given, tiny_run, tmp_path,
+                                                            monkeypatch):
+    """No rounds left (MAX_ROUNDS 0): a trained tokenizer's fix is more data or vocabulary,
+    a given tokenizer's is another tokenizer (its vocabulary size is not the config's)."""
+    from longctx.data.builders import synthetic
+
+    monkeypatch.setattr(synthetic, "MAX_ROUNDS", 0)
+    extra = (f"data.tokenizer_from={tiny_run}",) if given else ()
+    (tmp_path / "data").mkdir()
+    cfg = smoke_config(tmp_path / "data", *NEAR, *extra).data
+    with pytest.raises(UserError, match="did not settle") as err:
+        prepare_dataset(cfg)
+    assert ("data.tokenizer_from" in str(err.value)) == given
+    assert ("data.vocab_size" in str(err.value)) != given
+    assert [p.name for p in (tmp_path / "data").iterdir()] == [], "nothing half-built left"

@@ -76,8 +76,10 @@ class SyntheticDialogues(DialogueBuilder, skip_registration=True):
                                            "chars_per_token": ratio}
             ratio = ratio if settled else measured
             splits = cls.read(cfg, pool, ratio)
+        fix = ("give data.tokenizer_from a tokenizer trained on similar text, or leave it "
+               "unset" if cfg.tokenizer_from else "raise data.num_train or data.vocab_size")
         raise UserError(f"synthetic slot values did not settle in {MAX_ROUNDS} rounds of "
-                        "tokenizer training; raise data.num_train or data.vocab_size")
+                        f"tokenizer training; {fix}")
 
 
 def _common_lengths(tokenizer, pool: tuple[str, ...]) -> tuple[str, ...]:
