@@ -8,12 +8,12 @@ from typing import Any
 
 from longctx.config import DataConfig
 from longctx.data import synthetic_dialogues
-from longctx.data.builders.base import DialogueBuilder, make_tokenizer, vocab_tag
+from longctx.data.builders.base import DialogueBuilder, training_texts, vocab_tag
 from longctx.data.conversation import Conversation
 from longctx.data.render import value_ids
 from longctx.data.slots import SLOTS
 from longctx.data.synthetic_dialogues import NUM_CANDIDATES
-from longctx.data.tokenizer import encode_texts
+from longctx.data.tokenizer import copy_tokenizer, encode_texts, train_tokenizer
 from longctx.errors import UserError
 
 RATIO_TOLERANCE = 0.05
@@ -61,12 +61,14 @@ class SyntheticDialogues(DialogueBuilder, skip_registration=True):
           RATIO_TOLERANCE), so the probes fill the distance buckets as planned.
 
         Two to four rounds in practice. A tokenizer given by `data.tokenizer_from` is
-        copied, not trained, in every round: only the values and the ratio adjust to it.
+        copied once, not trained: only the values and the ratio adjust to it.
         """
         pool = {slot.name: slot.values for slot in SLOTS}
         ratio = synthetic_dialogues.CHARS_PER_TOKEN
+        given = copy_tokenizer(cfg.tokenizer_from, out_dir) if cfg.tokenizer_from else None
         for _ in range(MAX_ROUNDS):
-            tokenizer = make_tokenizer(cfg, splits["train"], out_dir)
+            tokenizer = given if given is not None else train_tokenizer(
+                training_texts(splits["train"]), cfg.vocab_size, out_dir)
             pool = {slot: _common_lengths(tokenizer, values) for slot, values in pool.items()}
             measured = _chars_per_token(tokenizer, splits["train"])
             settled = abs(measured / ratio - 1) <= RATIO_TOLERANCE
