@@ -1,7 +1,8 @@
 """The `xl_retrieval` architecture: XL's parameters exactly, equal to XL until rows leave
 its memory, the store filled FIFO and emptied at conversation starts, top-k equal to a
 dense reference over the chosen rows, decoding equal to the segment forward, its cost and
-its config rules."""
+its config rules; with bptt_segments K > 1 a call of K segments equals a loop of them and
+the gradient reaches the stored keys within the row (none with bptt_stop_gradient)."""
 
 from __future__ import annotations
 
@@ -191,8 +192,50 @@ def test_deterministic(params):
     (dict(xl_retrieval=dict(retrieval_k=9)), "model.xl_retrieval.retrieval_k"),
     (dict(xl=dict(attention_impl="pallas")), "model.xl.attention_impl"),
     (dict(xl=dict(same_length=True)), "model.xl.same_length"),
-    (dict(xl=dict(bptt_segments=2)), "model.xl.bptt_segments"),
 ])
 def test_config_rules(change, key):
     with pytest.raises(ConfigError, match=key):
         build_model(CFG.replace(**change))
+
+
+def test_segments_per_call_equal_a_loop(params):
+    """bptt_segments = 3: one call of 3 segments gives the logits and state of 3 calls of
+    one segment (the store filling within the call as across calls)."""
+    cfg = CFG.replace(xl=dict(bptt_segments=3))
+    x = tokens(segments=3)
+    reset = jnp.ones((2,), bool)
+    got, last = forward(build_model(cfg), params, x, init_memory(cfg, 2), reset)
+    want, states = stream(CFG, params, x)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(last), jax.tree.leaves(states[-1]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert archs.tokens_per_step(cfg) == 3 * SEG and archs.get(cfg).segments_per_step(cfg) == 3
+
+
+@pytest.mark.parametrize("arch,stop,reaches", [("xl_retrieval", False, True),
+                                               ("xl_retrieval", True, False),
+                                               ("xl", False, False)])
+def test_gradient_reaches_the_store_within_a_row(arch, stop, reaches):
+    """One layer, 3 segments per call, a full memory at the start: those rows leave the
+    memory into the store in segment 1 and segment 3 retrieves them. One layer's memory
+    feeds only the next segment, so the store is the only path from them to segment 3's
+    loss: its gradient w.r.t. them is nonzero for xl_retrieval, exactly zero with
+    bptt_stop_gradient and for XL with gradients through its memory."""
+    cfg = CFG.replace(arch=arch, n_layer=1, xl=dict(bptt_segments=3, bptt_stop_gradient=stop))
+    params = make(cfg)[1]
+    model = build_model(cfg)
+    x = tokens(segments=3)
+    y = tokens(segments=3, seed=5)
+    start = init_memory(cfg, 2)
+    memory = start.xl if arch == "xl_retrieval" else start
+    hidden = jax.random.normal(jax.random.key(4), memory.hidden.shape)
+
+    def loss(h):
+        full = memory.replace(hidden=h, valid=jnp.full((2,), cfg.xl.mem_len, jnp.int32))
+        state = start.replace(xl=full) if arch == "xl_retrieval" else full
+        logits, _ = model.apply({"params": params}, x, state, None, deterministic=True)
+        nll = jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, y[..., None], -1)[..., 0]
+        return jnp.sum(nll[:, -SEG:])
+
+    g = float(jnp.max(jnp.abs(jax.jit(jax.grad(loss))(hidden))))
+    assert (g > 1e-6) if reaches else (g == 0.0)

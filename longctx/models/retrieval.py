@@ -4,8 +4,10 @@ Transformer, Wu et al. 2022, and Unlimiformer, Bertsch et al. 2023).
 XL keeps its memory of mem_len hidden states per layer. In addition each layer keeps a
 long store of the keys and values of the rows that left XL's memory (FIFO, the last
 `store_len` of them, right-aligned with a fill count like the memory), not differentiated
-through. Every query also attends to the `retrieval_k` stored keys with the highest content
-score (q + r_w_bias) . k of its own head, under one softmax with XL's local keys. A
+through between training steps (within a training row of `bptt_segments` segments the
+gradient flows through memory and store alike, as XL's gradients through memory). Every
+query also attends to the `retrieval_k` stored keys with the highest content score
+(q + r_w_bias) . k of its own head, under one softmax with XL's local keys. A
 retrieved key has no position of its own: it gets one clamped distance
 (`retrieval_distance`, default mem_len + tgt_len - 1, the farthest XL saw in training), so
 its positional term is the same for every retrieved key and top-k by content is top-k by
@@ -69,9 +71,12 @@ def empty_state(cfg: ModelConfig, batch_size: int) -> RetrievalState:
                           filled=jnp.zeros((batch_size,), jnp.int32))
 
 
-def reset_state(state: RetrievalState, reset: jax.Array | None) -> RetrievalState:
-    """Empty the lanes where `reset` (a conversation starts): memory and store."""
-    xl = apply_reset(state.xl, reset)
+def reset_state(state: RetrievalState, reset: jax.Array | None, keep_grad: bool = False
+                ) -> RetrievalState:
+    """Empty the lanes where `reset` (a conversation starts): memory and store; the memory's
+    gradient is stopped unless keep_grad (the store is never differentiated into unless
+    it was written with keep_grad)."""
+    xl = apply_reset(state.xl, reset, keep_grad=keep_grad)
     filled = state.filled
     if reset is not None:
         filled = jnp.where(jnp.asarray(reset, bool), 0, filled)
@@ -101,14 +106,17 @@ def retrieve(q: jax.Array, r_w_bias: jax.Array, keys: jax.Array, values: jax.Arr
 
 
 def retrieval_forward(mod: Decoder, tokens: jax.Array, state: RetrievalState,
-                      reset: jax.Array | None, deterministic: bool
+                      reset: jax.Array | None, deterministic: bool, memory_grad: bool = False
                       ) -> tuple[jax.Array, RetrievalState]:
     """One segment [B, T] -> (logits [B, T, V] f32, the state after it): XL's segment
     forward where every query also attends to its top-k stored keys at the far distance;
-    the rows leaving XL's memory (the first T of memory + segment) join the store."""
+    the rows leaving XL's memory (the first T of memory + segment) join the store.
+    memory_grad: gradients flow through the memory and the store (in and out), for training
+    over several segments per step (`longctx.models.segment_scan`): a query's loss then
+    reaches the stored keys and values it retrieved, and the parameters that made them."""
     cfg = mod.cfg
     _check_rows(cfg, state.xl)
-    state = reset_state(state, reset)
+    state = reset_state(state, reset, keep_grad=memory_grad)
     memory = state.xl
     rows, seg_len = memory.hidden.shape[2], tokens.shape[1]
     mask = xl_visibility(cfg, key_valid(memory), seg_len)[:, None]  # [B, 1, T, M+T]
@@ -147,17 +155,17 @@ def retrieval_forward(mod: Decoder, tokens: jax.Array, state: RetrievalState,
     logits = mod.output(h, deterministic)
     new_rows = jnp.clip(seg_len - rows + memory.valid, 0, seg_len)  # real rows that left
     return logits, RetrievalState(
-        xl=update_memory(memory, jnp.stack(hids)),
-        keys=_push(state.keys, jnp.stack(leaving_k), axis=-1),
-        values=_push(state.values, jnp.stack(leaving_v), axis=-2),
+        xl=update_memory(memory, jnp.stack(hids), keep_grad=memory_grad),
+        keys=_push(state.keys, jnp.stack(leaving_k), -1, memory_grad),
+        values=_push(state.values, jnp.stack(leaving_v), -2, memory_grad),
         filled=jnp.minimum(cfg.xl_retrieval.store_len, state.filled + new_rows).astype(jnp.int32))
 
 
-def _push(store: jax.Array, rows: jax.Array, axis: int) -> jax.Array:
-    """The last store_len rows (along `axis`) of concat(store, rows), no gradient. (Real
-    rows stay a suffix: rows leave XL's memory only once it is full, so a store that holds
-    anything gets only real rows.)"""
+def _push(store: jax.Array, rows: jax.Array, axis: int, keep_grad: bool) -> jax.Array:
+    """The last store_len rows (along `axis`) of concat(store, rows), no gradient unless
+    keep_grad. (Real rows stay a suffix: rows leave XL's memory only once it is full, so a
+    store that holds anything gets only real rows.)"""
     size = store.shape[axis]
     cat = jnp.concatenate([store, rows.astype(store.dtype)], axis=axis)
-    return jax.lax.stop_gradient(jax.lax.slice_in_dim(cat, cat.shape[axis] - size,
-                                                      cat.shape[axis], axis=axis))
+    kept = jax.lax.slice_in_dim(cat, cat.shape[axis] - size, cat.shape[axis], axis=axis)
+    return kept if keep_grad else jax.lax.stop_gradient(kept)

@@ -8,7 +8,10 @@ parameters: a trained XL runs it as it is (`train.init_from`). The maths is in
 Training uses the same forward: the store is part of the state carried across steps, so a
 row's queries retrieve from the conversation's earlier rows (no gradient into the stored
 keys and values, as the Memorizing Transformer), and evaluation, chat and training share one
-code path."""
+code path. With `model.xl.bptt_segments` K > 1 a training row holds K segments and the
+gradient flows through XL's memory and the store across them (unless
+`model.xl.bptt_stop_gradient`): a query's loss reaches the keys it retrieved from earlier
+segments of its row, so the keys can learn to say whose fact they hold."""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from longctx.config_knobs import Knobs
 from longctx.models import retrieval
 from longctx.models.archs.base import Arch, CallShape, ScoringPlan
 from longctx.models.archs.registry import register
+from longctx.models.segment_scan import scan_in_apply
 
 
 @dataclass(frozen=True)
@@ -55,10 +59,6 @@ class XLRetrieval(Arch):
         if xl.same_length:
             raise ConfigError("config key 'model.xl.same_length': xl_retrieval does not support "
                               "same_length; set it false", "model.xl.same_length")
-        if xl.bptt_segments != 1:
-            raise ConfigError("config key 'model.xl.bptt_segments': xl_retrieval trains one "
-                              f"segment a step; set it to 1 (got {xl.bptt_segments})",
-                              "model.xl.bptt_segments")
         if r.retrieval_k > r.store_len:
             raise ConfigError(f"config key 'model.xl_retrieval.retrieval_k': {r.retrieval_k} keys "
                               f"per query but the store holds {r.store_len} rows; use "
@@ -69,7 +69,10 @@ class XLRetrieval(Arch):
         return cfg.xl.mem_len
 
     def tokens_per_step(self, cfg: ModelConfig) -> int:
-        return cfg.xl.tgt_len
+        return cfg.xl.bptt_segments * cfg.xl.tgt_len
+
+    def segments_per_step(self, cfg: ModelConfig) -> int:
+        return cfg.xl.bptt_segments
 
     def carries_state(self, cfg: ModelConfig) -> bool:
         return True
@@ -102,7 +105,17 @@ class XLRetrieval(Arch):
         return retrieval.empty_state(cfg, batch_size)
 
     def forward(self, mod, tokens, state, reset, deterministic):
-        return retrieval.retrieval_forward(mod, tokens, state, reset, deterministic)
+        cfg = mod.cfg
+        if cfg.xl.bptt_segments == 1 or tokens.shape[1] <= cfg.xl.tgt_len:
+            return retrieval.retrieval_forward(mod, tokens, state, reset, deterministic)
+        grad = not cfg.xl.bptt_stop_gradient
+
+        def segment(m, seg, st, det):
+            return retrieval.retrieval_forward(m, seg, st, None, det, memory_grad=grad)
+
+        return scan_in_apply(mod, segment, retrieval.reset_state(state, reset, keep_grad=grad),
+                             tokens, cfg.xl.tgt_len, stop_gradient=not grad,
+                             deterministic=deterministic)
 
     def scoring(self, cfg: ModelConfig) -> ScoringPlan:
         return ScoringPlan(chunk=cfg.xl.tgt_len)
