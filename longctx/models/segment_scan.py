@@ -131,3 +131,23 @@ def scan_in_apply(mod, segment_fn: Callable, state: Any, tokens: jax.Array, seg_
                    split_rngs={"params": False, "dropout": True}, length=xs.shape[0])
     state, logits = scan(mod, state, xs)
     return join_segments(logits), state
+
+
+def xl_row_forward(mod, segment_forward: Callable, reset_state: Callable, tokens: jax.Array,
+                   state: Any, reset: jax.Array | None, deterministic: bool
+                   ) -> tuple[jax.Array, Any]:
+    """An XL-family architecture's forward over a call of tokens [B, n]: one segment
+    (`model.xl.bptt_segments` = 1, or n <= tgt_len) is segment_forward(mod, tokens, state,
+    reset, deterministic); a training row of K segments is `scan_in_apply` over them, the
+    state (reset_state(state, reset, keep_grad)) carried with its gradient unless
+    `model.xl.bptt_stop_gradient`. segment_forward takes `memory_grad` for that."""
+    cfg = mod.cfg
+    if cfg.xl.bptt_segments == 1 or tokens.shape[1] <= cfg.xl.tgt_len:
+        return segment_forward(mod, tokens, state, reset, deterministic)
+    grad = not cfg.xl.bptt_stop_gradient
+
+    def segment(m, seg, carry, det):
+        return segment_forward(m, seg, carry, None, det, memory_grad=grad)
+
+    return scan_in_apply(mod, segment, reset_state(state, reset, keep_grad=grad), tokens,
+                         cfg.xl.tgt_len, stop_gradient=not grad, deterministic=deterministic)

@@ -15,7 +15,7 @@ from longctx.models import transformer_xl as txl
 from longctx.models.archs.base import Arch, CallShape, ScoringPlan
 from longctx.models.archs.registry import register
 from longctx.models.memory import apply_reset, empty_memory
-from longctx.models.segment_scan import scan_in_apply
+from longctx.models.segment_scan import xl_row_forward
 
 
 @dataclass(frozen=True)
@@ -84,16 +84,8 @@ class TransformerXL(Arch):
         return empty_memory(cfg, batch_size)
 
     def forward(self, mod, tokens, state, reset, deterministic):
-        cfg = mod.cfg
-        if cfg.xl.bptt_segments == 1 or tokens.shape[1] <= cfg.xl.tgt_len:
-            return txl.xl_forward(mod, tokens, state, reset, deterministic)
-        grad = not cfg.xl.bptt_stop_gradient
-
-        def segment(m, seg, memory, det):
-            return txl.xl_forward(m, seg, memory, None, det, memory_grad=grad)
-
-        return scan_in_apply(mod, segment, apply_reset(state, reset, keep_grad=grad), tokens,
-                             cfg.xl.tgt_len, stop_gradient=not grad, deterministic=deterministic)
+        return xl_row_forward(mod, txl.xl_forward, apply_reset, tokens, state, reset,
+                              deterministic)
 
     def scoring(self, cfg: ModelConfig) -> ScoringPlan:
         return ScoringPlan(chunk=cfg.xl.tgt_len)

@@ -23,7 +23,7 @@ from longctx.config_knobs import Knobs
 from longctx.models import retrieval
 from longctx.models.archs.base import Arch, CallShape, ScoringPlan
 from longctx.models.archs.registry import register
-from longctx.models.segment_scan import scan_in_apply
+from longctx.models.segment_scan import xl_row_forward
 
 
 @dataclass(frozen=True)
@@ -105,17 +105,8 @@ class XLRetrieval(Arch):
         return retrieval.empty_state(cfg, batch_size)
 
     def forward(self, mod, tokens, state, reset, deterministic):
-        cfg = mod.cfg
-        if cfg.xl.bptt_segments == 1 or tokens.shape[1] <= cfg.xl.tgt_len:
-            return retrieval.retrieval_forward(mod, tokens, state, reset, deterministic)
-        grad = not cfg.xl.bptt_stop_gradient
-
-        def segment(m, seg, st, det):
-            return retrieval.retrieval_forward(m, seg, st, None, det, memory_grad=grad)
-
-        return scan_in_apply(mod, segment, retrieval.reset_state(state, reset, keep_grad=grad),
-                             tokens, cfg.xl.tgt_len, stop_gradient=not grad,
-                             deterministic=deterministic)
+        return xl_row_forward(mod, retrieval.retrieval_forward, retrieval.reset_state, tokens,
+                              state, reset, deterministic)
 
     def scoring(self, cfg: ModelConfig) -> ScoringPlan:
         return ScoringPlan(chunk=cfg.xl.tgt_len)
