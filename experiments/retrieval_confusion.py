@@ -6,7 +6,10 @@ to tell whose fact a stored value was. This scores each validation probe twice: 
 choice between the true value and the other speaker's value of the same slot (only
 probes where both have the same number of tokens), against chance 0.5; and, for
 reference, the same pairs' true value against one random value of the slot of that
-length. Prints pairwise accuracy by distance bucket (stderr, z vs 0.5); `--out` writes JSON.
+length. The pairs against the other speaker are also split by whether that speaker's fact
+was stated before the answer (both values are then in the model's past: the only case where
+it can confuse them) or only later. Prints pairwise accuracy by distance bucket (stderr);
+`--out` writes JSON.
 
     python experiments/retrieval_confusion.py --workdir RUN --k 32 --store 2048 \\
         [--data-from XL_RUN] [--xl]
@@ -25,10 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def pairs(convs, value_tokens, rng):
-    """(requests vs the other speaker, requests vs a random value, distances)."""
+    """(requests vs the other speaker, requests vs a random value, distances, whether the
+    other speaker's value was stated before the answer)."""
     from longctx.eval.scoring import Request
 
-    other_req, random_req, distances = [], [], []
+    other_req, random_req, distances, twin_before = [], [], [], []
     for i, conv in enumerate(convs):
         for p in conv.probes:
             a, b = p.answer_value_span
@@ -45,7 +49,8 @@ def pairs(convs, value_tokens, rng):
             other_req.append(Request(i, a, (true, other)))
             random_req.append(Request(i, a, (true, pool[rng.integers(len(pool))])))
             distances.append(int(p.distance))
-    return other_req, random_req, distances
+            twin_before.append(bool(fb <= a))
+    return other_req, random_req, distances, twin_before
 
 
 def by_bucket(wins: list[float], distances: list[int], span: int) -> dict:
@@ -85,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     model = (run.cfg.model.replace(arch="xl") if args.xl else run.cfg.model.replace(
         arch="xl_retrieval", xl_retrieval=dict(retrieval_k=args.k, store_len=args.store)))
     corpus = load_corpus(run, None, "validation", run.cfg.eval.max_conversations)
-    other_req, random_req, distances = pairs(corpus.convs, corpus.value_tokens,
-                                             np.random.default_rng(0))
+    other_req, random_req, distances, twin_before = pairs(corpus.convs, corpus.value_tokens,
+                                                          np.random.default_rng(0))
     _, scored = Scorer(model, run.params, run.cfg.eval.vanilla_stride).stream_logprobs(
         [c.ids for c in corpus.convs], other_req + random_req)
     wins = [float(s.logprobs[0].sum() > s.logprobs[1].sum()) for s in scored]
@@ -94,7 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     result = {"label": "xl" if args.xl else f"xl+retrieval k={args.k} store={args.store}",
               "vs_other_speaker": by_bucket(wins[:len(other_req)], distances, span),
               "vs_random_value": by_bucket(wins[len(other_req):], distances, span)}
-    for key in ("vs_other_speaker", "vs_random_value"):
+    for key, stated in (("vs_other_speaker_stated_before", True),
+                        ("vs_other_speaker_stated_later", False)):
+        keep = [i for i, b in enumerate(twin_before) if b == stated]
+        result[key] = by_bucket([wins[i] for i in keep], [distances[i] for i in keep], span)
+    for key in ("vs_other_speaker", "vs_other_speaker_stated_before",
+                "vs_other_speaker_stated_later", "vs_random_value"):
         cells = [f"{b} {x['accuracy']:.3f} ± {x['stderr']:.3f} (n {x['count']})"
                  for b, x in result[key].items() if x["accuracy"] is not None]
         print(f"{result['label']} {key}: " + "; ".join(cells))

@@ -56,9 +56,11 @@ def test_confusion_pairs_set_the_true_value_against_the_other_speakers(data_dir)
     def value_tokens(slot):
         return values.setdefault(slot, [ds.encode_value(v) for v in ds.slot_values(slot)])
 
-    other, rand, distances = confusion.pairs(convs, value_tokens, np.random.default_rng(0))
-    assert len(other) == len(rand) == len(distances) > 10
-    for req, alt in zip(other, rand, strict=True):
+    other, rand, distances, twin_before = confusion.pairs(convs, value_tokens,
+                                                          np.random.default_rng(0))
+    assert len(other) == len(rand) == len(distances) == len(twin_before) > 10
+    assert 0 < sum(twin_before) < len(twin_before)  # both cases occur
+    for req, alt, before in zip(other, rand, twin_before, strict=True):
         conv = convs[req.stream]
         probe = next(p for p in conv.probes if p.answer_value_span[0] == req.pos)
         twin = next(p for p in conv.probes if p.slot == probe.slot and p.speaker != probe.speaker)
@@ -67,3 +69,4 @@ def test_confusion_pairs_set_the_true_value_against_the_other_speakers(data_dir)
         np.testing.assert_array_equal(wrong, conv.ids[slice(*twin.fact_value_span)])
         assert true.size == wrong.size and not np.array_equal(true, wrong)
         assert alt.pos == req.pos and alt.candidates[1].size == true.size
+        assert before == (twin.fact_value_span[1] <= req.pos)
