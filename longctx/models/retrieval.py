@@ -73,9 +73,8 @@ def empty_state(cfg: ModelConfig, batch_size: int) -> RetrievalState:
 
 def reset_state(state: RetrievalState, reset: jax.Array | None, keep_grad: bool = False
                 ) -> RetrievalState:
-    """Empty the lanes where `reset` (a conversation starts): memory and store; the memory's
-    gradient is stopped unless keep_grad (the store is never differentiated into unless
-    it was written with keep_grad)."""
+    """Empty the lanes where `reset` (a conversation starts): memory and store. The memory's
+    gradient is stopped unless keep_grad; the store keeps the gradient `_push` gave it."""
     xl = apply_reset(state.xl, reset, keep_grad=keep_grad)
     filled = state.filled
     if reset is not None:

@@ -8,12 +8,12 @@ from typing import Any
 
 from longctx.config import DataConfig
 from longctx.data import synthetic_dialogues
-from longctx.data.builders.base import DialogueBuilder, training_texts, vocab_tag
+from longctx.data.builders.base import DialogueBuilder, make_tokenizer, vocab_tag
 from longctx.data.conversation import Conversation
 from longctx.data.render import value_ids
 from longctx.data.slots import SLOTS
 from longctx.data.synthetic_dialogues import NUM_CANDIDATES
-from longctx.data.tokenizer import copy_tokenizer, encode_texts, train_tokenizer
+from longctx.data.tokenizer import copy_tokenizer, encode_texts
 from longctx.errors import UserError
 
 RATIO_TOLERANCE = 0.05
@@ -67,8 +67,8 @@ class SyntheticDialogues(DialogueBuilder, skip_registration=True):
         ratio = synthetic_dialogues.CHARS_PER_TOKEN
         given = copy_tokenizer(cfg.tokenizer_from, out_dir) if cfg.tokenizer_from else None
         for _ in range(MAX_ROUNDS):
-            tokenizer = given if given is not None else train_tokenizer(
-                training_texts(splits["train"]), cfg.vocab_size, out_dir)
+            tokenizer = given if given is not None else make_tokenizer(cfg, splits["train"],
+                                                                       out_dir)
             pool = {slot: _common_lengths(tokenizer, values) for slot, values in pool.items()}
             measured = _chars_per_token(tokenizer, splits["train"])
             settled = abs(measured / ratio - 1) <= RATIO_TOLERANCE
