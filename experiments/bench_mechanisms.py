@@ -5,12 +5,15 @@
 
 Rows: xl, window, vanilla (the README comparison: `presets.COMPARISON["readme"]`, 2 layers,
 d_model 128, W = 64, vocab 2048, 512 tokens per step), rmt with segments of 128 tokens, 16
-memory tokens and gradients through memory over 4 segments per row, and XL with gradients
-through its memory over 4 segments per row; each at the batch that makes its tokens per
-step 512 (`presets.batch_overrides`). Columns:
+memory tokens and gradients through memory over 4 segments per row, XL with gradients
+through its memory over 4 segments per row, and XL with a retrieval store (top 32 of 2,048
+stored rows per layer) alone and with gradients through memory and store over 4 segments
+per row; each at the batch that makes its tokens per step 512 (`presets.batch_overrides`).
+Columns:
 - params: counted from the initialised parameters;
-- FLOPs per token, forward and training: `longctx.eval.flops` (each `Arch`'s count; the
-  rematerialised scan's second forward under gradients through memory is not counted);
+- FLOPs per token, forward and training: `longctx.eval.flops` (each `Arch`'s count;
+  training is 3x the forward, 4x under gradients through memory, whose rematerialised scan
+  runs each segment's forward again in the backward pass);
 - peak training memory: XLA's memory analysis of the compiled training step (temporaries +
   arguments + outputs, as bench_attention.py; the donated state is counted in arguments and
   outputs both);
@@ -57,12 +60,15 @@ MECHANISMS = (
     ("vanilla", ()),
     ("rmt", ("model.rmt.seg_len=128", "model.rmt.n_mem_tokens=16", "model.rmt.bptt_segments=4")),
     ("xl", ("model.xl.bptt_segments=4",)),
+    ("xl_retrieval", ()),
+    ("xl_retrieval", ("model.xl.bptt_segments=4",)),
 )
 SMOKE = ("model.n_layer=2", "model.n_head=2", "model.d_model=32", "model.d_head=16",
          "model.d_inner=64", "model.xl.mem_len=16", "model.window.window=16",
          "model.vanilla.ctx_len=16", "model.xl.tgt_len=16", "model.window.seq_len=32",
          "data.span=16", "data.vocab_size=512")
 SMOKE_RMT = ("model.rmt.seg_len=16", "model.rmt.n_mem_tokens=4", "model.rmt.bptt_segments=2")
+SMOKE_RETRIEVAL = ("model.xl_retrieval.retrieval_k=8", "model.xl_retrieval.store_len=64")
 
 
 def configs(smoke: bool) -> list[tuple[str, Config]]:
@@ -75,8 +81,10 @@ def configs(smoke: bool) -> list[tuple[str, Config]]:
     for arch, extra in MECHANISMS:
         if smoke and arch == "rmt":
             extra = SMOKE_RMT
-        if smoke and extra and arch == "xl":
+        if smoke and extra and arch in ("xl", "xl_retrieval"):
             extra = ("model.xl.bptt_segments=2",)
+        if smoke and arch == "xl_retrieval":
+            extra = (*extra, *SMOKE_RETRIEVAL)
         overrides = [*size, f"model.arch={arch}", *extra]
         overrides += presets.batch_overrides(Config(), arch, tokens_per_step, overrides)
         cfg = parse_overrides(Config(name="bench_mechanisms"), overrides)  # applied in place
@@ -90,10 +98,13 @@ def label(m) -> str:
     """The row's name: the architecture and its memory knobs where they differ from XL's."""
     if m.arch == "rmt":
         return f"rmt seg {m.rmt.seg_len}, m {m.rmt.n_mem_tokens}, K {m.rmt.bptt_segments}"
+    name = m.arch
+    if m.arch == "xl_retrieval":
+        name += f" k {m.xl_retrieval.retrieval_k}, store {m.xl_retrieval.store_len}"
     segments = archs.get(m).segments_per_step(m)
     if segments > 1:
-        return f"{m.arch}, gradient through memory K {segments}"
-    return m.arch
+        return f"{name}, gradient through memory K {segments}"
+    return name
 
 
 def peak_bytes(compiled) -> dict[str, int] | None:

@@ -162,15 +162,22 @@ def test_a_size_names_its_architectures_from_the_registry():
 @pytest.mark.parametrize("smoke", [False, True])
 def test_mechanism_bench_rows_share_the_readme_size_and_tokens_per_step(smoke):
     """bench_mechanisms.py: every row the README decoder at equal tokens per step; rmt with
-    segments of 128, 16 memory tokens and 4 segments a row, XL with 4 (not in smoke)."""
+    segments of 128, 16 memory tokens and 4 segments a row, XL and XL+retrieval (top 32 of
+    2,048) with 4 (not in smoke)."""
     rows = dict(load_script("bench_mechanisms").configs(smoke))
     assert {c.train.batch_size * archs.tokens_per_step(c.model)
             for c in rows.values()} == {64 if smoke else 512}
     assert len({(c.model.n_layer, c.model.d_model, c.model.n_token) for c in rows.values()}) == 1
-    assert [c.model.arch for c in rows.values()] == ["xl", "window", "vanilla", "rmt", "xl"]
-    assert list(rows)[3:] == (["rmt seg 16, m 4, K 2", "xl, gradient through memory K 2"]
+    assert [c.model.arch for c in rows.values()] == ["xl", "window", "vanilla", "rmt", "xl",
+                                                     "xl_retrieval", "xl_retrieval"]
+    assert list(rows)[3:] == (["rmt seg 16, m 4, K 2", "xl, gradient through memory K 2",
+                               "xl_retrieval k 8, store 64",
+                               "xl_retrieval k 8, store 64, gradient through memory K 2"]
                               if smoke else ["rmt seg 128, m 16, K 4",
-                                             "xl, gradient through memory K 4"])
+                                             "xl, gradient through memory K 4",
+                                             "xl_retrieval k 32, store 2048",
+                                             "xl_retrieval k 32, store 2048, gradient through "
+                                             "memory K 4"])
     if not smoke:
         readme = size_configs(_experiment(), _experiment().SIZES["readme"])
         assert rows["window"].model == readme["window"].model.replace(n_token=2048)
@@ -178,3 +185,6 @@ def test_mechanism_bench_rows_share_the_readme_size_and_tokens_per_step(smoke):
         assert (rmt.rmt.seg_len, rmt.rmt.n_mem_tokens, rmt.rmt.bptt_segments) == (128, 16, 4)
         assert rows["xl, gradient through memory K 4"].model.xl.bptt_segments == 4
         assert rows["xl, gradient through memory K 4"].train.batch_size == 2
+        grad = rows["xl_retrieval k 32, store 2048, gradient through memory K 4"]
+        assert (grad.model.xl.bptt_segments, grad.train.batch_size) == (4, 2)
+        assert rows["xl_retrieval k 32, store 2048"].model.xl == rows["xl"].model.xl
