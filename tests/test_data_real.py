@@ -65,8 +65,16 @@ def test_splits_do_not_depend_on_line_order(msc, tmp_path, data_dir):
             c.conv_id for c in msc.conversations(split))
 
 
-def test_rebuilding_gives_identical_records(msc, tmp_path):
-    again = prepare_dataset(real_config("msc", tmp_path))
+def test_rebuilding_gives_identical_records(msc, tmp_path, monkeypatch):
+    """... and a build leaves nothing in the temporary-files folder (TFDS's builder makes an
+    empty metadata folder there; the build keeps it inside its own folder)."""
+    import tempfile
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    again = prepare_dataset(real_config("msc", tmp_path / "d"))
+    assert list(temp.iterdir()) == []
     for a, b in zip(msc.conversations("train"), again.conversations("train"), strict=True):
         np.testing.assert_array_equal(a.ids, b.ids)
     assert (again.tokenizer_dir / "tokenizer.json").read_bytes() == (

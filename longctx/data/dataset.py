@@ -25,6 +25,7 @@ import os
 import re
 import secrets
 import shutil
+import tempfile
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -176,8 +177,10 @@ def _build(cfg: DataConfig, builder_cls: type[DialogueBuilder], root: Path) -> N
         splits, tokenizer, extra = builder_cls.tokenize(cfg, splits, tmp / "tokenizer")
         records = {split: [to_record(c, render(c, tokenizer)) for c in convs]
                    for split, convs in splits.items()}
-        builder = builder_cls(records=records, data_dir=str(tmp / "tfds"),
-                              file_format="array_record")
+        (tmp / "downloads").mkdir()
+        with _temp_files_in(tmp / "downloads"):
+            builder = builder_cls(records=records, data_dir=str(tmp / "tfds"),
+                                  file_format="array_record")
         _quiet_prepare(builder, tmp / "downloads")
         shutil.rmtree(tmp / "downloads", ignore_errors=True)
         manifest = {
@@ -200,6 +203,19 @@ def _build(cfg: DataConfig, builder_cls: type[DialogueBuilder], root: Path) -> N
         _remove(tmp)
         if lock is not None:
             os.close(lock)
+
+
+@contextlib.contextmanager
+def _temp_files_in(path: Path):
+    """Python's temporary files go under `path` meanwhile. A new TFDS builder makes an empty
+    `/tmp/tmp*tfds` folder for dataset metadata from GCS (read only when GCS is enabled,
+    never removed): one folder left in /tmp per dataset built, without this."""
+    before = tempfile.tempdir
+    tempfile.tempdir = str(path)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = before
 
 
 def _remove(tmp: Path, attempts: int = 3) -> None:
