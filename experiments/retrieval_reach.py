@@ -16,6 +16,10 @@ planned farther back, built with `data.tokenizer_from`) is then scored on exactl
 probes of the run it started from. The validation split is not independent of the
 training-split options: the synthetic build plans every distance with the characters
 per token measured on the training split, so another `data.train_near_max` shifts it.
+
+`--data-seed N` scores a synthetic dataset drawn afresh with generation seed N (other
+conversations, facts and values, the same options), tokenized with the run's own tokenizer
+(`data.tokenizer_from`): the same question on probes the run never saw in any form.
 """
 
 from __future__ import annotations
@@ -65,6 +69,15 @@ def other_data(run, source: Path) -> str:
     return ""
 
 
+def fresh_data(run, seed: int) -> None:
+    """Give `run` (in place) its data section with generation seed `seed`, tokenized with
+    the run's own tokenizer files."""
+    import dataclasses
+
+    data = dataclasses.replace(run.cfg.data, seed=seed, tokenizer_from=str(run.workdir))
+    run.cfg = dataclasses.replace(run.cfg, data=data)
+
+
 def table(rows: list[dict]) -> str:
     """Markdown: recall (stderr, z vs chance) per bucket, one row per variant."""
     buckets = list(rows[0]["recall"]["buckets"])
@@ -95,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-from", default="",
                         help="score the validation split of this run's dataset (its data "
                         "section; the same tokenizer files as --workdir's)")
+    parser.add_argument("--data-seed", type=int, default=None,
+                        help="score a synthetic dataset drawn with this generation seed "
+                        "instead (after --data-from; the run's tokenizer)")
     parser.add_argument("--out", default="", help="write the rows as JSON here")
     args = parser.parse_args(argv)
 
@@ -106,6 +122,12 @@ def main(argv: list[str] | None = None) -> int:
         if problem:
             print(f"--data-from {args.data_from}: {problem}", file=sys.stderr)
             return 2
+    if args.data_seed is not None:
+        if run.cfg.data.name != "synthetic":
+            print(f"--data-seed: the run's dataset is {run.cfg.data.name!r}; only synthetic "
+                  "data is drawn from a seed", file=sys.stderr)
+            return 2
+        fresh_data(run, args.data_seed)
     if run.cfg.model.arch not in ("xl", "xl_retrieval"):  # the same parameters
         print(f"--workdir {args.workdir}: an xl or xl_retrieval run is needed, got "
               f"{run.cfg.model.arch}", file=sys.stderr)

@@ -1,8 +1,9 @@
 """experiments/retrieval_reach.py `--data-from`: a run is scored on another run's dataset
-only when both share the tokenizer files."""
+only when both share the tokenizer files; `--data-seed`: on a fresh draw, same tokenizer."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -38,6 +39,24 @@ def test_data_from_takes_the_other_runs_data_when_the_tokenizer_is_shared(tiny_r
     assert run.cfg.data.train_near_max == 1.0  # left as it was
     shutil.rmtree(other / "tokenizer")
     assert "tokenizer/ folder" in reach.other_data(run, other)
+
+
+def test_data_seed_draws_other_conversations_with_the_runs_tokenizer(tiny_run, tmp_path):
+    from longctx.data import prepare_dataset
+    from longctx.data.tokenizer import files_sha256
+
+    reach = load_script("retrieval_reach")
+    run = load_run(tiny_run)
+    own = prepare_dataset(run.cfg.data)
+    reach.fresh_data(run, 7)
+    run.cfg = dataclasses.replace(run.cfg, data=dataclasses.replace(run.cfg.data,
+                                                                    data_dir=str(tmp_path / "d")))
+    fresh = prepare_dataset(run.cfg.data)
+    assert fresh.manifest["tokenizer_sha256"] == files_sha256(tiny_run / "tokenizer")
+    assert len(fresh.conversations("validation")) == len(own.conversations("validation"))
+    assert [c.ids.tolist() for c in fresh.conversations("validation")] != [
+        c.ids.tolist() for c in own.conversations("validation")]
+    assert run.cfg.model == load_run(tiny_run).cfg.model  # only the data section changes
 
 
 def test_confusion_pairs_set_the_true_value_against_the_other_speakers(data_dir):
