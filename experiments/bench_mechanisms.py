@@ -53,22 +53,23 @@ from longctx.eval.flops import flops_per_token  # noqa: E402
 from longctx.models import archs, build_model, init_memory  # noqa: E402
 from longctx.train import presets  # noqa: E402
 
-# (architecture, its own overrides on top of the README size)
+# (architecture, its own overrides on top of the README size, and on top of the smoke size)
+K4, K2 = ("model.xl.bptt_segments=4",), ("model.xl.bptt_segments=2",)
+SMOKE_STORE = ("model.xl_retrieval.retrieval_k=8", "model.xl_retrieval.store_len=64")
 MECHANISMS = (
-    ("xl", ()),
-    ("window", ()),
-    ("vanilla", ()),
-    ("rmt", ("model.rmt.seg_len=128", "model.rmt.n_mem_tokens=16", "model.rmt.bptt_segments=4")),
-    ("xl", ("model.xl.bptt_segments=4",)),
-    ("xl_retrieval", ()),
-    ("xl_retrieval", ("model.xl.bptt_segments=4",)),
+    ("xl", (), ()),
+    ("window", (), ()),
+    ("vanilla", (), ()),
+    ("rmt", ("model.rmt.seg_len=128", "model.rmt.n_mem_tokens=16", "model.rmt.bptt_segments=4"),
+     ("model.rmt.seg_len=16", "model.rmt.n_mem_tokens=4", "model.rmt.bptt_segments=2")),
+    ("xl", K4, K2),
+    ("xl_retrieval", (), SMOKE_STORE),
+    ("xl_retrieval", K4, (*K2, *SMOKE_STORE)),
 )
 SMOKE = ("model.n_layer=2", "model.n_head=2", "model.d_model=32", "model.d_head=16",
          "model.d_inner=64", "model.xl.mem_len=16", "model.window.window=16",
          "model.vanilla.ctx_len=16", "model.xl.tgt_len=16", "model.window.seq_len=32",
          "data.span=16", "data.vocab_size=512")
-SMOKE_RMT = ("model.rmt.seg_len=16", "model.rmt.n_mem_tokens=4", "model.rmt.bptt_segments=2")
-SMOKE_RETRIEVAL = ("model.xl_retrieval.retrieval_k=8", "model.xl_retrieval.store_len=64")
 
 
 def configs(smoke: bool) -> list[tuple[str, Config]]:
@@ -78,13 +79,8 @@ def configs(smoke: bool) -> list[tuple[str, Config]]:
     size = [*preset.overrides(), *(SMOKE if smoke else ())]
     tokens_per_step = 64 if smoke else preset.tokens_per_step
     out = []
-    for arch, extra in MECHANISMS:
-        if smoke and arch == "rmt":
-            extra = SMOKE_RMT
-        if smoke and extra and arch in ("xl", "xl_retrieval"):
-            extra = ("model.xl.bptt_segments=2",)
-        if smoke and arch == "xl_retrieval":
-            extra = (*extra, *SMOKE_RETRIEVAL)
+    for arch, full_extra, smoke_extra in MECHANISMS:
+        extra = smoke_extra if smoke else full_extra
         overrides = [*size, f"model.arch={arch}", *extra]
         overrides += presets.batch_overrides(Config(), arch, tokens_per_step, overrides)
         cfg = parse_overrides(Config(name="bench_mechanisms"), overrides)  # applied in place
