@@ -119,18 +119,47 @@ class _HostState:
     memory: Any
 
 
-def _fresh_state(cfg: Config, model: Any, optimizer: Any, num_lanes: int) -> _HostState:
+def _fresh_state(cfg: Config, num_lanes: int, num_steps: int) -> _HostState:
     """The state of step 0 (also the shape templates a checkpoint is restored into)."""
-    from longctx.models import archs, init_memory
+    from longctx.models import init_memory
 
     init_key, dropout_key = jax.random.split(jax.random.PRNGKey(cfg.train.seed))
-    dummy = np.zeros((1, archs.tokens_per_step(cfg.model)), np.int32)
-    params = model.init({"params": init_key}, dummy, init_memory(cfg.model, 1),
-                        np.zeros((1,), bool))["params"]
-    params = jax.tree.map(np.asarray, params)
-    opt_state = jax.tree.map(np.asarray, optimizer.init(params))
+    params, opt_state = jax.tree.map(np.asarray, _initializer(
+        cfg.model, _optim_key(cfg.optim), num_steps)(init_key))
     memory = jax.tree.map(np.asarray, init_memory(cfg.model, num_lanes))
     return _HostState(params, opt_state, np.asarray(dropout_key), memory)
+
+
+def _optim_key(optim: OptimConfig) -> tuple:
+    """The optimiser config as a hashable key of the process's cached programs."""
+    return tuple(sorted(asdict(optim).items()))
+
+
+@lru_cache(maxsize=4)
+def _initializer(model_cfg: Any, optim_items: tuple, num_steps: int) -> Any:
+    """key -> (parameters, optimiser state) of step 0, as one jitted program (as flax's
+    examples initialise): run eagerly, `init` dispatches each operation of the forward pass
+    as its own small program (~150 for the smoke XL, ~2 s of a fresh process's start-up,
+    12 s at the README size). Cached like the step, for the process's later runs."""
+    from longctx.models import archs, build_model, init_memory
+
+    model = build_model(model_cfg)
+    optimizer = make_optimizer(OptimConfig(**dict(optim_items)), num_steps)
+    dummy = np.zeros((1, archs.tokens_per_step(model_cfg)), np.int32)
+    memory, reset = init_memory(model_cfg, 1), np.zeros((1,), bool)
+
+    @jax.jit
+    def initialize(key: jax.Array) -> tuple[Any, Any]:
+        params = model.init({"params": key}, dummy, memory, reset)["params"]
+        return params, optimizer.init(params)
+
+    return initialize
+
+
+@lru_cache(maxsize=4)
+def _optimizer_init(optim_items: tuple, num_steps: int) -> Any:
+    """params -> the optimiser's state of step 0, jitted (a warm start's fresh state)."""
+    return jax.jit(make_optimizer(OptimConfig(**dict(optim_items)), num_steps).init)
 
 
 @dataclass
@@ -166,19 +195,17 @@ def _build_or_restore(cfg: Config, workdir: Path, ds: Any, topo: parallel.Topolo
     The run files (config.json, tokenizer/) are written only once a resume is accepted, so
     a refused one leaves the run directory as it was."""
     from longctx.data import make_lanes
-    from longctx.models import archs, build_model, init_memory
+    from longctx.models import archs, init_memory
 
     arch = archs.get(cfg.model)
     num_steps = archs.resolved_steps(cfg)
-    model = build_model(cfg.model)
-    optimizer = make_optimizer(cfg.optim, num_steps)
-    host = _fresh_state(cfg, model, optimizer, len(topo.process_lanes))
+    host = _fresh_state(cfg, len(topo.process_lanes), num_steps)
     source = None  # read on the first start only: a resume never needs the source again
     if cfg.train.init_from and not warm_start.has_checkpoints(workdir):
         source = warm_start.read_source(cfg, ds.tokenizer_dir)
         params = warm_start.merge(host.params, source)
-        host = _HostState(params, jax.tree.map(np.asarray, optimizer.init(params)), host.rng,
-                          host.memory)
+        opt_state = _optimizer_init(_optim_key(cfg.optim), num_steps)(params)
+        host = _HostState(params, jax.tree.map(np.asarray, opt_state), host.rng, host.memory)
         if topo.is_primary:
             log.info(f"starting from {source.path} step {source.step} ({source.arch})")
     lanes = make_lanes(ds, "train", cfg.train.batch_size, arch.tokens_per_step(cfg.model),
@@ -225,7 +252,7 @@ def _step_for(cfg: Config, num_steps: int) -> tuple[Any, list[int]]:
     same model, optimiser and number of steps (what the step closes over): a second
     training in one process (a notebook, a script that trains several seeds, the tests)
     reuses the traced step instead of tracing and lowering it again."""
-    return _pmapped_step(cfg.model, tuple(sorted(asdict(cfg.optim).items())), num_steps)
+    return _pmapped_step(cfg.model, _optim_key(cfg.optim), num_steps)
 
 
 @lru_cache(maxsize=4)
