@@ -107,3 +107,32 @@ def test_bfloat16_compute_trains(data_dir, tmp_path):
                                  "checkpoint.every_steps=100"), tmp_path / "bf16")
     rows = [json.loads(x) for x in (tmp_path / "bf16" / "metrics.jsonl").read_text().splitlines()]
     assert summary["done"] and all(np.isfinite(r["loss"]) for r in rows)
+
+
+def test_step_zero_state_is_the_models_init_as_one_reused_program(data_dir):
+    """Step 0's parameters are `model.init`'s, computed as one jitted program (not op by op),
+    with the optimiser state beside them; a later run of the same config in the process
+    reuses that program and gets the same bits."""
+    import jax
+
+    from longctx.models import archs, build_model, init_memory
+    from longctx.train import loop
+
+    cfg = smoke_config(data_dir, "model.n_token=512")
+    steps = resolved_steps(cfg)
+    loop._initializer.cache_clear()
+    first = loop._fresh_state(cfg, 4, steps)
+    second = loop._fresh_state(cfg, 4, steps)
+    assert loop._initializer.cache_info().hits == 1  # the second run reused the program
+    model = build_model(cfg.model)
+    init_key = jax.random.split(jax.random.PRNGKey(cfg.train.seed))[0]
+    want = jax.jit(model.init)({"params": init_key},
+                               np.zeros((1, archs.tokens_per_step(cfg.model)), np.int32),
+                               init_memory(cfg.model, 1), np.zeros((1,), bool))["params"]
+    assert jax.tree.structure(first.params) == jax.tree.structure(want)
+    for a, b, c in zip(jax.tree.leaves(first.params), jax.tree.leaves(second.params),
+                       jax.tree.leaves(want), strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+    adam_mu = [x for x in jax.tree.leaves(first.opt_state) if x.shape == (512, 32)]
+    assert adam_mu and all(not x.any() for x in adam_mu)  # the optimiser's zero moments
