@@ -29,6 +29,32 @@ def test_handle(ds):
     assert len(ds.slot_values("pet")) >= 200
 
 
+def test_vocabulary_is_read_without_transformers_and_agrees_with_it(ds, tmp_path):
+    """A dataset opens without importing transformers (training needs only the vocabulary
+    size and special ids); what it reads equals transformers' view of the same files; a
+    damaged tokenizer.json is one line naming it."""
+    import subprocess
+    import sys
+
+    from longctx.data.tokenizer import special_ids, vocabulary
+    from longctx.errors import UserError
+    from tests.conftest import REPO, subprocess_env
+
+    assert vocabulary(ds.tokenizer_dir) == (len(ds.tokenizer), special_ids(ds.tokenizer))
+    probe = ("import sys; from longctx.data.dataset import DialogueDataset; "
+             "from longctx.data.builders import builder_class; from pathlib import Path; "
+             f"d = DialogueDataset(Path({str(ds.root)!r}), None, builder_class('synthetic')); "
+             "print(d.vocab_size, 'transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=subprocess_env(),
+                         capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == [str(ds.vocab_size), "False"], out.stderr[-2000:]
+    damaged = tmp_path / "tokenizer"
+    damaged.mkdir()
+    (damaged / "tokenizer.json").write_text('{"model": ')
+    with pytest.raises(UserError, match="tokenizer.*unreadable.*rebuild"):
+        vocabulary(damaged)
+
+
 def test_turn_and_session_spans(ds):
     sp = ds.special_ids
     for conv in ds.conversations("validation"):

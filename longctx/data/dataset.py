@@ -37,7 +37,7 @@ from longctx.data.builders import builder_class
 from longctx.data.builders.base import SPLITS, DialogueBuilder
 from longctx.data.conversation import Conversation
 from longctx.data.render import TokenizedConversation, from_record, record_text, render, to_record, value_ids
-from longctx.data.tokenizer import files_sha256, load_tokenizer, special_ids
+from longctx.data.tokenizer import files_sha256, load_tokenizer, vocabulary
 from longctx.errors import UserError
 
 MANIFEST = "dataset.json"
@@ -63,12 +63,16 @@ class DialogueDataset:
         self.root = root
         self.config = cfg
         self.tokenizer_dir = root / "tokenizer"
-        self.tokenizer = load_tokenizer(self.tokenizer_dir)
-        self.vocab_size: int = len(self.tokenizer)
-        self.special_ids: dict[str, int] = special_ids(self.tokenizer)
+        self.vocab_size, self.special_ids = vocabulary(self.tokenizer_dir)
         self.manifest = _read_manifest(root / MANIFEST)
         self._builder_cls = builder_cls
         self._conversations: dict[str, list[TokenizedConversation]] = {}
+
+    @cached_property
+    def tokenizer(self):
+        """The dataset's tokenizer (transformers' PreTrainedTokenizerFast), loaded on first
+        use: training reads token ids and needs only `vocab_size` and `special_ids`."""
+        return load_tokenizer(self.tokenizer_dir)
 
     @cached_property
     def _sources(self):

@@ -76,6 +76,26 @@ def load_tokenizer(path: str | Path):
                         "dataset folder and rebuild it (longctx data build)") from None
 
 
+def vocabulary(path: str | Path) -> tuple[int, dict[str, int]]:
+    """(vocabulary size, special ids) of a saved tokenizer, read with `tokenizers` alone:
+    what training needs, without importing transformers (~1 s of a process's start-up).
+    Equal to `len(load_tokenizer(path))` and `special_ids(load_tokenizer(path))`."""
+    path = Path(path)
+    if not (path / "tokenizer.json").is_file():
+        raise UserError(f"tokenizer folder '{path}': no tokenizer.json; rebuild the dataset")
+    try:
+        tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+    except Exception as exc:  # noqa: BLE001 (tokenizers raises plain Exception)
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        raise UserError(f"tokenizer folder '{path}': unreadable ({text:.200}); delete the "
+                        "dataset folder and rebuild it (longctx data build)") from None
+    ids = {name: tok.token_to_id(t) for name, t in zip(SPECIAL_NAMES, SPECIAL_TOKENS, strict=True)}
+    if list(ids.values()) != list(range(len(SPECIAL_TOKENS))):
+        raise UserError(f"{path}: not a longctx tokenizer (special tokens {ids}, expected ids "
+                        f"0..{len(SPECIAL_TOKENS) - 1} in the order {', '.join(SPECIAL_TOKENS)})")
+    return tok.get_vocab_size(with_added_tokens=True), ids
+
+
 def text_backend(tokenizer) -> Tokenizer:
     """The fast backend of `tokenizer`, set to read special-token spellings in text as plain
     text (`encode_special_tokens`): a corpus line or a chat message that contains
