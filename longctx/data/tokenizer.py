@@ -65,11 +65,17 @@ def load_tokenizer(path: str | Path):
     """Load a saved tokenizer from a local folder (never the network)."""
     from transformers import PreTrainedTokenizerFast
 
-    path = Path(path)
+    return _read(Path(path), lambda p: PreTrainedTokenizerFast.from_pretrained(
+        str(p), local_files_only=True))
+
+
+def _read(path: Path, reader):
+    """`reader(path)` for a saved tokenizer folder; a missing or damaged tokenizer.json is
+    one line naming the folder and how to fix it."""
     if not (path / "tokenizer.json").is_file():
         raise UserError(f"tokenizer folder '{path}': no tokenizer.json; rebuild the dataset")
     try:
-        return PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
+        return reader(path)
     except Exception as exc:  # noqa: BLE001 (tokenizers, json, OS and transformers errors)
         text = " ".join(str(exc).split()) or type(exc).__name__
         raise UserError(f"tokenizer folder '{path}': unreadable ({text:.200}); delete the "
@@ -81,18 +87,8 @@ def vocabulary(path: str | Path) -> tuple[int, dict[str, int]]:
     what training needs, without importing transformers (~1 s of a process's start-up).
     Equal to `len(load_tokenizer(path))` and `special_ids(load_tokenizer(path))`."""
     path = Path(path)
-    if not (path / "tokenizer.json").is_file():
-        raise UserError(f"tokenizer folder '{path}': no tokenizer.json; rebuild the dataset")
-    try:
-        tok = Tokenizer.from_file(str(path / "tokenizer.json"))
-    except Exception as exc:  # noqa: BLE001 (tokenizers raises plain Exception)
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        raise UserError(f"tokenizer folder '{path}': unreadable ({text:.200}); delete the "
-                        "dataset folder and rebuild it (longctx data build)") from None
-    ids = {name: tok.token_to_id(t) for name, t in zip(SPECIAL_NAMES, SPECIAL_TOKENS, strict=True)}
-    if list(ids.values()) != list(range(len(SPECIAL_TOKENS))):
-        raise UserError(f"{path}: not a longctx tokenizer (special tokens {ids}, expected ids "
-                        f"0..{len(SPECIAL_TOKENS) - 1} in the order {', '.join(SPECIAL_TOKENS)})")
+    tok = _read(path, lambda p: Tokenizer.from_file(str(p / "tokenizer.json")))
+    ids = _checked_special_ids(tok.token_to_id, str(path))
     return tok.get_vocab_size(with_added_tokens=True), ids
 
 
@@ -118,10 +114,15 @@ def encode_texts(tokenizer, texts: list[str]) -> list:
 
 def special_ids(tokenizer) -> dict[str, int]:
     """Ids of the special tokens by name ('pad', 'bos', 'eos', 'eot', 'session', 'spk0'..)."""
-    ids = {name: tokenizer.convert_tokens_to_ids(tok)
-           for name, tok in zip(SPECIAL_NAMES, SPECIAL_TOKENS, strict=True)}
+    where = getattr(tokenizer, "name_or_path", "") or "the tokenizer"
+    return _checked_special_ids(tokenizer.convert_tokens_to_ids, where)
+
+
+def _checked_special_ids(token_to_id, where: str) -> dict[str, int]:
+    """{name: id} of the special tokens, which a longctx tokenizer holds as ids 0..12 in
+    SPECIAL_TOKENS' order (anything else is one line naming `where`)."""
+    ids = {name: token_to_id(tok) for name, tok in zip(SPECIAL_NAMES, SPECIAL_TOKENS, strict=True)}
     if list(ids.values()) != list(range(len(SPECIAL_TOKENS))):
-        where = getattr(tokenizer, "name_or_path", "") or "the tokenizer"
         raise UserError(f"{where}: not a longctx tokenizer (special tokens {ids}, expected ids "
                         f"0..{len(SPECIAL_TOKENS) - 1} in the order {', '.join(SPECIAL_TOKENS)})")
     return ids
