@@ -37,6 +37,7 @@ def band_visibility(seq_len: int, window: int) -> jax.Array:
     return ((i - j >= 0) & (i - j < window))[None]
 
 
+@partial(jax.jit, static_argnums=0)
 def masked(model, params, tokens, mask):
     """Jitted dense forward under an explicit visibility mask."""
     return model.apply({"params": params}, tokens, mask, method=Decoder.masked_forward)

@@ -4,6 +4,8 @@ its ablation, the scan equal to a loop of segments, determinism, the gated memor
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,7 +27,9 @@ def tokens(batch=2, n=K * SEG, seed=1):
     return jax.random.randint(jax.random.key(seed), (batch, n), 0, CFG.n_token)
 
 
+@partial(jax.jit, static_argnums=0, static_argnames=("deterministic",))
 def apply(model, params, x, state, reset=None, deterministic=True, rng=None):
+    """Jitted model.apply (run eagerly, each of its operations compiles on its own)."""
     rngs = {"dropout": rng} if rng is not None else {}
     return model.apply({"params": params}, x, state, reset, deterministic=deterministic,
                        rngs=rngs)

@@ -16,6 +16,8 @@ from longctx.models.recurrent_memory import rmt_init, rmt_initial_memory, rmt_se
 from tests.conftest import load_script
 
 SEG = 8
+# the reference stream's segment, jitted (run eagerly, each operation compiles on its own)
+_segment = jax.jit(rmt_segment, static_argnums=0)
 
 
 class _Conv:
@@ -29,7 +31,7 @@ def _streamed_logprob(model, params, ids, pos, cand):
     x, y = ids[:-1], ids[1:]
     mem, lps = rmt_initial_memory(params, 1), []
     for s in range(0, len(x), SEG):
-        logits, mem = rmt_segment(model, params, jnp.asarray(x[None, s : s + SEG]), mem)
+        logits, mem = _segment(model, params, jnp.asarray(x[None, s : s + SEG]), mem)
         lp = np.asarray(jax.nn.log_softmax(logits[0]))
         lps.append(lp[np.arange(len(x[s : s + SEG])), y[s : s + SEG]])
     return float(np.concatenate(lps)[pos - 1 : pos - 1 + len(cand)].sum())
