@@ -42,7 +42,7 @@ def test_probe_scores_match_the_streamed_model():
     cfg = ModelConfig(n_token=50, n_layer=2, n_head=2, d_model=16, d_head=8, d_inner=32,
                       dropout=0.0)
     model = Decoder(cfg)
-    params = rmt_init(model, jax.random.PRNGKey(0), 3, SEG)
+    params = jax.jit(rmt_init, static_argnums=(0, 2, 3))(model, jax.random.PRNGKey(0), 3, SEG)
     rng = np.random.default_rng(0)
     convs = [_Conv(rng.integers(1, 50, n).astype(np.int32)) for n in (37, 50)]
     items = []
