@@ -1,7 +1,5 @@
 """The evaluation driver scores each architecture exactly as it is used on a long stream."""
 
-from functools import partial
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,14 +9,9 @@ from longctx.config import ModelConfig
 from longctx.eval import metrics
 from longctx.eval.scoring import Request, Scorer
 from longctx.models import build_model, init_memory, vanilla_strided_nll
+from tests.model_utils import forward
 
 V = 40
-
-
-@partial(jax.jit, static_argnums=0)
-def _apply(model, params, tokens, memory):
-    """model.apply jitted (run eagerly, each of its operations compiles on its own)."""
-    return model.apply({"params": params}, tokens, memory, None)
 
 
 def _setup(arch: str, zero: bool = False):
@@ -41,14 +34,14 @@ def _logp(logits, ids):
 def _reference(arch, cfg, model, params, ids):
     """Log-probs of ids[1:] by a direct use of the model's own API."""
     if arch == "window":  # the full banded forward in one call
-        logits, _ = _apply(model, params, jnp.asarray(ids[None, :-1]), init_memory(cfg, 1))
+        logits, _ = forward(model, params, jnp.asarray(ids[None, :-1]), init_memory(cfg, 1))
         return _logp(logits[0], ids[1:])
     if arch == "vanilla":
         return -np.asarray(vanilla_strided_nll(model, params, jnp.asarray(ids), cfg.vanilla.ctx_len, 1))
     mem, out = init_memory(cfg, 1), []
     for s in range(0, ids.size - 1, cfg.xl.tgt_len):  # XL: segment by segment with memory
         seg = ids[s : s + cfg.xl.tgt_len + 1]
-        logits, mem = _apply(model, params, jnp.asarray(seg[None, :-1]), mem)
+        logits, mem = forward(model, params, jnp.asarray(seg[None, :-1]), mem)
         out.append(_logp(logits[0], seg[1:]))
     return np.concatenate(out)
 

@@ -4,8 +4,6 @@ its ablation, the scan equal to a loop of segments, determinism, the gated memor
 
 from __future__ import annotations
 
-from functools import partial
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,7 +12,7 @@ import pytest
 from longctx.config import ModelConfig
 from longctx.models import archs, build_model, count_params, init_memory
 from longctx.models.recurrent_memory import GATE_PARAM, MEMORY_PARAM, MemoryTokens
-from tests.model_utils import make
+from tests.model_utils import forward, make
 
 CFG = ModelConfig(arch="rmt", n_token=11, n_layer=2, n_head=2, d_model=16, d_head=8,
                   d_inner=32, init_std=0.2, matmul_precision="highest").replace(
@@ -27,14 +25,6 @@ def tokens(batch=2, n=K * SEG, seed=1):
     return jax.random.randint(jax.random.key(seed), (batch, n), 0, CFG.n_token)
 
 
-@partial(jax.jit, static_argnums=0, static_argnames=("deterministic",))
-def apply(model, params, x, state, reset=None, deterministic=True, rng=None):
-    """Jitted model.apply (run eagerly, each of its operations compiles on its own)."""
-    rngs = {"dropout": rng} if rng is not None else {}
-    return model.apply({"params": params}, x, state, reset, deterministic=deterministic,
-                       rngs=rngs)
-
-
 @pytest.fixture(scope="module")
 def rmt():
     return make(CFG)
@@ -44,7 +34,7 @@ def test_shapes_and_parameters(rmt):
     model, params = rmt
     state = init_memory(CFG, 2)
     assert isinstance(state, MemoryTokens) and state.batch_axes() == MemoryTokens(0, 0)
-    logits, new = apply(model, params, tokens(n=SEG), state)
+    logits, new = forward(model, params, tokens(n=SEG), state)
     assert logits.shape == (2, SEG, CFG.n_token) and logits.dtype == jnp.float32
     assert new.vectors.shape == (2, CFG.rmt.n_mem_tokens, CFG.d_model) and not new.fresh.any()
     # the shared decoder's tree, identical to every other architecture's, plus the memory
@@ -79,20 +69,20 @@ def test_causal_reads_and_writes(rmt):
     state = init_memory(CFG, 1)
     seg = tokens(batch=1, n=SEG)
     changed = seg.at[0, -1].set((seg[0, -1] + 1) % CFG.n_token)
-    a_logits, a_mem = apply(model, params, seg, state)
-    b_logits, b_mem = apply(model, params, changed, state)
+    a_logits, a_mem = forward(model, params, seg, state)
+    b_logits, b_mem = forward(model, params, changed, state)
     np.testing.assert_array_equal(a_logits[:, :-1], b_logits[:, :-1])
     assert float(jnp.max(jnp.abs(a_mem.vectors - b_mem.vectors))) > 1e-4
-    c_logits, _ = apply(model, params, seg, a_mem)
+    c_logits, _ = forward(model, params, seg, a_mem)
     assert float(jnp.min(jnp.max(jnp.abs(c_logits - a_logits), axis=-1))) > 1e-4
 
 
 def test_reset_and_fresh_rows_read_the_initial_memory(rmt):
     model, params = rmt
     seg = tokens(n=SEG)
-    fresh, carried = apply(model, params, seg, init_memory(CFG, 2))
-    mixed, _ = apply(model, params, seg, carried, reset=jnp.array([True, False]))
-    kept, _ = apply(model, params, seg, carried)
+    fresh, carried = forward(model, params, seg, init_memory(CFG, 2))
+    mixed, _ = forward(model, params, seg, carried, reset=jnp.array([True, False]))
+    kept, _ = forward(model, params, seg, carried)
     np.testing.assert_allclose(mixed[0], fresh[0], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(mixed[1], kept[1], rtol=1e-6, atol=1e-6)
     assert float(jnp.max(jnp.abs(kept[0] - fresh[0]))) > 1e-4
@@ -103,10 +93,10 @@ def test_segments_per_call_equal_a_loop(arch):
     cfg = CFG.replace(arch=arch)
     model, params = make(cfg)
     x = tokens()
-    logits, last = apply(model, params, x, init_memory(cfg, 2))
+    logits, last = forward(model, params, x, init_memory(cfg, 2))
     state, outs = init_memory(cfg, 2), []
     for k in range(K):
-        lg, state = apply(model, params, x[:, k * SEG : (k + 1) * SEG], state)
+        lg, state = forward(model, params, x[:, k * SEG : (k + 1) * SEG], state)
         outs.append(lg)
     np.testing.assert_allclose(logits, jnp.concatenate(outs, 1), rtol=1e-5, atol=1e-5)
     for a, b in zip(jax.tree.leaves(last), jax.tree.leaves(state), strict=True):
@@ -119,7 +109,7 @@ def _last_segment_grad(cfg, params, x, array, make_state):
     model = build_model(cfg)
 
     def loss(a):
-        logits, _ = apply(model, params, x[:, :-1], make_state(a))
+        logits, _ = forward(model, params, x[:, :-1], make_state(a))
         nll = (jax.nn.logsumexp(logits, -1)
                - jnp.take_along_axis(logits, x[:, 1:, None], -1)[..., 0])
         return jnp.sum(nll[:, -SEG:])
@@ -164,8 +154,8 @@ def test_xl_splits_a_call_only_with_bptt_segments():
     cfg = CFG.replace(arch="xl", xl=dict(bptt_segments=1, mem_len=2))
     model, params = make(cfg)
     x = tokens(n=8)
-    one, _ = apply(model, params, x, init_memory(cfg, 2))
-    split, _ = apply(build_model(cfg.replace(xl=dict(bptt_segments=2))), params, x,
+    one, _ = forward(model, params, x, init_memory(cfg, 2))
+    split, _ = forward(build_model(cfg.replace(xl=dict(bptt_segments=2))), params, x,
                      init_memory(cfg, 2))
     assert float(jnp.max(jnp.abs(one - split))) > 1e-4  # 2 segments of 4 differ from 1 of 8
 
@@ -175,9 +165,9 @@ def test_determinism_and_dropout_keys(rmt):
     _, params = rmt
     x = tokens()
     state = init_memory(CFG, 2)
-    a = apply(model_drop, params, x, state, deterministic=False, rng=jax.random.key(9))[0]
-    b = apply(model_drop, params, x, state, deterministic=False, rng=jax.random.key(9))[0]
-    c = apply(model_drop, params, x, state, deterministic=False, rng=jax.random.key(8))[0]
+    a = forward(model_drop, params, x, state, deterministic=False, rng=jax.random.key(9))[0]
+    b = forward(model_drop, params, x, state, deterministic=False, rng=jax.random.key(9))[0]
+    c = forward(model_drop, params, x, state, deterministic=False, rng=jax.random.key(8))[0]
     np.testing.assert_array_equal(a, b)
     assert float(jnp.max(jnp.abs(a - c))) > 1e-4
     again = make(CFG)[1]
@@ -194,7 +184,7 @@ def test_bad_settings_are_refused():
         build_model(CFG.replace(rmt=dict(memory_gate=True, memory_gate_bias=float("nan"))))
     model, params = make(CFG)
     with pytest.raises(ValueError, match="does not split into segments of 4"):
-        apply(model, params, tokens(n=6), init_memory(CFG, 2))
+        forward(model, params, tokens(n=6), init_memory(CFG, 2))
 
 
 def test_memory_gate_adds_its_parameters_and_interpolates(rmt):
@@ -223,12 +213,12 @@ def test_memory_gate_adds_its_parameters_and_interpolates(rmt):
     read = MemoryTokens(vectors=jax.random.normal(jax.random.key(5), (2, 3, d)),
                         fresh=jnp.array([True, False]))
     start = jnp.where(read.fresh[:, None, None], params[MEMORY_PARAM][None], read.vectors)
-    logits, written = apply(model, params, seg, read)
-    gated_logits, half = apply(gated_model, gated, seg, read)
+    logits, written = forward(model, params, seg, read)
+    gated_logits, half = forward(gated_model, gated, seg, read)
     np.testing.assert_array_equal(gated_logits, logits)  # the gate acts on the memory only
     np.testing.assert_allclose(half.vectors, (start + written.vectors) / 2, rtol=1e-6,
                                atol=1e-6)
     closed_cfg = CFG.replace(rmt=dict(memory_gate=True, memory_gate_bias=-30.0))
     _, closed = make(closed_cfg)
-    _, kept = apply(build_model(closed_cfg), closed, seg, read)
+    _, kept = forward(build_model(closed_cfg), closed, seg, read)
     np.testing.assert_array_equal(kept.vectors, start)
