@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from longctx.config import ModelConfig
 from longctx.models import Decoder, build_model, init_memory
+from longctx.models.recurrent_memory import rmt_init
 
 
 def make(cfg: ModelConfig, batch: int = 2, seed: int = 0):
@@ -27,6 +28,11 @@ def forward(model, params, tokens, memory=None, reset=None, deterministic=True, 
     rngs = {"dropout": rng} if rng is not None else {}
     return model.apply({"params": params}, tokens, memory, reset, deterministic=deterministic,
                        rngs=rngs)
+
+
+# recurrent_memory.rmt_init (decoder + memory_init [+ gate]) as one jitted program: run
+# eagerly, each of its operations compiles on its own
+rmt_params = jax.jit(rmt_init, static_argnums=(0, 2, 3))
 
 
 @partial(jax.jit, static_argnums=0)

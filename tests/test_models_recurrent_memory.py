@@ -23,7 +23,7 @@ from longctx.models.recurrent_memory import (
     rmt_segments,
 )
 from longctx.models.segment_scan import join_segments, split_segments, xl_segments
-from tests.model_utils import forward, make
+from tests.model_utils import forward, make, rmt_params
 
 CFG = ModelConfig(arch="xl", n_token=11, n_layer=2, n_head=2, d_model=16, d_head=8, d_inner=32, init_std=0.2,
                   matmul_precision="highest").replace(xl=dict(tgt_len=4, mem_len=4))
@@ -32,15 +32,10 @@ SEG = 4
 K = 3
 
 
-# rmt_init jitted (run eagerly, each of its operations compiles on its own); the parameters
-# a test compares bit for bit come from this one program
-init = jax.jit(rmt_init, static_argnums=(0, 2, 3))
-
-
 @pytest.fixture(scope="module")
 def rmt():
     model = build_model(CFG)
-    return model, init(model, jax.random.key(0), N_MEM, SEG)
+    return model, rmt_params(model, jax.random.key(0), N_MEM, SEG)
 
 
 def tokens(batch=2, n=K * SEG, seed=1):
@@ -257,8 +252,8 @@ def test_gated_update_interpolates_between_read_and_written(rmt):
     from longctx.models.recurrent_memory import GATE_PARAM, gate_params
 
     model, params = rmt
-    gated = init(build_model(CFG.replace(rmt=dict(memory_gate=True, memory_gate_bias=0.7))),
-                 jax.random.key(0), N_MEM, SEG)
+    gated = rmt_params(build_model(CFG.replace(rmt=dict(memory_gate=True, memory_gate_bias=0.7))),
+                       jax.random.key(0), N_MEM, SEG)
     expect = {**params, GATE_PARAM: gate_params(CFG.d_model, bias=0.7)}
     assert jax.tree.structure(gated) == jax.tree.structure(expect)
     for a, b in zip(jax.tree.leaves(gated), jax.tree.leaves(expect), strict=True):

@@ -12,8 +12,9 @@ from longctx.eval import metrics
 from longctx.eval.probes import RecallItem
 from longctx.eval.scoring import Request
 from longctx.models import Decoder
-from longctx.models.recurrent_memory import rmt_init, rmt_initial_memory, rmt_segment
+from longctx.models.recurrent_memory import rmt_initial_memory, rmt_segment
 from tests.conftest import load_script
+from tests.model_utils import rmt_params
 
 SEG = 8
 # the reference stream's segment, jitted (run eagerly, each operation compiles on its own)
@@ -42,7 +43,7 @@ def test_probe_scores_match_the_streamed_model():
     cfg = ModelConfig(n_token=50, n_layer=2, n_head=2, d_model=16, d_head=8, d_inner=32,
                       dropout=0.0)
     model = Decoder(cfg)
-    params = jax.jit(rmt_init, static_argnums=(0, 2, 3))(model, jax.random.PRNGKey(0), 3, SEG)
+    params = rmt_params(model, jax.random.PRNGKey(0), 3, SEG)
     rng = np.random.default_rng(0)
     convs = [_Conv(rng.integers(1, 50, n).astype(np.int32)) for n in (37, 50)]
     items = []
