@@ -9,6 +9,7 @@ from longctx.config import ModelConfig
 from longctx.eval import metrics
 from longctx.eval.scoring import Request, Scorer
 from longctx.models import build_model, init_memory, vanilla_strided_nll
+from longctx.models.nll import greedy_hits
 from tests.model_utils import forward
 
 V = 40
@@ -44,6 +45,28 @@ def _reference(arch, cfg, model, params, ids):
         logits, mem = forward(model, params, jnp.asarray(seg[None, :-1]), mem)
         out.append(_logp(logits[0], seg[1:]))
     return np.concatenate(out)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_greedy_hits_are_argmax_exactly_with_ties_and_nans(dtype):
+    """Every target position against jnp.argmax, on logits of few distinct values (ties
+    everywhere: the first maximum wins) with NaNs and infinities planted (NaN counts as the
+    maximum) and rows of one value."""
+    rng = np.random.default_rng(0)
+    logits = rng.integers(0, 4, (64, V)).astype(np.float32)
+    logits[rng.random(logits.shape) < 0.02] = np.nan
+    logits[rng.random(logits.shape) < 0.02] = np.inf
+    logits[:4] = 3.0  # rows of one value: only target 0 is the argmax
+    logits[4:6] = -np.inf
+    logits = jnp.asarray(logits, dtype)
+    hits = 0
+    for t in range(V):
+        targets = jnp.full(64, t, jnp.int32)
+        want = jnp.argmax(logits, axis=-1) == targets
+        got = jax.jit(greedy_hits)(logits, targets)
+        np.testing.assert_array_equal(got, want, err_msg=f"target {t}")
+        hits += int(got.sum())
+    assert hits == 64  # one argmax per row: each row a hit for exactly one target
 
 
 @pytest.mark.parametrize("arch", ["xl", "window", "vanilla"])

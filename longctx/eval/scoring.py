@@ -32,7 +32,7 @@ import numpy as np
 
 from longctx.config import ModelConfig
 from longctx.models import archs, build_model, init_memory
-from longctx.models.nll import target_logprobs
+from longctx.models.nll import greedy_hits, target_logprobs
 from longctx.models.vanilla import strided_plan
 
 ROWS = 32  # streams carried side by side (lanes) in the XL and window streaming modes
@@ -98,7 +98,7 @@ def _compiled(cfg: ModelConfig) -> tuple:
         logits, new_memory = model.apply(
             {"params": params}, inputs, memory, reset, deterministic=True)
         lp = target_logprobs(logits, targets)
-        hit = jnp.argmax(logits, axis=-1) == targets
+        hit = greedy_hits(logits, targets)
         return lp, hit, new_memory
 
     def score_from(params, inputs, targets, memory, idx):
