@@ -27,10 +27,11 @@ def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
 
 def greedy_hits(logits: jax.Array, targets: jax.Array) -> jax.Array:
     """argmax(logits, -1) == targets [...] bool, exactly as `jnp.argmax` decides (the first
-    maximum wins; NaN counts as the maximum), from two max-reductions: XLA's (value, index)
-    reduce behind argmax was half of an evaluation call's time on CPU (this is 2-8x faster).
-    The target wins iff its logit is >= every logit and > every logit before it; a NaN
-    target wins iff no NaN comes before it."""
+    maximum wins; NaN counts as the maximum), from two max-reductions: on CPU XLA's
+    (value, index) reduce behind argmax took ~15% of a scoring call at its default
+    optimisation and most of it at level 0 (the tests'); this is 2-5x faster. The target
+    wins iff its logit is >= every logit and > every logit before it; a NaN target wins iff
+    no NaN comes before it."""
     picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
     before = jnp.arange(logits.shape[-1]) < targets[..., None]
     best_before = jnp.max(jnp.where(before, logits, -jnp.inf), axis=-1)
