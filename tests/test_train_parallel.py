@@ -115,3 +115,23 @@ def test_two_processes_stop_together_and_resume_to_the_two_device_numbers(device
     single = json.loads((device_runs[2] / "summary.json").read_text())
     multi = json.loads((workdir / "summary.json").read_text())
     assert multi["done"] and multi["params_sha256"] == single["params_sha256"]
+
+
+def test_unreplicate_is_the_first_devices_copy_on_the_host():
+    """What a save writes: each leaf's first local copy as numpy, dtype and shape kept (on
+    several devices the copies differ, so a wrong device shows; the 2- and 4-device runs
+    above save through it too)."""
+    import jax
+    import jax.numpy as jnp
+
+    from longctx.train import parallel
+
+    step = jax.pmap(lambda x: {"w": x * 2, "n": x.sum(), "h": (x + jax.lax.axis_index(
+        parallel.AXIS)).astype(jnp.bfloat16)}, axis_name=parallel.AXIS)
+    n = jax.local_device_count()
+    out = step(jnp.arange(n * 3.0).reshape(n, 3))
+    host = parallel.unreplicate(out)
+    for key, want in {"w": [0.0, 2.0, 4.0], "n": 3.0, "h": [0.0, 1.0, 2.0]}.items():
+        assert isinstance(host[key], np.ndarray) and host[key].dtype == out[key].dtype
+        np.testing.assert_array_equal(host[key].astype(np.float32), want)
+    assert parallel.unreplicate({"k": np.arange(4).reshape(2, 2)})["k"].tolist() == [0, 1]
