@@ -169,7 +169,7 @@ _identity = jax.pmap(lambda tree: tree, axis_name=AXIS)  # outputs on the step's
 
 def unreplicate(tree: Any) -> Any:
     """Per-device copies -> one host copy (numpy): each leaf's first local shard, fetched
-    together. (Indexing `x[0]` ran a device program per leaf: ~40 ms of every save of a
+    together. (Indexing `x[0]` ran a device program per leaf: ~85 ms of every save of a
     smoke run's state on CPU.)"""
     first = jax.tree.map(lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x,
                          tree)
