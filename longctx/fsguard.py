@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -140,7 +141,9 @@ def machine_limits(where: str, doing: str, cleanup: Callable[[], None] | None = 
                    then: Callable[[], str] | None = None) -> Iterator[None]:
     """Turn a machine limit raised inside into one UserError line (after `cleanup`, which
     removes what was half-written; `then()` adds what is still intact); other errors pass
-    through unchanged."""
+    through unchanged. Libraries' threads are quieted first: they report a failed write
+    as it happens, before it reaches here."""
+    quiet_limit_noise()
     try:
         yield
     except UserError:
@@ -164,6 +167,35 @@ def remove_tree(path: Path) -> Callable[[], None]:
         elif path.exists() or path.is_symlink():
             path.unlink()
     return clean
+
+
+def remove_until_quiet(find: Callable[[], list[Path]], quiet_s: float = 1.0,
+                       limit_s: float = 30.0) -> None:
+    """Remove what `find()` lists once orbax's threads have ended, and again until nothing
+    has come back for `quiet_s` (at most `limit_s` in all): the cleanup after a failed save.
+
+    Orbax reports a save's first failed write while its other threads (metadata, the other
+    items) may still run, and tensorstore's writes may still be in flight in its own (C++)
+    threads, which Python cannot join; each creates its folders again (`mkdir -p`) before
+    it fails too. On a loaded machine one can come some hundred milliseconds after the
+    error, so one removal, or one short look, can leave the save's folder behind."""
+    start = time.monotonic()
+    for thread in threading.enumerate():  # joined at exit anyway (not daemons): no extra wait
+        if thread is not threading.current_thread() and not thread.daemon and \
+                type(thread).__module__.startswith("orbax."):
+            # the base class's join: orbax's own raises the thread's error again
+            threading.Thread.join(thread, max(0.0, start + limit_s - time.monotonic()))
+    quiet_from = time.monotonic()
+    while time.monotonic() - start < limit_s:
+        found = find()
+        if found:
+            for path in found:
+                with contextlib.suppress(OSError):
+                    remove_tree(path)()
+            quiet_from = time.monotonic()
+        elif time.monotonic() - quiet_from >= quiet_s:
+            return
+        time.sleep(0.02)
 
 
 def check_dir_arg(value: str | Path | None, flag: str) -> Path:

@@ -16,6 +16,8 @@ import resource
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -24,8 +26,9 @@ from longctx.cli import main
 from longctx.errors import UserError
 from longctx.fsguard import check_dir_arg
 from longctx.rundir.lock import RunLock
+from longctx.train import limits
 from longctx.train.loop import train
-from tests.conftest import REPO, SMOKE, run_main, smoke_config, subprocess_env
+from tests.conftest import FIXTURES, REPO, SMOKE, run_main, smoke_config, subprocess_env
 
 _FULL = ("no space left on the device", "file too large")
 
@@ -121,6 +124,57 @@ def test_a_full_disk_during_a_save_keeps_the_last_checkpoint_and_resumes_exactly
         resumed = json.loads(out.strip().splitlines()[-1])
     uninterrupted = json.loads((tiny_run / "summary.json").read_text())
     assert resumed["params_sha256"] == uninterrupted["params_sha256"]
+
+
+def test_the_cleanup_outlasts_a_write_still_in_flight_after_the_error(tmp_path):
+    """Orbax reports a save's first failed write while tensorstore's other writes of the
+    step are still running (C++ threads, not joinable); each recreates its folders. A
+    writer that does so 0.1 s after the step's folder is removed finds the cleanup still
+    watching: nothing is left when it returns."""
+    workdir = tmp_path / "run"
+    step_tmp = workdir / "checkpoints" / "8.orbax-checkpoint-tmp"
+    late_file = step_tmp / "state.orbax-checkpoint-tmp" / "ocdbt.process_0" / "d" / "f"
+    late_file.parent.mkdir(parents=True)
+    (workdir / "config.json.tmp").write_text("{")
+    removed = threading.Event()
+    wrote = []
+
+    def in_flight_write():
+        while step_tmp.exists():  # the cleanup's first removal
+            removed.wait(0.001)
+        removed.set()
+        time.sleep(0.1)  # the write's latency on a loaded machine (not a wait for a condition)
+        late_file.parent.mkdir(parents=True, exist_ok=True)  # tensorstore's mkdir -p
+        late_file.write_bytes(b"x")
+        wrote.append(time.monotonic())
+
+    writer = threading.Thread(target=in_flight_write)
+    writer.start()
+    limits.remove_failed_writes(workdir)
+    returned = time.monotonic()
+    writer.join(timeout=30)
+    assert removed.is_set() and wrote and wrote[0] < returned
+    assert list((workdir / "checkpoints").iterdir()) == [] and _temporaries(workdir) == []
+
+
+def test_a_full_disk_during_import_txl_is_one_line_and_leaves_nothing(tmp_path, capsys):
+    """The weights' orbax save fails part-way: one line (none of orbax's or tensorstore's
+    threads' tracebacks), no config, no checkpoint folder; with space back it imports."""
+    reference = FIXTURES / "reference_postln.npz"
+    disk = tmp_path / "disk"
+    with _tmpfs(disk, 24) as mounted:
+        workdir = disk / "run"
+        proc = _cli(["import-txl", str(reference), "--workdir", str(workdir)],
+                    limit=None if mounted else 4096)
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        line = _one_line(proc.stderr)
+        assert line.startswith(f"longctx import-txl: error: --workdir {workdir}: cannot write "
+                               "the run: ") and any(w in line for w in _FULL), line
+        assert not workdir.exists() or list(workdir.iterdir()) == []
+        if mounted:
+            _remount(disk, "size=16m")
+        run_main(["import-txl", str(reference), "--workdir", str(workdir)], capsys)
+        assert (workdir / "checkpoints" / "0").is_dir() and _temporaries(workdir) == []
 
 
 def test_a_full_disk_at_start_up_leaves_no_half_copied_tokenizer(data_dir, tiny_run,

@@ -20,7 +20,7 @@ def _import_txl(args: argparse.Namespace) -> int:
     if args.tokenizer and not (Path(args.tokenizer) / "tokenizer.json").is_file():
         raise UserError(f"--tokenizer '{args.tokenizer}': no tokenizer.json there; pass a "
                         "folder saved with save_pretrained (e.g. a run's tokenizer/)")
-    from longctx.fsguard import machine_limits, remove_tree
+    from longctx.fsguard import machine_limits, remove_until_quiet
     from longctx.rundir.lock import RunLock
 
     model_cfg, params = load_reference(path)
@@ -36,8 +36,8 @@ def _import_txl(args: argparse.Namespace) -> int:
                    if not (lock.workdir / name).exists()]
 
         def cleanup() -> None:  # a full or read-only disk: remove what this import wrote
-            for new in written:
-                remove_tree(new)()
+            remove_until_quiet(lambda: [new for new in written
+                                        if new.exists() or new.is_symlink()])
 
         with machine_limits(f"--workdir {lock.workdir}", "cannot write the run", cleanup):
             out = save_params_run(lock.workdir, cfg, params, tokenizer_dir=args.tokenizer)

@@ -8,12 +8,10 @@ command once the limit is lifted resumes exactly.
 from __future__ import annotations
 
 import contextlib
-import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from longctx.fsguard import machine_limits, quiet_limit_noise
+from longctx.fsguard import machine_limits, remove_tree, remove_until_quiet
 from longctx.rundir.layout import CHECKPOINTS
 
 # What is written under a temporary name and renamed into place when complete:
@@ -33,21 +31,14 @@ def _temporaries(workdir: Path) -> list[Path]:
 def remove_temporaries(workdir: Path) -> None:
     """Remove half-written run files and orbax's temporary step folders."""
     for path in _temporaries(workdir):
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        elif path.exists():
-            with contextlib.suppress(OSError):
-                path.unlink()
+        with contextlib.suppress(OSError):
+            remove_tree(path)()
 
 
-def _remove_when_quiet(workdir: Path, attempts: int = 40) -> None:
-    """Remove the temporaries of a failed save; orbax's last writer threads may still
-    create a file or two after the error arrived, so retry briefly (at most ~2 s)."""
-    for _ in range(attempts):
-        remove_temporaries(workdir)
-        time.sleep(0.05)
-        if not _temporaries(workdir):
-            return
+def remove_failed_writes(workdir: Path) -> None:
+    """After a failed save: remove the temporaries, and again while late writes of that
+    save recreate them (`fsguard.remove_until_quiet`)."""
+    remove_until_quiet(lambda: _temporaries(workdir))
 
 
 def latest_complete_step(workdir: Path) -> int | None:
@@ -61,7 +52,6 @@ def stop_at_limits(workdir: Path, primary: bool = True) -> Iterator[None]:
     """Turn a machine limit met while training in `workdir` into one UserError line.
 
     Entered under the run's lock, so any temporary found then is a dead run's: removed."""
-    quiet_limit_noise()
     if primary:
         remove_temporaries(workdir)
 
@@ -70,6 +60,6 @@ def stop_at_limits(workdir: Path, primary: bool = True) -> Iterator[None]:
         return (f"checkpoint step {step} is intact and the rerun resumes from it"
                 if step is not None else "no checkpoint was saved yet")
 
-    cleanup = (lambda: _remove_when_quiet(workdir)) if primary else None
+    cleanup = (lambda: remove_failed_writes(workdir)) if primary else None
     with machine_limits(f"--workdir {workdir}", "training stopped", cleanup, kept):
         yield

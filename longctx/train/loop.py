@@ -375,8 +375,10 @@ def _run_steps(run: _Run, stop: StopSignals) -> tuple[int, float]:
         try:
             run.manager.wait_until_finished()
         finally:  # even after a failed save: its threads end before anything is cleaned
-            run.manager.close()
-            writer.close()
+            try:
+                run.manager.close()
+            finally:
+                writer.close()
     return step, started
 
 
