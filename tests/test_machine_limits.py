@@ -66,10 +66,10 @@ _LIMITED_CLI = ("import resource, runpy, signal, sys; limit = int(sys.argv.pop(1
                 "sys.argv[0] = 'longctx'; runpy.run_module('longctx.cli', run_name='__main__')")
 
 
-def _cli(args, limit=None, timeout=240):
+def _cli(args, limit=None, timeout=240, stdin=None):
     prefix = ["-m", "longctx.cli"] if limit is None else ["-c", _LIMITED_CLI, str(limit)]
     return subprocess.run([sys.executable, *prefix, *args], cwd=REPO, env=subprocess_env(),
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, input=stdin)
 
 
 def _one_line(err: str) -> str:
@@ -140,15 +140,17 @@ def test_the_cleanup_outlasts_a_write_still_in_flight_after_the_error(tmp_path):
     wrote = []
 
     def in_flight_write():
+        deadline = time.monotonic() + 30
         while step_tmp.exists():  # the cleanup's first removal
-            removed.wait(0.001)
+            if removed.wait(0.001) or time.monotonic() > deadline:
+                return
         removed.set()
         time.sleep(0.1)  # the write's latency on a loaded machine (not a wait for a condition)
         late_file.parent.mkdir(parents=True, exist_ok=True)  # tensorstore's mkdir -p
         late_file.write_bytes(b"x")
         wrote.append(time.monotonic())
 
-    writer = threading.Thread(target=in_flight_write)
+    writer = threading.Thread(target=in_flight_write, daemon=True)
     writer.start()
     limits.remove_failed_writes(workdir)
     returned = time.monotonic()
@@ -230,6 +232,35 @@ def test_a_read_only_run_refuses_writers_in_one_line_and_serves_readers(tiny_run
         assert sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*")) == before
     finally:
         unmount()
+
+
+def test_a_full_disk_during_chat_save_is_one_line_and_the_chat_goes_on(tiny_run, tmp_path,
+                                                                       capsys, monkeypatch):
+    """/save on a full disk: one line, the conversation goes on, no chats/ folder is left;
+    once space is back the same /save writes it."""
+    disk = tmp_path / "disk"
+    with _tmpfs(disk, _du(tiny_run) // 1024 + 256) as mounted:
+        workdir = shutil.copytree(tiny_run, disk / "run")
+        if mounted:  # fill what is left; the chat runs in this process
+            filler = disk / "filler"
+            with open(filler, "wb") as f, contextlib.suppress(OSError):
+                f.write(b"\0" * shutil.disk_usage(disk).free)
+            monkeypatch.setattr(sys, "stdin", io.StringIO("/save kept\n/stats\n"))
+            out = run_main(["chat", "--workdir", str(workdir)], capsys, code=1)
+            err, said = out.err, out.out
+            filler.unlink()
+        else:  # a child under a file-size limit the saved state passes
+            proc = _cli(["chat", "--workdir", str(workdir)], limit=1024,
+                        stdin="/save kept\n/stats\n")
+            assert proc.returncode == 1, proc.stderr[-3000:]
+            err, said = proc.stderr, proc.stdout
+        line = _one_line(err)
+        assert line.startswith("longctx chat: error: /save kept: cannot write ") and \
+            any(w in line for w in _FULL), line
+        assert "span in use" in said and not (workdir / "chats").exists()
+        monkeypatch.setattr(sys, "stdin", io.StringIO("/save kept\n"))
+        run_main(["chat", "--workdir", str(workdir)], capsys)
+        assert [p.name for p in (workdir / "chats").iterdir()] == ["kept"]
 
 
 def test_too_many_open_files_is_one_line(data_dir, tmp_path):

@@ -122,13 +122,14 @@ def _save(chat, name: str):
 
     chats = Path(chat.run.workdir) / "chats"
     folder = chats / name
-    existed = folder.exists()
+    new = [p for p in (folder, chats) if not p.exists()]  # this save creates them
 
     def cleanup() -> None:
         for tmp in folder.glob(f".*.tmp{os.getpid()}") if folder.is_dir() else []:
             tmp.unlink(missing_ok=True)
-        if not existed and folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
+        for made in new:
+            if made.is_dir() and not any(made.iterdir()):
+                made.rmdir()
 
     with RunLock(chat.run.workdir, "chat", create=False), \
             machine_limits(f"/save {name}", f"cannot write {folder}", cleanup=cleanup):
