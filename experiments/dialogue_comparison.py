@@ -173,9 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     # job of a script), as its trainings do: they install their own handler.
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
+    from longctx import log
     from longctx.cli import main as longctx_main
     from longctx.data.dataset import prepare_dataset
 
+    log.configure()  # library notes hidden, as in the longctx command
     size = SIZES[args.size]
     root = Path(args.root or f"runs/dialogue_{args.size}")
     seeds = args.seeds.split(",") if args.seeds else [str(s) for s in size.seeds]

@@ -220,7 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="extra section.key=value for every run")
     args = parser.parse_args(argv)
 
+    from longctx import log
     from longctx.train.sweep import run_sweep
+
+    log.configure()  # library notes hidden, as in the longctx command
 
     size = SIZES[args.size]
     defaults = SOURCES.get(args.size, (None, None))

@@ -56,7 +56,9 @@ def test_ctrl_c_stops_the_running_models_and_starts_no_other(tmp_path, data_dir)
     cmd = [sys.executable, str(REPO / "experiments" / "dialogue_comparison.py"), "--size",
            "gpu-quick", "--root", str(root), "--parallel", "2", *TINY_STUDY.split(),
            f"data.data_dir={data_dir}", "train.train_tokens=200000", "train.log_every=1"]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE,
+    env = subprocess_env()
+    env.pop("TRANSFORMERS_VERBOSITY", None)  # as a user's shell has it: the script quiets
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         logs = [root / "logs" / f"seed-0_arch-{a}.train.log" for a in ("xl", "window")]
@@ -71,6 +73,7 @@ def test_ctrl_c_stops_the_running_models_and_starts_no_other(tmp_path, data_dir)
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, out[-3000:]
     assert "interrupted: finished runs are kept" in out and "Traceback" not in out, out[-3000:]
+    assert "[transformers]" not in out, out[:3000]  # no library notes before its own lines
     assert not (root / "seed-0_arch-vanilla").exists()
     for log in logs:
         assert "SIGINT: saved step" in log.read_text() or "SIGINT: stopped" in log.read_text()
