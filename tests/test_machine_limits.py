@@ -263,6 +263,35 @@ def test_a_full_disk_during_chat_save_is_one_line_and_the_chat_goes_on(tiny_run,
         assert [p.name for p in (workdir / "chats").iterdir()] == ["kept"]
 
 
+def test_a_full_disk_during_compare_keeps_the_earlier_results(tiny_run, tmp_path, capsys):
+    """compare --out into a folder holding earlier results, on a full disk: one line, the
+    earlier files byte for byte, nothing half-written beside them (written in place, the
+    larger new curves.png replaced the earlier one with half of itself)."""
+    early = tmp_path / "early"  # a run one logged step in: small earlier results
+    shutil.copytree(tiny_run, early, ignore=shutil.ignore_patterns("checkpoints", "tb"))
+    lines = (early / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (early / "metrics.jsonl").write_text(lines[0])
+    disk = tmp_path / "disk"
+    with _tmpfs(disk, 2048) as mounted:
+        out = disk / "results"
+        run_main(["compare", str(early), "--out", str(out)], capsys)
+        before = {p.name: p.read_bytes() for p in out.iterdir()}
+        assert {"results.md", "results.csv", "curves.png"} <= set(before)
+        if mounted:  # fill what is left, to the last page
+            for i in range(1000):
+                with open(disk / f"filler{i}", "wb") as f, contextlib.suppress(OSError):
+                    f.write(b"\0" * max(shutil.disk_usage(disk).free, 4096))
+                if shutil.disk_usage(disk).free == 0:
+                    break
+        proc = _cli(["compare", str(tiny_run), str(early), "--out", str(out)],
+                    limit=None if mounted else 1024)
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        line = _one_line(proc.stderr)
+        assert line.startswith(f"longctx compare: error: --out {out}: cannot write the "
+                               "results: ") and any(w in line for w in _FULL), line
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 def test_too_many_open_files_is_one_line(data_dir, tmp_path):
     """With every descriptor taken, a command that must open one says so in one line."""
     import jax

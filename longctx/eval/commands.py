@@ -83,14 +83,14 @@ def _compare(args: argparse.Namespace) -> int:
         if not (Path(d).is_dir() or Path(d).is_file()):
             raise UserError(f"'{d}': no such directory or file; pass run directories (or "
                             "their evaluation files, RUN/NAME.json) to compare")
-    from longctx.fsguard import machine_limits, remove_tree
-    from longctx.rundir.outputs import check_output
+    from longctx.fsguard import machine_limits
+    from longctx.rundir.outputs import check_output, staged_folder
 
     out = check_output(args.out, "--out", folder=True)
-    # a full or read-only disk: one line, and a results folder this command made is removed
-    cleanup = None if out.exists() else remove_tree(out)
-    with machine_limits(f"--out {out}", "cannot write the results", cleanup):
-        table = compare(args.workdirs, out)
+    # a full or read-only disk: one line; the results already in `out` stay as they were
+    with machine_limits(f"--out {out}", "cannot write the results"), \
+            staged_folder(out) as stage:
+        table = compare(args.workdirs, stage)
     print(table)
     print(f"wrote {Path(args.out) / 'results.md'}, results.csv and plots (curves.png: training "
           "and validation curves)")

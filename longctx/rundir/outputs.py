@@ -1,10 +1,15 @@
 """Outputs never overwrite inputs: a file a command writes (`evaluate --out`, `compare
 --out`) may not be one a run directory needs (its config, tokenizer, checkpoints, logs,
-saved chats), in this run or any other, nor a file the same command reads.
+saved chats), in this run or any other, nor a file the same command reads. A folder of
+outputs is written whole or not at all (`staged_folder`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 from longctx.errors import UserError
@@ -56,3 +61,26 @@ def check_output(out: str | Path, flag: str, reads: tuple[str | Path, ...] = (),
                         f"{flag} {path} would write into {what} of the run {run}; pass "
                         "another folder, e.g. results")
     return path
+
+
+@contextlib.contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """A temporary folder inside `out` to write a command's outputs into; when the block
+    ends without error its files replace their namesakes in `out` (each `os.replace`, a
+    rename: no space needed), otherwise it is removed, with `out` if this made it. A full
+    disk or Ctrl-C half-way leaves `out`'s earlier results as they were and nothing
+    half-written."""
+    made = not out.exists()
+    stage = out / f".staged.tmp{os.getpid()}"
+    try:
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir(parents=True)
+        yield stage
+        for path in sorted(stage.iterdir()):
+            os.replace(path, out / path.name)
+    except BaseException:
+        if made:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
