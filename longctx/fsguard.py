@@ -169,6 +169,14 @@ def remove_tree(path: Path) -> Callable[[], None]:
     return clean
 
 
+def remove_all(paths: list[Path]) -> None:
+    """Remove each file or folder, best effort (a cleanup must not raise over the error it
+    cleans after)."""
+    for path in paths:
+        with contextlib.suppress(OSError):
+            remove_tree(path)()
+
+
 def remove_until_quiet(find: Callable[[], list[Path]], quiet_s: float = 1.0,
                        limit_s: float = 30.0) -> None:
     """Remove what `find()` lists once orbax's threads have ended, and again until nothing
@@ -189,9 +197,7 @@ def remove_until_quiet(find: Callable[[], list[Path]], quiet_s: float = 1.0,
     while time.monotonic() - start < limit_s:
         found = find()
         if found:
-            for path in found:
-                with contextlib.suppress(OSError):
-                    remove_tree(path)()
+            remove_all(found)
             quiet_from = time.monotonic()
         elif time.monotonic() - quiet_from >= quiet_s:
             return

@@ -90,6 +90,16 @@ def _du(path: Path) -> int:
     return sum(-(-p.stat().st_size // 4096) * 4096 for p in path.rglob("*") if p.is_file())
 
 
+def _fill(disk: Path) -> list[Path]:
+    """Fill a mounted tmpfs to its last page; returns the filler files."""
+    fillers = []
+    while shutil.disk_usage(disk).free > 0 and len(fillers) < 1000:
+        fillers.append(disk / f"filler{len(fillers)}")
+        with open(fillers[-1], "wb") as f, contextlib.suppress(OSError):
+            f.write(b"\0" * max(shutil.disk_usage(disk).free, 4096))
+    return fillers
+
+
 def _train_args(workdir, data_dir):
     return ["train", "--config", str(SMOKE), "--workdir", str(workdir),
             f"data.data_dir={data_dir}", "model.arch=xl"]
@@ -242,13 +252,12 @@ def test_a_full_disk_during_chat_save_is_one_line_and_the_chat_goes_on(tiny_run,
     with _tmpfs(disk, _du(tiny_run) // 1024 + 256) as mounted:
         workdir = shutil.copytree(tiny_run, disk / "run")
         if mounted:  # fill what is left; the chat runs in this process
-            filler = disk / "filler"
-            with open(filler, "wb") as f, contextlib.suppress(OSError):
-                f.write(b"\0" * shutil.disk_usage(disk).free)
+            fillers = _fill(disk)
             monkeypatch.setattr(sys, "stdin", io.StringIO("/save kept\n/stats\n"))
             out = run_main(["chat", "--workdir", str(workdir)], capsys, code=1)
             err, said = out.err, out.out
-            filler.unlink()
+            for filler in fillers:
+                filler.unlink()
         else:  # a child under a file-size limit the saved state passes
             proc = _cli(["chat", "--workdir", str(workdir)], limit=1024,
                         stdin="/save kept\n/stats\n")
@@ -277,12 +286,8 @@ def test_a_full_disk_during_compare_keeps_the_earlier_results(tiny_run, tmp_path
         run_main(["compare", str(early), "--out", str(out)], capsys)
         before = {p.name: p.read_bytes() for p in out.iterdir()}
         assert {"results.md", "results.csv", "curves.png"} <= set(before)
-        if mounted:  # fill what is left, to the last page
-            for i in range(1000):
-                with open(disk / f"filler{i}", "wb") as f, contextlib.suppress(OSError):
-                    f.write(b"\0" * max(shutil.disk_usage(disk).free, 4096))
-                if shutil.disk_usage(disk).free == 0:
-                    break
+        if mounted:
+            _fill(disk)
         proc = _cli(["compare", str(tiny_run), str(early), "--out", str(out)],
                     limit=None if mounted else 1024)
         assert proc.returncode == 2, proc.stderr[-3000:]

@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from longctx.fsguard import machine_limits, remove_tree, remove_until_quiet
+from longctx.fsguard import machine_limits, remove_all, remove_until_quiet
 from longctx.rundir.layout import CHECKPOINTS
 
 # What is written under a temporary name and renamed into place when complete:
@@ -30,9 +30,7 @@ def _temporaries(workdir: Path) -> list[Path]:
 
 def remove_temporaries(workdir: Path) -> None:
     """Remove half-written run files and orbax's temporary step folders."""
-    for path in _temporaries(workdir):
-        with contextlib.suppress(OSError):
-            remove_tree(path)()
+    remove_all(_temporaries(workdir))
 
 
 def remove_failed_writes(workdir: Path) -> None:
